@@ -1,0 +1,90 @@
+#include "app/daemon.hpp"
+
+#include "backends/file_backend.hpp"
+#include "backends/null_backend.hpp"
+#include "core/log.hpp"
+#include "virtio/blk_device.hpp"
+
+namespace vhostd::app {
+
+Daemon::Daemon(DaemonConfig cfg) : cfg_(std::move(cfg)) {}
+
+Daemon::~Daemon() { stop(); }
+
+Status Daemon::start() {
+    for (unsigned i = 0; i < cfg_.threads; ++i) {
+        ReactorConfig rc = cfg_.reactor;
+        rc.cpu = cfg_.cpus.empty() ? -1 : cfg_.cpus[i % cfg_.cpus.size()];
+        auto r = std::make_unique<Reactor>(i, rc);
+        VHOSTD_TRY(r->start());
+        reactors_.push_back(std::move(r));
+    }
+    return ok_status();
+}
+
+std::vector<Reactor*> Daemon::assign_queues(uint32_t n) {
+    // Round-robin across reactors, continuing where the previous device stopped, so queues of
+    // many devices spread evenly.
+    std::vector<Reactor*> out;
+    for (uint32_t i = 0; i < n; ++i) out.push_back(reactors_[next_reactor_++ % reactors_.size()].get());
+    return out;
+}
+
+Result<std::string> Daemon::add_blk(const BlkSpec& spec) {
+    std::shared_ptr<backends::BlockBackend> backend;
+    if (spec.backend == "null") {
+        backend = std::make_shared<backends::NullBackend>(spec.size, spec.block_size ? spec.block_size : 512,
+                                                          spec.readonly);
+    } else {
+        VHOSTD_ASSIGN_OR_RETURN(auto fb, backends::FileBackend::open(backends::FileOptions{
+                                             spec.path, spec.readonly, spec.direct, spec.block_size}));
+        backend = std::move(fb);
+    }
+    std::lock_guard lk(mu_);
+    for (auto& [id, d] : devices_) {
+        if (d->path() == spec.socket) return make_error(Errc::kInvalid, "socket {} is used by device {}", spec.socket, id);
+    }
+    std::string id = fmt::format("blk{}", next_id_++);
+    std::string desc = backend->info().description;
+    virtio::BlkOptions opts{spec.queues, spec.serial.empty() ? id : spec.serial};
+    auto dev = std::make_unique<virtio::BlkDevice>(id, std::move(backend), opts, assign_queues(spec.queues));
+    auto server = std::make_unique<vhost::SocketServer>(spec.socket, spec.client,
+                                                        std::make_unique<vhost::VhostUserDevice>(std::move(dev)));
+    VHOSTD_TRY(server->start());
+    VLOG_INFO("{}: virtio-blk on {} ({} queues, {}, {})", id, spec.socket, spec.queues, desc,
+              spec.client ? "client mode" : "server mode");
+    devices_.emplace(id, std::move(server));
+    return id;
+}
+
+Status Daemon::remove_device(const std::string& id) {
+    std::unique_ptr<vhost::SocketServer> s;
+    {
+        std::lock_guard lk(mu_);
+        auto it = devices_.find(id);
+        if (it == devices_.end()) return make_error(Errc::kInvalid, "no device {}", id);
+        s = std::move(it->second);
+        devices_.erase(it);
+    }
+    s->stop();  // drains
+    return ok_status();
+}
+
+size_t Daemon::device_count() const {
+    std::lock_guard lk(mu_);
+    return devices_.size();
+}
+
+void Daemon::stop() {
+    std::map<std::string, std::unique_ptr<vhost::SocketServer>> devs;
+    {
+        std::lock_guard lk(mu_);
+        devs.swap(devices_);
+    }
+    for (auto& [id, s] : devs) s->stop();
+    devs.clear();
+    for (auto& r : reactors_) r->stop();
+    reactors_.clear();
+}
+
+}  // namespace vhostd::app

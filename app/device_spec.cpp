@@ -1,0 +1,119 @@
+#include "app/device_spec.hpp"
+
+#include <charconv>
+#include <map>
+
+namespace vhostd::app {
+
+namespace {
+
+Result<uint64_t> parse_uint(const std::string& key, const std::string& v) {
+    uint64_t out = 0;
+    auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
+    if (ec != std::errc() || p != v.data() + v.size() || v.empty())
+        return make_error(Errc::kInvalid, "{}={}: not a number", key, v);
+    return out;
+}
+
+Result<bool> parse_bool(const std::string& key, const std::string& v) {
+    if (v == "on" || v == "true" || v == "yes" || v == "1") return true;
+    if (v == "off" || v == "false" || v == "no" || v == "0") return false;
+    return make_error(Errc::kInvalid, "{}={}: expected on or off", key, v);
+}
+
+}  // namespace
+
+Result<uint64_t> parse_size(const std::string& text) {
+    if (text.empty()) return make_error(Errc::kInvalid, "empty size");
+    uint64_t mult = 1;
+    std::string num = text;
+    switch (text.back()) {
+        case 'k': case 'K': mult = 1ull << 10; break;
+        case 'm': case 'M': mult = 1ull << 20; break;
+        case 'g': case 'G': mult = 1ull << 30; break;
+        case 't': case 'T': mult = 1ull << 40; break;
+        default: break;
+    }
+    if (mult != 1) num.pop_back();
+    VHOSTD_ASSIGN_OR_RETURN(uint64_t n, parse_uint("size", num));
+    uint64_t r = 0;
+    if (__builtin_mul_overflow(n, mult, &r)) return make_error(Errc::kInvalid, "size {} too large", text);
+    return r;
+}
+
+Result<std::vector<int>> parse_cpu_list(const std::string& text) {
+    std::vector<int> cpus;
+    size_t pos = 0;
+    while (pos <= text.size()) {
+        size_t comma = text.find(',', pos);
+        std::string part = text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+        size_t dash = part.find('-');
+        if (dash == std::string::npos) {
+            VHOSTD_ASSIGN_OR_RETURN(uint64_t c, parse_uint("cpu", part));
+            cpus.push_back(static_cast<int>(c));
+        } else {
+            VHOSTD_ASSIGN_OR_RETURN(uint64_t a, parse_uint("cpu", part.substr(0, dash)));
+            VHOSTD_ASSIGN_OR_RETURN(uint64_t b, parse_uint("cpu", part.substr(dash + 1)));
+            if (b < a || b - a > 1024) return make_error(Errc::kInvalid, "bad cpu range {}", part);
+            for (uint64_t c = a; c <= b; ++c) cpus.push_back(static_cast<int>(c));
+        }
+        if (comma == std::string::npos) break;
+        pos = comma + 1;
+    }
+    return cpus;
+}
+
+Result<BlkSpec> parse_blk_spec(const std::string& text) {
+    BlkSpec s;
+    std::map<std::string, std::string> kv;
+    size_t pos = 0;
+    while (pos < text.size()) {
+        size_t comma = text.find(',', pos);
+        std::string item = text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+        pos = comma == std::string::npos ? text.size() : comma + 1;
+        if (item.empty()) continue;
+        size_t eq = item.find('=');
+        if (eq == std::string::npos) return make_error(Errc::kInvalid, "'{}': expected key=value", item);
+        std::string k = item.substr(0, eq);
+        if (kv.count(k)) return make_error(Errc::kInvalid, "'{}' given twice", k);
+        kv[k] = item.substr(eq + 1);
+    }
+    for (auto& [k, v] : kv) {
+        if (k == "socket") s.socket = v;
+        else if (k == "client") { VHOSTD_ASSIGN_OR_RETURN(s.client, parse_bool(k, v)); }
+        else if (k == "backend") s.backend = v;
+        else if (k == "path") s.path = v;
+        else if (k == "size") { VHOSTD_ASSIGN_OR_RETURN(s.size, parse_size(v)); }
+        else if (k == "queues") {
+            VHOSTD_ASSIGN_OR_RETURN(uint64_t q, parse_uint(k, v));
+            if (q == 0 || q > kMaxQueues) return make_error(Errc::kInvalid, "queues={} must be 1..{}", q, kMaxQueues);
+            s.queues = static_cast<uint32_t>(q);
+        } else if (k == "readonly") { VHOSTD_ASSIGN_OR_RETURN(s.readonly, parse_bool(k, v)); }
+        else if (k == "direct") { VHOSTD_ASSIGN_OR_RETURN(s.direct, parse_bool(k, v)); }
+        else if (k == "block-size") {
+            VHOSTD_ASSIGN_OR_RETURN(uint64_t b, parse_uint(k, v));
+            if (b != 512 && b != 4096) return make_error(Errc::kInvalid, "block-size={} must be 512 or 4096", b);
+            s.block_size = static_cast<uint32_t>(b);
+        } else if (k == "serial") {
+            if (v.size() > 20) return make_error(Errc::kInvalid, "serial '{}' is longer than 20 bytes", v);
+            s.serial = v;
+        } else {
+            return make_error(Errc::kInvalid, "unknown key '{}'", k);
+        }
+    }
+    if (s.socket.empty()) return make_error(Errc::kInvalid, "socket= is required");
+    if (s.backend == "file") {
+        if (s.path.empty()) return make_error(Errc::kInvalid, "path= is required for a file/block device backend");
+        if (s.size != 0) return make_error(Errc::kInvalid, "size= only applies to backend=null");
+    } else if (s.backend == "null") {
+        if (s.size == 0) return make_error(Errc::kInvalid, "backend=null needs size=");
+        if (!s.path.empty()) return make_error(Errc::kInvalid, "path= does not apply to backend=null");
+        if (s.direct) return make_error(Errc::kInvalid, "direct= does not apply to backend=null");
+    } else {
+        return make_error(Errc::kInvalid, "unknown backend '{}' (file or null)", s.backend);
+    }
+    if (s.queues == 0) s.queues = kDefaultQueues;
+    return s;
+}
+
+}  // namespace vhostd::app

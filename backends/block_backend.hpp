@@ -1,0 +1,68 @@
+// Where virtio-blk bytes go. A BlockBackend describes the storage (size, block size,
+// capabilities) and opens channels; a channel lives on one reactor thread and submits
+// operations whose completion (Completion::complete(res): bytes or -errno) arrives later on
+// that same thread — never from inside submit().
+#pragma once
+
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/reactor.hpp"
+#include "core/result.hpp"
+
+namespace vhostd::backends {
+
+enum class BlockOp : uint8_t {
+    kRead,
+    kWrite,
+    kFlush,
+    kDiscard,           // advisory: data afterwards is unspecified
+    kWriteZeroes,       // must read back as zeroes, keep allocation
+    kWriteZeroesUnmap,  // must read back as zeroes, may deallocate
+};
+
+struct BlockRequest {
+    BlockOp op = BlockOp::kRead;
+    const iovec* iov = nullptr;  // read/write only
+    unsigned iovcnt = 0;
+    uint64_t offset = 0;         // bytes
+    uint64_t len = 0;            // bytes (discard / write-zeroes)
+    bool fua = false;            // write: durable on completion (RWF_DSYNC)
+};
+
+class BlockChannel {
+public:
+    virtual ~BlockChannel() = default;
+    // False when the channel cannot take another request right now (back-pressure).
+    virtual bool ready() = 0;
+    // Queues the request; completion->complete() runs later on this reactor. An error here
+    // means it was not submitted (kBusy: try later).
+    virtual Status submit(const BlockRequest& req, Completion* completion) = 0;
+    // Channels that complete without the kernel (null) do it here, from the owner's poll().
+    virtual bool poll() { return false; }
+    // True when nothing is pending inside the channel itself.
+    virtual bool idle() const { return true; }
+};
+
+struct BlockInfo {
+    uint64_t size_bytes = 0;
+    uint32_t block_size = 512;     // logical block size
+    uint32_t physical_block = 0;   // 0: same as block_size
+    bool readonly = false;
+    bool discard = false;
+    bool write_zeroes = false;
+    std::string description;
+};
+
+class BlockBackend {
+public:
+    virtual ~BlockBackend() = default;
+    virtual const BlockInfo& info() const = 0;
+    // Called on the reactor thread that will own the channel. `depth` bounds concurrent requests.
+    virtual Result<std::unique_ptr<BlockChannel>> open_channel(Reactor& reactor, uint32_t depth) = 0;
+};
+
+}  // namespace vhostd::backends

@@ -1,0 +1,209 @@
+#include "core/reactor.hpp"
+
+#include <pthread.h>
+#include <sched.h>
+#include <sys/eventfd.h>
+
+#include <algorithm>
+#include <future>
+
+#include "core/log.hpp"
+
+namespace vhostd {
+
+Reactor::Reactor(unsigned index, ReactorConfig cfg) : index_(index), cfg_(cfg) {}
+
+Reactor::~Reactor() {
+    stop();
+    if (ring_ok_) io_uring_queue_exit(&ring_);
+}
+
+Status Reactor::start() {
+    int efd = eventfd(0, EFD_CLOEXEC);
+    if (efd < 0) return sys_error("eventfd for reactor {}", index_);
+    msg_fd_.reset(efd);
+    std::promise<Status> started;
+    auto fut = started.get_future();
+    thread_ = std::thread([this, &started] { run(&started); });
+    Status st = fut.get();
+    if (!st.ok() && thread_.joinable()) thread_.join();
+    return st;
+}
+
+void Reactor::stop() {
+    if (!thread_.joinable()) return;
+    stop_.store(true);
+    uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = write(msg_fd_.get(), &one, sizeof(one));
+    thread_.join();
+}
+
+void Reactor::post(std::function<void()> fn) {
+    {
+        std::lock_guard lk(msg_mu_);
+        msgs_.push_back(std::move(fn));
+    }
+    msg_pending_.store(true, std::memory_order_release);
+    uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = write(msg_fd_.get(), &one, sizeof(one));
+}
+
+void Reactor::run_sync(const std::function<void()>& fn) {
+    std::promise<void> done;
+    auto fut = done.get_future();
+    post([&] {
+        fn();
+        done.set_value();
+    });
+    fut.wait();
+}
+
+void Reactor::drain_messages() {
+    if (!msg_pending_.exchange(false, std::memory_order_acq_rel)) return;
+    std::vector<std::function<void()>> batch;
+    {
+        std::lock_guard lk(msg_mu_);
+        batch.swap(msgs_);
+    }
+    for (auto& fn : batch) fn();
+}
+
+void Reactor::MsgCompletion::complete(int32_t res) {
+    r_->msg_armed_ = false;
+    if (res < 0 && res != -ECANCELED) VLOG_WARN("reactor {}: message eventfd read failed: {}", r_->index_, res);
+}
+
+void Reactor::arm_msg_read() {
+    if (msg_armed_) return;
+    io_uring_sqe* sqe = get_sqe();
+    if (sqe == nullptr) return;  // retried next pass
+    io_uring_prep_read(sqe, msg_fd_.get(), &msg_completion_.buf, sizeof(msg_completion_.buf), 0);
+    io_uring_sqe_set_data(sqe, static_cast<Completion*>(&msg_completion_));
+    msg_armed_ = true;
+}
+
+io_uring_sqe* Reactor::get_sqe() {
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+    if (sqe == nullptr) {
+        io_uring_submit(&ring_);
+        sqe = io_uring_get_sqe(&ring_);
+    }
+    return sqe;
+}
+
+unsigned Reactor::sq_space_left() { return io_uring_sq_space_left(&ring_); }
+
+void Reactor::add_poller(Poller* p) {
+    pollers_.push_back(p);
+    pollers_changed_ = true;
+}
+
+void Reactor::remove_poller(Poller* p) {
+    pollers_.erase(std::remove(pollers_.begin(), pollers_.end(), p), pollers_.end());
+    pollers_changed_ = true;
+}
+
+bool Reactor::reap() {
+    bool any = false;
+    io_uring_cqe* cqe = nullptr;
+    // Bounded: at most one CQ's worth per call, so a flood can't starve the pollers.
+    for (unsigned n = 0; n < 4 * cfg_.ring_entries; ++n) {
+        if (io_uring_peek_cqe(&ring_, &cqe) != 0 || cqe == nullptr) break;
+        auto* c = reinterpret_cast<Completion*>(io_uring_cqe_get_data(cqe));
+        int32_t res = cqe->res;
+        io_uring_cqe_seen(&ring_, cqe);
+        if (c != nullptr) c->complete(res);
+        any = true;
+    }
+    return any;
+}
+
+void Reactor::run(std::promise<Status>* started) {
+    thread_id_.store(std::this_thread::get_id());
+    std::string name = fmt::format("vhostd-r{}", index_);
+    pthread_setname_np(pthread_self(), name.c_str());
+    if (cfg_.cpu >= 0) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(cfg_.cpu, &set);
+        if (pthread_setaffinity_np(pthread_self(), sizeof(set), &set) != 0) {
+            started->set_value(make_error(Errc::kInvalid, "cannot pin reactor {} to cpu {}", index_, cfg_.cpu));
+            return;
+        }
+    }
+    io_uring_params params{};
+    params.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SINGLE_ISSUER;
+    params.cq_entries = cfg_.ring_entries * 4;
+    int rc = io_uring_queue_init_params(cfg_.ring_entries, &ring_, &params);
+    if (rc == -EINVAL) {  // older kernel: no SINGLE_ISSUER
+        params = io_uring_params{};
+        params.flags = IORING_SETUP_CQSIZE;
+        params.cq_entries = cfg_.ring_entries * 4;
+        rc = io_uring_queue_init_params(cfg_.ring_entries, &ring_, &params);
+    }
+    if (rc < 0) {
+        started->set_value(sys_error_code(-rc, "io_uring_queue_init for reactor {}", index_));
+        return;
+    }
+    ring_ok_ = true;
+    started->set_value(ok_status());
+    VLOG_DEBUG("reactor {} running (cpu {}, mode {})", index_, cfg_.cpu, static_cast<int>(cfg_.mode));
+
+    using Clock = std::chrono::steady_clock;
+    auto last_work = Clock::now();
+    bool stopping = false;
+    while (true) {
+        if (stop_.load(std::memory_order_relaxed)) stopping = true;
+        drain_messages();
+        if (stopping && pollers_.empty()) break;
+        arm_msg_read();
+        passes.fetch_add(1, std::memory_order_relaxed);
+
+        bool work = false;
+        pollers_changed_ = false;
+        for (size_t i = 0; i < pollers_.size() && !pollers_changed_; ++i) work |= pollers_[i]->poll();
+        if (io_uring_sq_ready(&ring_) > 0) io_uring_submit(&ring_);
+        work |= reap();
+        for (size_t i = 0; i < pollers_.size(); ++i) pollers_[i]->end_pass();
+
+        if (work) {
+            if (cfg_.mode == PollMode::kAdaptive) last_work = Clock::now();
+            continue;
+        }
+        if (cfg_.mode == PollMode::kAlways && !stopping) continue;
+        if (cfg_.mode == PollMode::kAdaptive && !stopping && Clock::now() - last_work < cfg_.poll_budget) continue;
+
+        // Try to sleep: arm notifications everywhere, then re-check (a guest may have added
+        // work between our last poll and the arming).
+        bool can_sleep = true;
+        for (auto* p : pollers_) can_sleep &= p->prepare_sleep();
+        if (can_sleep && !msg_pending_.load(std::memory_order_acquire) && msg_armed_) {
+            sleeps.fetch_add(1, std::memory_order_relaxed);
+            io_uring_submit_and_wait(&ring_, 1);
+        }
+        if (cfg_.mode != PollMode::kNever) {
+            for (auto* p : pollers_) p->after_wake();
+        }
+        last_work = Clock::now();
+    }
+    // Cancel our own outstanding eventfd read so no CQE refers to freed state.
+    if (msg_armed_) {
+        io_uring_sqe* sqe = get_sqe();
+        if (sqe != nullptr) {
+            io_uring_prep_cancel(sqe, static_cast<Completion*>(&msg_completion_), 0);
+            io_uring_sqe_set_data(sqe, nullptr);
+            io_uring_submit(&ring_);
+        }
+        while (msg_armed_) {
+            io_uring_cqe* cqe = nullptr;
+            if (io_uring_wait_cqe(&ring_, &cqe) != 0) break;
+            auto* c = reinterpret_cast<Completion*>(io_uring_cqe_get_data(cqe));
+            int32_t res = cqe->res;
+            io_uring_cqe_seen(&ring_, cqe);
+            if (c != nullptr) c->complete(res);
+        }
+    }
+    VLOG_DEBUG("reactor {} stopped", index_);
+}
+
+}  // namespace vhostd

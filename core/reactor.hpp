@@ -1,0 +1,124 @@
+// A reactor is one thread that owns one io_uring and a set of pollers (virtqueues, backend
+// channels). It is the only thread that touches them. Other threads reach it with post() /
+// run_sync() (a mutex-guarded queue + eventfd: control path only, never per I/O).
+//
+// Loop: poll every poller, submit the batch of SQEs with one syscall, reap completions, let
+// pollers publish (used rings, interrupts) once per pass. When idle for longer than the poll
+// budget, arm notifications, re-check, and block in io_uring_enter until a kick, a completion
+// or a message arrives.
+#pragma once
+
+#include <liburing.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "core/result.hpp"
+#include "core/unique_fd.hpp"
+
+namespace vhostd {
+
+// user_data of an SQE that belongs to us is a Completion*; 0 means "ignore the CQE".
+class Completion {
+public:
+    virtual void complete(int32_t res) = 0;
+
+protected:
+    Completion() = default;
+    ~Completion() = default;
+};
+
+class Poller {
+public:
+    virtual ~Poller() = default;
+    // Do work (pop rings, submit I/O, complete deferred ops). True if anything happened.
+    virtual bool poll() = 0;
+    // End of a pass, after completions were reaped: publish used entries, notify.
+    virtual void end_pass() {}
+    // About to sleep: arm notifications. Return false if work is pending (don't sleep).
+    virtual bool prepare_sleep() { return true; }
+    // Woke up (or gave up sleeping): back to polling mode.
+    virtual void after_wake() {}
+};
+
+enum class PollMode { kAlways, kAdaptive, kNever };
+
+struct ReactorConfig {
+    PollMode mode = PollMode::kAdaptive;
+    std::chrono::microseconds poll_budget{50};  // adaptive: busy-poll this long after the last work
+    int cpu = -1;                               // pin to this CPU if >= 0
+    unsigned ring_entries = 1024;
+};
+
+class Reactor {
+public:
+    Reactor(unsigned index, ReactorConfig cfg);
+    ~Reactor();
+    Reactor(const Reactor&) = delete;
+    Reactor& operator=(const Reactor&) = delete;
+
+    Status start();  // spawns the thread, sets up the ring on it
+    void stop();     // runs remaining messages, joins
+
+    unsigned index() const { return index_; }
+    bool on_thread() const { return std::this_thread::get_id() == thread_id_.load(); }
+
+    // ---- reactor thread only ----
+    io_uring* ring() { return &ring_; }
+    // An SQE, flushing the SQ to the kernel once if it is full; nullptr means back-pressure.
+    io_uring_sqe* get_sqe();
+    unsigned sq_space_left();
+    void add_poller(Poller* p);
+    void remove_poller(Poller* p);
+
+    // ---- any thread ----
+    void post(std::function<void()> fn);
+    // Runs fn on the reactor thread and waits for it. Must not be called on the reactor thread.
+    void run_sync(const std::function<void()>& fn);
+
+    // Counters (approximate; read from other threads for stats).
+    std::atomic<uint64_t> sleeps{0};
+    std::atomic<uint64_t> passes{0};
+
+private:
+    class MsgCompletion : public Completion {
+    public:
+        explicit MsgCompletion(Reactor* r) : r_(r) {}
+        void complete(int32_t res) override;
+        uint64_t buf = 0;
+
+    private:
+        Reactor* r_;
+    };
+
+    void run(std::promise<Status>* started);
+    bool reap();
+    void drain_messages();
+    void arm_msg_read();
+
+    const unsigned index_;
+    const ReactorConfig cfg_;
+    io_uring ring_{};
+    bool ring_ok_ = false;
+    std::thread thread_;
+    std::atomic<std::thread::id> thread_id_{};
+    std::atomic<bool> stop_{false};
+
+    std::vector<Poller*> pollers_;
+    bool pollers_changed_ = false;
+
+    UniqueFd msg_fd_;
+    MsgCompletion msg_completion_{this};
+    bool msg_armed_ = false;
+    std::mutex msg_mu_;
+    std::vector<std::function<void()>> msgs_;
+    std::atomic<bool> msg_pending_{false};
+};
+
+}  // namespace vhostd

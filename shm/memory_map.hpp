@@ -1,0 +1,70 @@
+// Guest memory as the frontend shares it: regions mapped from the fds of SET_MEM_TABLE /
+// ADD_MEM_REG, and an immutable snapshot (MemoryMap) that translates guest-physical and
+// frontend-virtual addresses. A new table makes a new snapshot; users hold a
+// shared_ptr<const MemoryMap> so a mapping lives until the last user lets go.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "core/result.hpp"
+#include "core/unique_fd.hpp"
+#include "vhost/protocol.hpp"
+
+namespace vhostd::shm {
+
+// One mapped region (RAII: unmapped in the destructor).
+class Region {
+public:
+    // Maps `fd` for the region described by `desc`; validates sizes, offsets and overflow.
+    static Result<std::shared_ptr<const Region>> map(const vhost::MemRegion& desc, int fd);
+    ~Region();
+    Region(const Region&) = delete;
+    Region& operator=(const Region&) = delete;
+
+    uint64_t gpa() const { return desc_.guest_phys_addr; }
+    uint64_t size() const { return desc_.memory_size; }
+    uint64_t uva() const { return desc_.userspace_addr; }
+    uint8_t* host() const { return host_; }
+    const vhost::MemRegion& desc() const { return desc_; }
+
+private:
+    Region() = default;
+    vhost::MemRegion desc_{};
+    void* map_base_ = nullptr;
+    size_t map_len_ = 0;
+    uint8_t* host_ = nullptr;
+};
+
+class MemoryMap {
+public:
+    // Builds a snapshot; fails if regions overlap (in GPA or frontend VA space).
+    static Result<std::shared_ptr<const MemoryMap>> build(std::vector<std::shared_ptr<const Region>> regions);
+    static std::shared_ptr<const MemoryMap> empty();
+
+    // Host pointer for [gpa, gpa+len) if it lies wholly inside one region, else nullptr.
+    uint8_t* gpa_to_host(uint64_t gpa, uint64_t len) const;
+    // Host pointer for a frontend virtual address range inside one region, else nullptr.
+    uint8_t* uva_to_host(uint64_t uva, uint64_t len) const;
+
+    // Appends iovecs covering [gpa, gpa+len) to out[*used...]; a range crossing region
+    // boundaries yields several iovecs. Fails with kOutOfRange if any byte is unmapped, kBusy
+    // if `out` has no room. len 0 appends nothing.
+    Status gpa_to_iovecs(uint64_t gpa, uint64_t len, std::span<iovec> out, size_t* used) const;
+
+    // Copies guest bytes, which may span regions, into dst. Fails unless all are mapped.
+    Status read(uint64_t gpa, std::span<uint8_t> dst) const;
+
+    std::span<const std::shared_ptr<const Region>> regions() const { return regions_; }
+    size_t region_count() const { return regions_.size(); }
+
+private:
+    const Region* find(uint64_t gpa) const;
+    std::vector<std::shared_ptr<const Region>> regions_;  // sorted by gpa
+};
+
+}  // namespace vhostd::shm

@@ -1,0 +1,53 @@
+#include <gtest/gtest.h>
+
+#include "app/device_spec.hpp"
+
+using namespace vhostd::app;
+
+TEST(DeviceSpec, FileWithAllOptions) {
+    auto r = parse_blk_spec("socket=/tmp/a.sock,path=/tmp/disk.img,queues=4,readonly=on,direct=on,block-size=4096,serial=abc");
+    ASSERT_TRUE(r.ok()) << r.error().describe();
+    EXPECT_EQ(r->socket, "/tmp/a.sock");
+    EXPECT_EQ(r->path, "/tmp/disk.img");
+    EXPECT_EQ(r->queues, 4u);
+    EXPECT_TRUE(r->readonly);
+    EXPECT_TRUE(r->direct);
+    EXPECT_EQ(r->block_size, 4096u);
+    EXPECT_EQ(r->serial, "abc");
+    EXPECT_FALSE(r->client);
+}
+
+TEST(DeviceSpec, NullBackendAndDefaults) {
+    auto r = parse_blk_spec("socket=/tmp/n.sock,backend=null,size=1G");
+    ASSERT_TRUE(r.ok()) << r.error().describe();
+    EXPECT_EQ(r->backend, "null");
+    EXPECT_EQ(r->size, 1ull << 30);
+    EXPECT_EQ(r->queues, kDefaultQueues);
+}
+
+TEST(DeviceSpec, Rejections) {
+    EXPECT_FALSE(parse_blk_spec("path=/x").ok());                             // no socket
+    EXPECT_FALSE(parse_blk_spec("socket=/s").ok());                           // no path
+    EXPECT_FALSE(parse_blk_spec("socket=/s,backend=null").ok());              // no size
+    EXPECT_FALSE(parse_blk_spec("socket=/s,path=/x,queues=0").ok());
+    EXPECT_FALSE(parse_blk_spec("socket=/s,path=/x,block-size=1024").ok());
+    EXPECT_FALSE(parse_blk_spec("socket=/s,path=/x,bogus=1").ok());
+    EXPECT_FALSE(parse_blk_spec("socket=/s,path=/x,readonly=maybe").ok());
+    EXPECT_FALSE(parse_blk_spec("socket=/s,path=/x,path=/y").ok());
+    EXPECT_FALSE(parse_blk_spec("socket=/s,path=/x,serial=012345678901234567890").ok());
+    EXPECT_FALSE(parse_blk_spec("socket=/s,backend=tape,path=/x").ok());
+}
+
+TEST(DeviceSpec, SizesAndCpus) {
+    EXPECT_EQ(parse_size("4k").value(), 4096u);
+    EXPECT_EQ(parse_size("3M").value(), 3u << 20);
+    EXPECT_EQ(parse_size("512").value(), 512u);
+    EXPECT_FALSE(parse_size("").ok());
+    EXPECT_FALSE(parse_size("99999999999999T").ok());
+    EXPECT_FALSE(parse_size("1X").ok());
+    auto c = parse_cpu_list("0,2-4");
+    ASSERT_TRUE(c.ok());
+    EXPECT_EQ(c.value(), (std::vector<int>{0, 2, 3, 4}));
+    EXPECT_FALSE(parse_cpu_list("3-1").ok());
+    EXPECT_FALSE(parse_cpu_list("a").ok());
+}

@@ -1,0 +1,127 @@
+#include "vhost/server.hpp"
+
+#include <poll.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <cstring>
+
+#include "core/log.hpp"
+
+namespace vhostd::vhost {
+
+namespace {
+
+Result<sockaddr_un> unix_addr(const std::string& path) {
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    if (path.empty() || path.size() >= sizeof(a.sun_path))
+        return make_error(Errc::kInvalid, "socket path '{}' is empty or longer than {} bytes", path,
+                          sizeof(a.sun_path) - 1);
+    std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
+    return a;
+}
+
+}  // namespace
+
+Result<UniqueFd> listen_unix(const std::string& path) {
+    VHOSTD_ASSIGN_OR_RETURN(sockaddr_un a, unix_addr(path));
+    struct stat st {};
+    if (lstat(path.c_str(), &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) return make_error(Errc::kInvalid, "'{}' exists and is not a socket", path);
+        UniqueFd probe(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        if (probe && connect(probe.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0)
+            return make_error(Errc::kBusy, "socket '{}' is already in use by another process", path);
+        unlink(path.c_str());  // stale
+    }
+    UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!fd) return sys_error("socket()");
+    if (bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) return sys_error("bind '{}'", path);
+    if (listen(fd.get(), 4) != 0) return sys_error("listen '{}'", path);
+    return fd;
+}
+
+SocketServer::SocketServer(std::string path, bool client_mode, std::unique_ptr<VhostUserDevice> dev)
+    : path_(std::move(path)), client_(client_mode), dev_(std::move(dev)) {}
+
+SocketServer::~SocketServer() { stop(); }
+
+Status SocketServer::start() {
+    int efd = eventfd(0, EFD_CLOEXEC);
+    if (efd < 0) return sys_error("eventfd");
+    stop_fd_.reset(efd);
+    if (!client_) {
+        VHOSTD_ASSIGN_OR_RETURN(listen_fd_, listen_unix(path_));
+        created_socket_ = true;
+        VLOG_INFO("{}: listening on {}", dev_->name(), path_);
+    } else {
+        VHOSTD_TRY(unix_addr(path_));
+        VLOG_INFO("{}: will connect to {}", dev_->name(), path_);
+    }
+    thread_ = std::thread([this] { run(); });
+    return ok_status();
+}
+
+void SocketServer::stop() {
+    if (thread_.joinable()) {
+        eventfd_write(stop_fd_.get(), 1);
+        thread_.join();
+    }
+    if (created_socket_) {
+        unlink(path_.c_str());
+        created_socket_ = false;
+    }
+}
+
+UniqueFd SocketServer::accept_one() {
+    pollfd p[2] = {{listen_fd_.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
+    while (true) {
+        int n = ::poll(p, 2, -1);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 || (p[1].revents & POLLIN)) return UniqueFd();
+        int fd = accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+        if (fd >= 0) return UniqueFd(fd);
+        if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED) {
+            VLOG_ERROR("{}: accept failed: {}", dev_->name(), strerror(errno));
+            return UniqueFd();
+        }
+    }
+}
+
+UniqueFd SocketServer::connect_one() {
+    auto a = unix_addr(path_);
+    bool logged = false;
+    while (true) {
+        UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        if (fd && connect(fd.get(), reinterpret_cast<const sockaddr*>(&a.value()), sizeof(sockaddr_un)) == 0) return fd;
+        if (!logged) {
+            VLOG_INFO("{}: waiting for a frontend to listen on {}", dev_->name(), path_);
+            logged = true;
+        }
+        pollfd p{stop_fd_.get(), POLLIN, 0};
+        if (::poll(&p, 1, 200) > 0) return UniqueFd();  // stop requested
+    }
+}
+
+void SocketServer::run() {
+    pthread_setname_np(pthread_self(), "vhostd-ctl");
+    while (true) {
+        UniqueFd conn = client_ ? connect_one() : accept_one();
+        if (!conn) break;
+        connections_.fetch_add(1);
+        dev_->serve(std::move(conn), stop_fd_.get());
+        // Stop requested while serving?
+        pollfd p{stop_fd_.get(), POLLIN, 0};
+        if (::poll(&p, 1, 0) > 0) break;
+        if (client_) {
+            // Don't spin if the frontend keeps dropping us immediately.
+            pollfd q{stop_fd_.get(), POLLIN, 0};
+            if (::poll(&q, 1, 100) > 0) break;
+        }
+    }
+}
+
+}  // namespace vhostd::vhost

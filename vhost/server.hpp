@@ -1,0 +1,52 @@
+// The socket side of one device: a control thread that either listens on a unix socket path
+// (server mode: QEMU's default chardev, Cloud Hypervisor's vhost-user-blk) or connects to one,
+// retrying (client mode: QEMU `server=on`). One frontend at a time; after it leaves the
+// device is reset and the thread waits for the next one.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "core/result.hpp"
+#include "core/unique_fd.hpp"
+#include "vhost/vhost_user_device.hpp"
+
+namespace vhostd::vhost {
+
+class SocketServer {
+public:
+    SocketServer(std::string path, bool client_mode, std::unique_ptr<VhostUserDevice> dev);
+    ~SocketServer();
+
+    // Server mode: creates the listening socket now, so errors (in use, bad path) surface at
+    // start-up. Then spawns the control thread.
+    Status start();
+    // Disconnects the frontend (draining its queues) and joins the thread.
+    void stop();
+
+    const std::string& path() const { return path_; }
+    VhostUserDevice& device() { return *dev_; }
+    uint64_t connections() const { return connections_.load(); }
+
+private:
+    void run();
+    UniqueFd accept_one();
+    UniqueFd connect_one();
+
+    std::string path_;
+    bool client_;
+    std::unique_ptr<VhostUserDevice> dev_;
+    UniqueFd listen_fd_;
+    UniqueFd stop_fd_;
+    std::thread thread_;
+    std::atomic<uint64_t> connections_{0};
+    bool created_socket_ = false;
+};
+
+// Binds a listening unix socket at path. A stale socket file (nobody listening) is replaced;
+// a live one is an error ("already in use").
+Result<UniqueFd> listen_unix(const std::string& path);
+
+}  // namespace vhostd::vhost

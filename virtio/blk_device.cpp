@@ -1,0 +1,351 @@
+#include "virtio/blk_device.hpp"
+
+#include <cstring>
+
+#include "core/checked.hpp"
+#include "core/log.hpp"
+#include "virtio/iov.hpp"
+#include "virtio/queue_worker.hpp"
+
+namespace vhostd::virtio {
+
+using backends::BlockOp;
+using backends::BlockRequest;
+
+// One queue of a blk device, on its reactor. Requests live in slots indexed by head id,
+// preallocated at start: the data path allocates nothing.
+class BlkQueue final : public QueueWorker {
+public:
+    BlkQueue(Reactor& r, uint32_t index, BlkDevice& dev) : QueueWorker(r, index), dev_(dev) {}
+
+private:
+    struct Slot final : ::vhostd::Completion {
+        BlkQueue* q = nullptr;
+        uint16_t head = 0;
+        bool busy = false;
+        bool fallback_done = false;
+        uint8_t* status = nullptr;
+        uint32_t used_len = 0;
+        uint64_t remaining = 0;  // read/write bytes not transferred yet
+        BlockRequest req;
+        iovec iov[BlkDevice::kSlotIovecs];
+
+        void complete(int32_t res) override { q->on_complete(*this, res); }
+    };
+
+    Status on_start(const QueueStart& s) override {
+        size_ = s.layout.size;
+        slots_ = std::make_unique<Slot[]>(size_);
+        for (uint32_t i = 0; i < size_; ++i) slots_[i].q = this;
+        retry_ = std::make_unique<uint16_t[]>(size_);
+        n_retry_ = 0;
+        inflight_ = 0;
+        auto ch = dev_.backend().open_channel(reactor(), size_);
+        if (!ch.ok()) return std::move(ch).take_error();
+        channel_ = std::move(ch).value();
+        return ok_status();
+    }
+
+    void on_stop() override {
+        channel_.reset();
+        slots_.reset();
+        retry_.reset();
+    }
+
+    uint32_t inflight() const override { return inflight_; }
+    bool poll_device() override { return channel_ && channel_->poll(); }
+    bool device_idle() const override { return !channel_ || channel_->idle(); }
+
+    bool process() override {
+        bool work = false;
+        // Resubmissions that found the SQ full last time go first.
+        while (n_retry_ > 0 && channel_->ready()) {
+            Slot& s = slots_[retry_[--n_retry_]];
+            submit(s);
+            work = true;
+        }
+        auto pending = vq_.pending();
+        if (!pending.ok()) {
+            fail(pending.error());
+            return work;
+        }
+        // At most one queue's worth per pass (pending <= size), then other queues get a turn.
+        for (uint16_t i = 0; i < *pending; ++i) {
+            if (!channel_->ready()) break;  // back-pressure: the rest stays on the ring
+            auto head = vq_.pop_head();
+            if (!head.ok()) {
+                fail(head.error());
+                break;
+            }
+            Slot& s = slots_[*head];
+            if (s.busy) {
+                fail(make_error(Errc::kInvalid, "head {} made available again while in flight", *head));
+                break;
+            }
+            handle(s, *head);
+            work = true;
+        }
+        return work;
+    }
+
+    void finish(Slot& s, uint8_t status) {
+        if (s.status != nullptr) *s.status = status;
+        push_used(s.head, status == blk::kSOk ? s.used_len : (s.status ? 1u : 0u));
+        if (s.busy) {
+            s.busy = false;
+            --inflight_;
+        }
+    }
+
+    void bad_request(Slot& s, uint8_t status, const char* why) {
+        if (log_limit_.allow()) VLOG_WARN("{} queue {}: head {}: {}", dev_.name(), index(), s.head, why);
+        finish(s, status);
+    }
+
+    void handle(Slot& s, uint16_t head) {
+        s.head = head;
+        s.status = nullptr;
+        s.used_len = 0;
+        s.fallback_done = false;
+        Chain c;
+        ChainError ce;
+        if (!vq_.walk(head, std::span<iovec>(s.iov, BlkDevice::kSlotIovecs), &c, &ce)) {
+            // Return the chain so the guest does not leak it; nothing can be written safely.
+            if (log_limit_.allow())
+                VLOG_WARN("{} queue {}: head {}: bad descriptor chain: {}", dev_.name(), index(), head,
+                          chain_error_name(ce));
+            push_used(head, 0);
+            return;
+        }
+        if (c.writable_bytes == 0) return bad_request(s, 0, "no writable status byte");
+        // Status: the last writable byte.
+        size_t last = c.n_readable + c.n_writable - 1;
+        s.status = static_cast<uint8_t*>(s.iov[last].iov_base) + s.iov[last].iov_len - 1;
+        if (--s.iov[last].iov_len == 0) --c.n_writable;
+        uint64_t in_bytes = c.writable_bytes - 1;
+
+        blk::ReqHeader h{};
+        if (c.readable_bytes < sizeof(h)) return bad_request(s, blk::kSIoErr, "request header shorter than 16 bytes");
+        iov_copy_from(s.iov, c.n_readable, &h, sizeof(h));  // copied once; the copy is what we trust
+        size_t first_out = iov_consume_front(s.iov, c.n_readable, sizeof(h));
+        uint64_t out_bytes = c.readable_bytes - sizeof(h);
+        iovec* out_iov = s.iov + first_out;
+        auto n_out = static_cast<unsigned>(c.n_readable - first_out);
+        iovec* in_iov = s.iov + c.n_readable;
+        auto n_in = static_cast<unsigned>(c.n_writable);
+
+        const auto& info = dev_.info();
+        s.busy = true;
+        ++inflight_;
+        switch (h.type) {
+            case blk::kTIn:
+            case blk::kTOut: {
+                bool is_read = h.type == blk::kTIn;
+                if (is_read ? out_bytes != 0 : in_bytes != 0)
+                    return bad_request(s, blk::kSIoErr, "data buffers in the wrong direction");
+                if (!is_read && info.readonly) return bad_request(s, blk::kSIoErr, "write to a read-only device");
+                uint64_t len = is_read ? in_bytes : out_bytes;
+                if (!range_ok(h.sector, len)) return bad_request(s, blk::kSIoErr, "I/O beyond the end of the device");
+                if (len % info.block_size != 0 || (h.sector * blk::kSectorSize) % info.block_size != 0)
+                    return bad_request(s, blk::kSIoErr, "I/O not aligned to the logical block size");
+                s.used_len = static_cast<uint32_t>((is_read ? len : 0) + 1);
+                if (len == 0) return finish(s, blk::kSOk);
+                s.req = BlockRequest{is_read ? BlockOp::kRead : BlockOp::kWrite, is_read ? in_iov : out_iov,
+                                     is_read ? n_in : n_out, h.sector * blk::kSectorSize, len,
+                                     !is_read && dev_.writethrough()};
+                s.remaining = len;
+                return submit(s);
+            }
+            case blk::kTFlush:
+                s.used_len = 1;
+                if (info.readonly) return finish(s, blk::kSOk);
+                s.req = BlockRequest{BlockOp::kFlush};
+                return submit(s);
+            case blk::kTGetId: {
+                char id[blk::kIdBytes] = {};
+                std::memcpy(id, dev_.serial().data(), std::min<size_t>(dev_.serial().size(), sizeof(id)));
+                size_t n = iov_copy_to(in_iov, n_in, id, std::min<uint64_t>(in_bytes, sizeof(id)));
+                s.used_len = static_cast<uint32_t>(n + 1);
+                return finish(s, blk::kSOk);
+            }
+            case blk::kTDiscard:
+            case blk::kTWriteZeroes:
+                return handle_range_op(s, h.type == blk::kTDiscard, out_iov, n_out, out_bytes);
+            default:
+                s.used_len = 1;
+                return finish(s, blk::kSUnsupp);
+        }
+    }
+
+    bool range_ok(uint64_t sector, uint64_t len) const {
+        auto off = checked_mul<uint64_t>(sector, blk::kSectorSize);
+        if (!off) return false;
+        return range_within(*off, len, 0, dev_.info().size_bytes);
+    }
+
+    void handle_range_op(Slot& s, bool discard, const iovec* out_iov, unsigned n_out, uint64_t out_bytes) {
+        const auto& info = dev_.info();
+        s.used_len = 1;
+        if (discard ? !info.discard : !info.write_zeroes) return finish(s, blk::kSUnsupp);
+        if (out_bytes == 0 || out_bytes % sizeof(blk::DiscardSegment) != 0)
+            return bad_request(s, blk::kSUnsupp, "discard/write-zeroes payload is not a whole number of segments");
+        if (out_bytes > sizeof(blk::DiscardSegment)) return finish(s, blk::kSUnsupp);  // max_*_seg is 1
+        blk::DiscardSegment seg{};
+        iov_copy_from(out_iov, n_out, &seg, sizeof(seg));
+        if (seg.flags & ~blk::kDiscardFlagUnmap) return finish(s, blk::kSUnsupp);
+        if (discard && (seg.flags & blk::kDiscardFlagUnmap)) return finish(s, blk::kSUnsupp);
+        if (seg.num_sectors > BlkDevice::kMaxDiscardSectors)
+            return bad_request(s, blk::kSIoErr, "discard/write-zeroes larger than advertised");
+        uint64_t len = uint64_t{seg.num_sectors} * blk::kSectorSize;
+        if (!range_ok(seg.sector, len)) return bad_request(s, blk::kSIoErr, "discard/write-zeroes beyond the end");
+        if ((seg.sector * blk::kSectorSize) % info.block_size != 0 || len % info.block_size != 0)
+            return bad_request(s, blk::kSIoErr, "discard/write-zeroes not block aligned");
+        if (len == 0) return finish(s, blk::kSOk);
+        BlockOp op = discard ? BlockOp::kDiscard
+                             : ((seg.flags & blk::kDiscardFlagUnmap) ? BlockOp::kWriteZeroesUnmap : BlockOp::kWriteZeroes);
+        s.req = BlockRequest{op, nullptr, 0, seg.sector * blk::kSectorSize, len};
+        submit(s);
+    }
+
+    void submit(Slot& s) {
+        Status st = channel_->submit(s.req, &s);
+        if (st.ok()) return;
+        if (st.error().code == Errc::kBusy) {
+            retry_[n_retry_++] = s.head;  // at most one entry per slot: bounded by queue size
+            return;
+        }
+        if (log_limit_.allow()) VLOG_WARN("{} queue {}: submit failed: {}", dev_.name(), index(), st.error().describe());
+        finish(s, blk::kSIoErr);
+    }
+
+    void on_complete(Slot& s, int32_t res) {
+        BlockOp op = s.req.op;
+        if (res < 0) {
+            if (op == BlockOp::kDiscard && (res == -EOPNOTSUPP || res == -EINVAL)) return finish(s, blk::kSOk);
+            if (op == BlockOp::kWriteZeroes && res == -EOPNOTSUPP && !s.fallback_done) {
+                // No ZERO_RANGE here (e.g. tmpfs): a punched hole reads back as zeroes too.
+                s.fallback_done = true;
+                s.req.op = BlockOp::kWriteZeroesUnmap;
+                return submit(s);
+            }
+            if (io_log_limit_.allow())
+                VLOG_WARN("{} queue {}: I/O error op={} off={} len={}: {}", dev_.name(), index(), static_cast<int>(op),
+                          s.req.offset, s.req.len, strerror(-res));
+            return finish(s, blk::kSIoErr);
+        }
+        if ((op == BlockOp::kRead || op == BlockOp::kWrite) && static_cast<uint64_t>(res) < s.remaining) {
+            if (res == 0) return finish(s, blk::kSIoErr);
+            // Short transfer: continue with the rest.
+            auto done = static_cast<uint64_t>(res);
+            s.remaining -= done;
+            s.req.offset += done;
+            size_t skip = iov_consume_front(const_cast<iovec*>(s.req.iov), s.req.iovcnt, done);
+            s.req.iov += skip;
+            s.req.iovcnt -= static_cast<unsigned>(skip);
+            return submit(s);
+        }
+        finish(s, blk::kSOk);
+    }
+
+    BlkDevice& dev_;
+    uint32_t size_ = 0;
+    std::unique_ptr<Slot[]> slots_;
+    std::unique_ptr<uint16_t[]> retry_;
+    uint32_t n_retry_ = 0;
+    uint32_t inflight_ = 0;
+    std::unique_ptr<backends::BlockChannel> channel_;
+    LogLimiter log_limit_;
+    LogLimiter io_log_limit_;
+};
+
+BlkDevice::BlkDevice(std::string name, std::shared_ptr<backends::BlockBackend> backend, BlkOptions opts,
+                     std::vector<Reactor*> queue_reactors)
+    : name_(std::move(name)), backend_(std::move(backend)), opts_(std::move(opts)) {
+    for (uint32_t i = 0; i < queue_reactors.size(); ++i)
+        queues_.push_back(std::make_unique<BlkQueue>(*queue_reactors[i], i, *this));
+    update_writethrough();
+}
+
+BlkDevice::~BlkDevice() {
+    for (uint32_t i = 0; i < queues_.size(); ++i) stop_queue(i);
+}
+
+uint64_t BlkDevice::features() const {
+    uint64_t f = blk::kFSizeMax | blk::kFSegMax | blk::kFBlkSize | blk::kFFlush | blk::kFTopology |
+                 blk::kFConfigWce | blk::kFMq | kFVersion1 | kFIndirectDesc | kFEventIdx;
+    const auto& in = backend_->info();
+    if (in.readonly) f |= blk::kFRo;
+    if (in.discard) f |= blk::kFDiscard;
+    if (in.write_zeroes) f |= blk::kFWriteZeroes;
+    return f;
+}
+
+void BlkDevice::read_config(uint32_t offset, std::span<uint8_t> out) const {
+    const auto& in = backend_->info();
+    blk::Config c{};
+    c.capacity = in.size_bytes / blk::kSectorSize;
+    c.size_max = kSizeMax;
+    c.seg_max = kSegMax;
+    c.blk_size = in.block_size;
+    uint32_t pbs = in.physical_block > in.block_size ? in.physical_block : in.block_size;
+    c.physical_block_exp = static_cast<uint8_t>(__builtin_ctz(pbs) - __builtin_ctz(in.block_size));
+    c.min_io_size = 1;
+    c.opt_io_size = 0;
+    c.writeback = wce_.load();
+    c.num_queues = static_cast<uint16_t>(queues_.size());
+    uint32_t align_sectors = in.block_size / blk::kSectorSize;
+    if (in.discard) {
+        c.max_discard_sectors = kMaxDiscardSectors;
+        c.max_discard_seg = 1;
+        c.discard_sector_alignment = align_sectors;
+    }
+    if (in.write_zeroes) {
+        c.max_write_zeroes_sectors = kMaxDiscardSectors;
+        c.max_write_zeroes_seg = 1;
+        c.write_zeroes_may_unmap = 1;
+    }
+    std::memcpy(out.data(), reinterpret_cast<const uint8_t*>(&c) + offset, out.size());
+}
+
+Status BlkDevice::write_config(uint32_t offset, std::span<const uint8_t> in) {
+    // Only the writeback byte is writable, and only with CONFIG_WCE.
+    if (offset != blk::kWritebackOffset || in.size() != 1 || !(acked_ & blk::kFConfigWce))
+        return make_error(Errc::kUnsupported, "config write at {} ({} bytes) not allowed", offset, in.size());
+    wce_.store(in[0] ? 1 : 0);
+    update_writethrough();
+    VLOG_INFO("{}: guest turned the write cache {}", name_, in[0] ? "on" : "off");
+    return ok_status();
+}
+
+void BlkDevice::set_features(uint64_t features) {
+    acked_ = features;
+    update_writethrough();
+}
+
+void BlkDevice::update_writethrough() {
+    // Without CONFIG_WCE the cache mode follows FLUSH: a driver that can't flush gets
+    // write-through so that a completed write is durable.
+    bool wb = (acked_ & blk::kFConfigWce) ? wce_.load() != 0 : (acked_ & blk::kFFlush) != 0;
+    writethrough_.store(!wb, std::memory_order_relaxed);
+}
+
+Status BlkDevice::start_queue(uint32_t index, QueueStart&& start) {
+    return queues_.at(index)->start(std::move(start));
+}
+
+uint16_t BlkDevice::stop_queue(uint32_t index) { return queues_.at(index)->stop(); }
+
+bool BlkDevice::queue_running(uint32_t index) const { return queues_.at(index)->running(); }
+
+void BlkDevice::set_call_fd(uint32_t index, int fd) { queues_.at(index)->set_call(fd); }
+
+Status BlkDevice::set_memory(std::shared_ptr<const shm::MemoryMap> mem) {
+    Status result;
+    for (auto& q : queues_) {
+        Status st = q->set_memory(mem);
+        if (!st.ok() && result.ok()) result = std::move(st);
+    }
+    return result;
+}
+
+}  // namespace vhostd::virtio

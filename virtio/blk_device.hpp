@@ -1,0 +1,68 @@
+// virtio-blk: turns descriptor chains into backend operations and status bytes.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backends/block_backend.hpp"
+#include "core/reactor.hpp"
+#include "virtio/blk_types.hpp"
+#include "virtio/device.hpp"
+
+namespace vhostd::virtio {
+
+struct BlkOptions {
+    uint32_t num_queues = 1;
+    std::string serial;  // GET_ID; at most 20 bytes are visible
+};
+
+class BlkQueue;
+
+class BlkDevice final : public VirtioDevice {
+public:
+    // Request slots hold this many iovecs; seg_max tells the guest how many data segments fit.
+    static constexpr size_t kSlotIovecs = 136;
+    static constexpr uint32_t kSegMax = 126;
+    static constexpr uint32_t kSizeMax = 1u << 20;
+    static constexpr uint32_t kMaxDiscardSectors = 1u << 22;  // 2 GiB per request
+
+    // queue_reactors[i] owns queue i.
+    BlkDevice(std::string name, std::shared_ptr<backends::BlockBackend> backend, BlkOptions opts,
+              std::vector<Reactor*> queue_reactors);
+    ~BlkDevice() override;
+
+    std::string name() const override { return name_; }
+    uint32_t device_id() const override { return blk::kDeviceId; }
+    uint64_t features() const override;
+    uint32_t num_queues() const override { return static_cast<uint32_t>(queues_.size()); }
+    uint32_t config_size() const override { return sizeof(blk::Config); }
+    void read_config(uint32_t offset, std::span<uint8_t> out) const override;
+    Status write_config(uint32_t offset, std::span<const uint8_t> in) override;
+    void set_features(uint64_t features) override;
+    Status start_queue(uint32_t index, QueueStart&& start) override;
+    uint16_t stop_queue(uint32_t index) override;
+    bool queue_running(uint32_t index) const override;
+    void set_call_fd(uint32_t index, int fd) override;
+    Status set_memory(std::shared_ptr<const shm::MemoryMap> mem) override;
+
+    // Data path (any reactor): true if writes must be durable on completion (write cache off).
+    bool writethrough() const { return writethrough_.load(std::memory_order_relaxed); }
+    const backends::BlockInfo& info() const { return backend_->info(); }
+    backends::BlockBackend& backend() { return *backend_; }
+    const std::string& serial() const { return opts_.serial; }
+
+private:
+    void update_writethrough();
+
+    std::string name_;
+    std::shared_ptr<backends::BlockBackend> backend_;
+    BlkOptions opts_;
+    std::vector<std::unique_ptr<BlkQueue>> queues_;
+    uint64_t acked_ = 0;
+    std::atomic<uint8_t> wce_{1};  // guest-written config byte (CONFIG_WCE)
+    std::atomic<bool> writethrough_{false};
+};
+
+}  // namespace vhostd::virtio

@@ -1,0 +1,55 @@
+// What the vhost layer needs from a virtio device: self-description (features, queue count,
+// config space) and queue lifecycle. A device never sees a socket.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "core/result.hpp"
+#include "core/unique_fd.hpp"
+#include "shm/memory_map.hpp"
+#include "virtio/virtqueue.hpp"
+
+namespace vhostd::virtio {
+
+struct QueueStart {
+    QueueLayout layout;
+    uint16_t last_avail = 0;
+    uint64_t features = 0;  // negotiated virtio features
+    std::shared_ptr<const shm::MemoryMap> mem;
+    UniqueFd kick;  // invalid: no kick fd, the queue is polled
+    int call = -1;  // borrowed; the vhost layer owns call/err fds and outlives the queue run
+    int err = -1;
+};
+
+class VirtioDevice {
+public:
+    virtual ~VirtioDevice() = default;
+    virtual std::string name() const = 0;
+    virtual uint32_t device_id() const = 0;
+    // Virtio feature bits offered (ring features included).
+    virtual uint64_t features() const = 0;
+    // vhost-user protocol features this device adds to the common set.
+    virtual uint64_t extra_protocol_features() const { return 0; }
+    virtual uint32_t num_queues() const = 0;
+    virtual uint32_t config_size() const = 0;
+    // offset+size were checked against config_size() by the caller.
+    virtual void read_config(uint32_t offset, std::span<uint8_t> out) const = 0;
+    virtual Status write_config(uint32_t offset, std::span<const uint8_t> in) = 0;
+    // Negotiated features (before queues start).
+    virtual void set_features(uint64_t features) = 0;
+
+    virtual Status start_queue(uint32_t index, QueueStart&& start) = 0;
+    // Stops a running queue after its in-flight requests completed; returns the next avail
+    // index to process (for GET_VRING_BASE).
+    virtual uint16_t stop_queue(uint32_t index) = 0;
+    virtual bool queue_running(uint32_t index) const = 0;
+    // Swaps the call fd of a running queue (borrowed fd).
+    virtual void set_call_fd(uint32_t index, int fd) = 0;
+    // Swaps guest memory under all running queues, draining their in-flight requests first.
+    virtual Status set_memory(std::shared_ptr<const shm::MemoryMap> mem) = 0;
+};
+
+}  // namespace vhostd::virtio

@@ -1,0 +1,152 @@
+#include "virtio/queue_worker.hpp"
+
+#include <sys/eventfd.h>
+
+#include "core/log.hpp"
+
+namespace vhostd::virtio {
+
+Status QueueWorker::start(QueueStart&& s) {
+    Status result;
+    layout_ = s.layout;
+    features_ = s.features;
+    kick_ = std::move(s.kick);
+    call_ = s.call;
+    err_ = s.err;
+    reactor_.run_sync([&] {
+        broken_ = false;
+        Status st = vq_.activate(s.mem, s.layout, s.last_avail, (s.features & kFEventIdx) != 0,
+                                 (s.features & kFIndirectDesc) != 0);
+        if (st.ok()) st = on_start(s);
+        if (!st.ok()) {
+            result = std::move(st);
+            return;
+        }
+        arm_kick();
+        reactor_.add_poller(this);
+    });
+    if (result.ok()) running_ = true;
+    else kick_.reset();
+    return result;
+}
+
+uint16_t QueueWorker::detach() {
+    std::promise<void> done;
+    auto fut = done.get_future();
+    reactor_.post([this, &done] { begin_stop(&done); });
+    fut.wait();
+    return vq_.last_avail();
+}
+
+uint16_t QueueWorker::stop() {
+    if (!running_) return vq_.last_avail();
+    uint16_t last = detach();
+    reactor_.run_sync([this] { on_stop(); });
+    running_ = false;
+    kick_.reset();
+    return last;
+}
+
+void QueueWorker::set_call(int fd) {
+    if (running_) reactor_.run_sync([this, fd] { call_ = fd; });
+    else call_ = fd;
+}
+
+Status QueueWorker::set_memory(std::shared_ptr<const shm::MemoryMap> mem) {
+    if (!running_) return ok_status();
+    // No request may point into the old mapping: drain, then re-translate the rings.
+    uint16_t last = detach();
+    Status result;
+    reactor_.run_sync([&] {
+        result = vq_.activate(mem, layout_, last, (features_ & kFEventIdx) != 0, (features_ & kFIndirectDesc) != 0);
+        if (!result.ok()) {
+            on_stop();
+            return;
+        }
+        arm_kick();
+        reactor_.add_poller(this);
+    });
+    if (!result.ok()) {
+        running_ = false;
+        kick_.reset();
+    }
+    return result;
+}
+
+void QueueWorker::arm_kick() {
+    if (!kick_.valid() || kick_armed_) return;
+    io_uring_sqe* sqe = reactor_.get_sqe();
+    if (sqe == nullptr) return;  // retried on the next pass
+    io_uring_prep_read(sqe, kick_.get(), &kick_buf_, sizeof(kick_buf_), 0);
+    io_uring_sqe_set_data(sqe, static_cast<Completion*>(this));
+    kick_armed_ = true;
+}
+
+void QueueWorker::complete(int32_t res) {
+    kick_armed_ = false;
+    if (res < 0 && res != -ECANCELED) VLOG_WARN("queue {}: kick read failed: {}", index_, strerror(-res));
+    // Nothing else to do: the next poll() looks at the ring anyway.
+}
+
+void QueueWorker::fail(const Error& e) {
+    if (broken_) return;
+    broken_ = true;
+    VLOG_ERROR("queue {}: guest error, queue stopped until reset: {}", index_, e.describe());
+    if (err_ >= 0) eventfd_write(err_, 1);
+}
+
+bool QueueWorker::poll() {
+    bool work = poll_device();
+    if (stop_done_ != nullptr) {
+        try_finish_stop();
+        return work;
+    }
+    if (!kick_armed_ && kick_.valid() && !stop_done_) arm_kick();
+    if (!broken_) work |= process();
+    return work;
+}
+
+void QueueWorker::end_pass() {
+    if (vq_.active() && vq_.publish_used() && vq_.needs_notify() && call_ >= 0) eventfd_write(call_, 1);
+    if (stop_done_ != nullptr) try_finish_stop();
+}
+
+bool QueueWorker::prepare_sleep() {
+    if (!device_idle()) return false;
+    if (!kick_.valid()) return false;  // no kick fd: this queue must be polled
+    if (broken_ || stop_done_ != nullptr) return true;
+    return !vq_.enable_notify();
+}
+
+void QueueWorker::after_wake() {
+    if (broken_ || stop_done_ != nullptr) return;
+    vq_.disable_notify();
+}
+
+void QueueWorker::begin_stop(std::promise<void>* done) {
+    stop_done_ = done;
+    if (kick_armed_ && !kick_cancel_sent_) {
+        io_uring_sqe* sqe = reactor_.get_sqe();
+        if (sqe != nullptr) {
+            io_uring_prep_cancel(sqe, static_cast<Completion*>(this), 0);
+            io_uring_sqe_set_data(sqe, nullptr);
+            kick_cancel_sent_ = true;
+        }
+    }
+    try_finish_stop();
+}
+
+void QueueWorker::try_finish_stop() {
+    if (stop_done_ == nullptr) return;
+    if (kick_armed_ && !kick_cancel_sent_) begin_stop(stop_done_);
+    if (inflight() > 0 || kick_armed_ || !device_idle()) return;
+    // All requests completed: make their used entries visible before we let go.
+    if (vq_.active() && vq_.publish_used() && vq_.needs_notify() && call_ >= 0) eventfd_write(call_, 1);
+    reactor_.remove_poller(this);
+    kick_cancel_sent_ = false;
+    auto* done = stop_done_;
+    stop_done_ = nullptr;
+    done->set_value();
+}
+
+}  // namespace vhostd::virtio

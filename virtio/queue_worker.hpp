@@ -1,0 +1,79 @@
+// The reactor-side life of one virtqueue, shared by all device types: ring activation, the
+// kick eventfd (an io_uring read kept armed), notification suppression while polling,
+// batched used-ring publication and interrupts, and stop-with-drain.
+//
+// Threading: start/stop/set_call/set_memory are called from the control thread and run their
+// work on the owning reactor (run_sync / post); everything else runs on the reactor thread.
+#pragma once
+
+#include <future>
+
+#include "core/reactor.hpp"
+#include "virtio/device.hpp"
+#include "virtio/virtqueue.hpp"
+
+namespace vhostd::virtio {
+
+class QueueWorker : public Poller, private Completion {
+public:
+    QueueWorker(Reactor& reactor, uint32_t index) : reactor_(reactor), index_(index) {}
+    ~QueueWorker() override = default;
+
+    Reactor& reactor() { return reactor_; }
+    uint32_t index() const { return index_; }
+    bool running() const { return running_; }
+
+    // ---- control thread ----
+    Status start(QueueStart&& s);
+    uint16_t stop();  // drains; returns last_avail
+    void set_call(int fd);
+    // Drains in-flight requests, swaps memory and re-translates the rings.
+    Status set_memory(std::shared_ptr<const shm::MemoryMap> mem);
+
+    // ---- reactor thread: Poller ----
+    bool poll() final;
+    void end_pass() final;
+    bool prepare_sleep() final;
+    void after_wake() final;
+
+protected:
+    // Device hooks (reactor thread).
+    virtual Status on_start(const QueueStart& s) = 0;  // allocate slots / open channels
+    virtual void on_stop() {}
+    // Pop and process new requests; true if any work was done.
+    virtual bool process() = 0;
+    // Poll device-internal completion sources (e.g. a null backend). True if any.
+    virtual bool poll_device() { return false; }
+    virtual bool device_idle() const { return true; }
+    virtual uint32_t inflight() const = 0;
+
+    // Marks the queue broken (guest error): stop processing until reset; signal the err fd.
+    void fail(const Error& e);
+    // Request completion path: publish happens in end_pass.
+    void push_used(uint16_t head, uint32_t len) { vq_.push_used(head, len); }
+
+    SplitQueue vq_;
+    uint64_t features_ = 0;
+
+private:
+    void complete(int32_t res) override;  // kick read finished
+    void arm_kick();
+    uint16_t detach();  // drain and leave the reactor; keeps fds and device state
+    void begin_stop(std::promise<void>* done);
+    void try_finish_stop();
+
+    Reactor& reactor_;
+    const uint32_t index_;
+    QueueLayout layout_;
+    UniqueFd kick_;
+    int call_ = -1;
+    int err_ = -1;
+    uint64_t kick_buf_ = 0;
+    bool kick_armed_ = false;
+    bool kick_cancel_sent_ = false;
+    bool broken_ = false;
+    std::promise<void>* stop_done_ = nullptr;
+    bool running_ = false;  // control-thread view
+};
+
+}  // namespace vhostd::virtio

@@ -1,0 +1,185 @@
+#include "virtio/virtqueue.hpp"
+
+#include <cstring>
+
+#include "core/checked.hpp"
+
+namespace vhostd::virtio {
+
+namespace {
+
+uint16_t load_acquire(uint16_t* p) { return std::atomic_ref<uint16_t>(*p).load(std::memory_order_acquire); }
+uint16_t load_relaxed(uint16_t* p) { return std::atomic_ref<uint16_t>(*p).load(std::memory_order_relaxed); }
+void store_release(uint16_t* p, uint16_t v) { std::atomic_ref<uint16_t>(*p).store(v, std::memory_order_release); }
+void store_relaxed(uint16_t* p, uint16_t v) { std::atomic_ref<uint16_t>(*p).store(v, std::memory_order_relaxed); }
+
+// virtio spec: notify if the new index passed event_idx since old.
+bool need_event(uint16_t event_idx, uint16_t new_idx, uint16_t old) {
+    return static_cast<uint16_t>(new_idx - event_idx - 1) < static_cast<uint16_t>(new_idx - old);
+}
+
+}  // namespace
+
+const char* chain_error_name(ChainError e) {
+    switch (e) {
+        case ChainError::kNone: return "none";
+        case ChainError::kLoop: return "descriptor loop / chain too long";
+        case ChainError::kBadIndex: return "descriptor index out of range";
+        case ChainError::kBadAddress: return "buffer outside guest memory";
+        case ChainError::kTooManySegments: return "too many segments";
+        case ChainError::kBadIndirect: return "invalid indirect descriptor";
+        case ChainError::kOrder: return "readable descriptor after writable";
+        case ChainError::kTooLong: return "chain longer than 4 GiB";
+    }
+    return "?";
+}
+
+Status SplitQueue::activate(std::shared_ptr<const shm::MemoryMap> mem, const QueueLayout& l, uint16_t last_avail,
+                            bool event_idx, bool indirect) {
+    desc_ = nullptr;
+    if (!is_pow2(l.size) || l.size > kMaxQueueSize)
+        return make_error(Errc::kInvalid, "queue size {} is not a power of two <= {}", l.size, kMaxQueueSize);
+    if (l.desc_uva % 16 != 0 || l.avail_uva % 2 != 0 || l.used_uva % 4 != 0)
+        return make_error(Errc::kInvalid, "misaligned ring addresses desc={:#x} avail={:#x} used={:#x}", l.desc_uva,
+                          l.avail_uva, l.used_uva);
+    auto* d = mem->uva_to_host(l.desc_uva, desc_table_bytes(l.size));
+    auto* a = mem->uva_to_host(l.avail_uva, avail_ring_bytes(l.size));
+    auto* u = mem->uva_to_host(l.used_uva, used_ring_bytes(l.size));
+    if (d == nullptr || a == nullptr || u == nullptr)
+        return make_error(Errc::kOutOfRange, "ring not inside guest memory desc={:#x} avail={:#x} used={:#x}",
+                          l.desc_uva, l.avail_uva, l.used_uva);
+    mem_ = std::move(mem);
+    size_ = l.size;
+    event_idx_ = event_idx;
+    indirect_ = indirect;
+    desc_ = reinterpret_cast<Desc*>(d);
+    avail_flags_ = reinterpret_cast<uint16_t*>(a);
+    avail_idx_ = reinterpret_cast<uint16_t*>(a + 2);
+    avail_ring_ = reinterpret_cast<uint16_t*>(a + 4);
+    used_event_ = reinterpret_cast<uint16_t*>(a + 4 + 2ull * l.size);
+    used_flags_ = reinterpret_cast<uint16_t*>(u);
+    used_idx_ptr_ = reinterpret_cast<uint16_t*>(u + 2);
+    used_ring_ = reinterpret_cast<UsedElem*>(u + 4);
+    avail_event_ = reinterpret_cast<uint16_t*>(u + 4 + 8ull * l.size);
+    last_avail_ = last_avail;
+    // The used index continues from what the guest can see (resume after GET_VRING_BASE,
+    // or a backend restart): never rewind it.
+    used_idx_ = load_acquire(used_idx_ptr_);
+    published_idx_ = used_idx_;
+    signalled_valid_ = false;
+    notify_enabled_ = true;
+    return ok_status();
+}
+
+uint16_t SplitQueue::ring_used_idx() const { return load_acquire(used_idx_ptr_); }
+
+Result<uint16_t> SplitQueue::pending() {
+    uint16_t avail = load_acquire(avail_idx_);
+    auto n = static_cast<uint16_t>(avail - last_avail_);
+    if (n > size_)
+        return make_error(Errc::kInvalid, "avail idx jumped by {} (last {} now {}) on a queue of {}", n, last_avail_,
+                          avail, size_);
+    return n;
+}
+
+Result<uint16_t> SplitQueue::pop_head() {
+    uint16_t head = load_relaxed(&avail_ring_[last_avail_ & (size_ - 1)]);
+    if (head >= size_) return make_error(Errc::kInvalid, "avail ring head {} >= queue size {}", head, size_);
+    ++last_avail_;
+    // With EVENT_IDX and notifications on, tell the guest the next index that should kick us.
+    if (event_idx_ && notify_enabled_) store_release(avail_event_, last_avail_);
+    return head;
+}
+
+bool SplitQueue::walk(uint16_t head, std::span<iovec> iov, Chain* out, ChainError* err) const {
+    *out = Chain{};
+    out->head = head;
+    *err = ChainError::kNone;
+    return walk_table(desc_, size_, head, iov, out, err, false);
+}
+
+bool SplitQueue::walk_table(const Desc* table, uint32_t table_size, uint16_t start, std::span<iovec> iov,
+                            Chain* out, ChainError* err, bool is_indirect) const {
+    size_t n = out->n_readable + out->n_writable;
+    uint32_t idx = start;
+    // Budget: a chain can't have more descriptors than its table has entries.
+    for (uint32_t budget = table_size;; --budget) {
+        if (budget == 0) return *err = ChainError::kLoop, false;
+        if (idx >= table_size) return *err = ChainError::kBadIndex, false;
+        Desc d;
+        std::memcpy(&d, &table[idx], sizeof(d));  // copy once, validate the copy
+
+        if (d.flags & kDescFIndirect) {
+            // Only one level, only from the ring's table, only when negotiated, never with NEXT.
+            if (is_indirect || !indirect_ || (d.flags & kDescFNext) || d.len == 0 || d.len % sizeof(Desc) != 0 ||
+                d.len / sizeof(Desc) > kMaxIndirect || n != 0)
+                return *err = ChainError::kBadIndirect, false;
+            const uint8_t* t = mem_->gpa_to_host(d.addr, d.len);
+            if (t == nullptr) return *err = ChainError::kBadIndirect, false;  // must lie in one region
+            return walk_table(reinterpret_cast<const Desc*>(t), d.len / sizeof(Desc), 0, iov, out, err, true);
+        }
+
+        bool writable = (d.flags & kDescFWrite) != 0;
+        if (!writable && out->n_writable > 0) return *err = ChainError::kOrder, false;
+        uint64_t& total = writable ? out->writable_bytes : out->readable_bytes;
+        auto sum = checked_add<uint64_t>(total, d.len);
+        if (!sum || *sum + (writable ? out->readable_bytes : out->writable_bytes) > kMaxChainBytes)
+            return *err = ChainError::kTooLong, false;
+        total = *sum;
+        size_t before = n;
+        Status st = mem_->gpa_to_iovecs(d.addr, d.len, iov, &n);
+        if (!st.ok()) {
+            *err = st.error().code == Errc::kBusy ? ChainError::kTooManySegments : ChainError::kBadAddress;
+            return false;
+        }
+        (writable ? out->n_writable : out->n_readable) += n - before;
+
+        if (!(d.flags & kDescFNext)) return true;
+        idx = d.next;
+    }
+}
+
+void SplitQueue::push_used(uint16_t head, uint32_t len) {
+    UsedElem e{head, len};
+    std::memcpy(&used_ring_[used_idx_ & (size_ - 1)], &e, sizeof(e));
+    ++used_idx_;
+}
+
+bool SplitQueue::publish_used() {
+    if (used_idx_ == published_idx_) return false;
+    store_release(used_idx_ptr_, used_idx_);
+    published_idx_ = used_idx_;
+    return true;
+}
+
+bool SplitQueue::needs_notify() {
+    // Order the used->idx store before reading the guest's suppression state.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (!event_idx_) return (load_relaxed(avail_flags_) & kAvailFNoInterrupt) == 0;
+    uint16_t old = signalled_idx_;
+    bool valid = signalled_valid_;
+    signalled_idx_ = published_idx_;
+    signalled_valid_ = true;
+    if (!valid) return true;
+    return need_event(load_relaxed(used_event_), published_idx_, old);
+}
+
+bool SplitQueue::enable_notify() {
+    notify_enabled_ = true;
+    if (event_idx_) {
+        store_relaxed(avail_event_, last_avail_);
+    } else {
+        store_relaxed(used_flags_, static_cast<uint16_t>(load_relaxed(used_flags_) & ~kUsedFNoNotify));
+    }
+    // The guest may have added buffers before it saw our flag: re-check after a full fence.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    return load_acquire(avail_idx_) != last_avail_;
+}
+
+void SplitQueue::disable_notify() {
+    notify_enabled_ = false;
+    if (!event_idx_) store_relaxed(used_flags_, static_cast<uint16_t>(load_relaxed(used_flags_) | kUsedFNoNotify));
+    // With EVENT_IDX, leaving avail_event behind suppresses kicks.
+}
+
+}  // namespace vhostd::virtio
