@@ -1,0 +1,125 @@
+#include "virtio/blk_driver.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace vhostd::driver {
+
+namespace blk = virtio::blk;
+
+namespace {
+
+// Appends descriptors covering [gpa, gpa+len) cut into n nearly equal pieces.
+void cut(std::vector<DriverBuf>& out, uint64_t gpa, uint32_t len, uint32_t n, bool writable) {
+    if (len == 0) return;
+    n = std::clamp<uint32_t>(n, 1, len);
+    uint32_t base = len / n, extra = len % n;
+    for (uint32_t i = 0; i < n; ++i) {
+        uint32_t l = base + (i < extra ? 1 : 0);
+        out.push_back(DriverBuf{gpa, l, writable});
+        gpa += l;
+    }
+}
+
+}  // namespace
+
+Result<BlkRequest> BlkRequest::create(GuestMemory& mem, uint32_t type, uint64_t sector, uint32_t data_len,
+                                      const BlkReqOptions& opts) {
+    constexpr uint64_t kPage = 4096;
+    constexpr uint32_t kHdr = sizeof(blk::ReqHeader);
+    if (opts.header_segments == 0 || opts.header_segments > kHdr)
+        return make_error(Errc::kInvalid, "header_segments {} not in 1..16", opts.header_segments);
+    bool writable = opts.data_writable.value_or(type == blk::kTIn || type == blk::kTGetId);
+    if (opts.merge_status && (!writable || data_len == 0))
+        return make_error(Errc::kInvalid, "merge_status needs writable data");
+
+    // Data page aligned, header right before it, status right after it.
+    VHOSTD_ASSIGN_OR_RETURN(uint64_t base, mem.alloc(kPage + uint64_t{data_len} + 1, kPage));
+    BlkRequest r;
+    r.mem_ = &mem;
+    r.data_len_ = data_len;
+    r.data_writable_ = writable;
+    r.indirect_ = opts.indirect;
+    r.header_gpa_ = base + kPage - kHdr;
+    r.rearm(type, sector);
+
+    r.bufs_.reserve(opts.header_segments + std::max<uint32_t>(opts.data_segments, 1) + 1);
+    cut(r.bufs_, r.header_gpa_, kHdr, opts.header_segments, false);
+    if (opts.merge_status) {
+        cut(r.bufs_, r.data_gpa(), data_len, opts.data_segments, true);
+        r.bufs_.back().len += 1;
+    } else {
+        cut(r.bufs_, r.data_gpa(), data_len, opts.data_segments, writable);
+        r.bufs_.push_back(DriverBuf{r.status_gpa(), 1, true});
+    }
+    return r;
+}
+
+void BlkRequest::rearm(uint32_t type, uint64_t sector) {
+    type_ = type;
+    sector_ = sector;
+    blk::ReqHeader h{type, 0, sector};
+    std::memcpy(mem_->host(header_gpa_, sizeof(h)), &h, sizeof(h));
+    reset_status();
+}
+
+std::span<uint8_t> BlkRequest::data() const {
+    if (data_len_ == 0) return {};
+    return {mem_->host(data_gpa(), data_len_), data_len_};
+}
+
+uint8_t BlkRequest::status() const {
+    // The device wrote it before its release store of used->idx, which pop_used() acquired.
+    return *mem_->host(status_gpa(), 1);
+}
+
+void BlkRequest::reset_status() const { *mem_->host(status_gpa(), 1) = kBlkStatusUnset; }
+
+Result<BlkRequest> make_blk_read(GuestMemory& mem, uint64_t sector, uint32_t len, const BlkReqOptions& opts) {
+    return BlkRequest::create(mem, blk::kTIn, sector, len, opts);
+}
+
+Result<BlkRequest> make_blk_write(GuestMemory& mem, uint64_t sector, std::span<const uint8_t> data,
+                                  const BlkReqOptions& opts) {
+    if (data.size() > UINT32_MAX) return make_error(Errc::kOutOfRange, "write too large");
+    auto r = BlkRequest::create(mem, blk::kTOut, sector, static_cast<uint32_t>(data.size()), opts);
+    if (r && !data.empty()) std::memcpy(r->data().data(), data.data(), data.size());
+    return r;
+}
+
+Result<BlkRequest> make_blk_flush(GuestMemory& mem, const BlkReqOptions& opts) {
+    return BlkRequest::create(mem, blk::kTFlush, 0, 0, opts);
+}
+
+Result<BlkRequest> make_blk_get_id(GuestMemory& mem, const BlkReqOptions& opts) {
+    return BlkRequest::create(mem, blk::kTGetId, 0, blk::kIdBytes, opts);
+}
+
+namespace {
+Result<BlkRequest> make_segments_req(GuestMemory& mem, uint32_t type, std::span<const blk::DiscardSegment> segs,
+                                     const BlkReqOptions& opts) {
+    uint64_t bytes = segs.size() * sizeof(blk::DiscardSegment);
+    if (bytes > UINT32_MAX) return make_error(Errc::kOutOfRange, "too many segments");
+    auto r = BlkRequest::create(mem, type, 0, static_cast<uint32_t>(bytes), opts);
+    if (r && bytes != 0) std::memcpy(r->data().data(), segs.data(), bytes);
+    return r;
+}
+}  // namespace
+
+Result<BlkRequest> make_blk_discard(GuestMemory& mem, std::span<const blk::DiscardSegment> segs,
+                                    const BlkReqOptions& opts) {
+    return make_segments_req(mem, blk::kTDiscard, segs, opts);
+}
+
+Result<BlkRequest> make_blk_write_zeroes(GuestMemory& mem, std::span<const blk::DiscardSegment> segs,
+                                         const BlkReqOptions& opts) {
+    return make_segments_req(mem, blk::kTWriteZeroes, segs, opts);
+}
+
+blk::Config parse_blk_config(std::span<const uint8_t> bytes) {
+    blk::Config c{};
+    if (!bytes.empty()) std::memcpy(&c, bytes.data(), std::min(bytes.size(), sizeof(c)));
+    return c;
+}
+
+}  // namespace vhostd::driver
