@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The full test suite, exactly as CI runs it:
+#   1. install packages, build (g++) and run the unit + protocol tests;
+#   2. build with clang ASan+UBSan and run the unit + protocol tests and the fuzz smoke runs;
+#   3. the end-to-end tests: real QEMU guests driving vhostd's devices.
+# Options: --quick skips the sanitizer build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quick=0
+[[ ${1:-} == --quick ]] && quick=1
+
+scripts/setup.sh
+scripts/build.sh release
+export VHOSTD_FUZZ_SECONDS=${VHOSTD_FUZZ_SECONDS:-20}
+
+echo "=== unit and protocol tests"
+ctest --test-dir build -L unit --output-on-failure -j2
+
+if [[ $quick == 0 ]]; then
+  echo "=== ASan+UBSan build: unit/protocol tests and fuzz smoke runs"
+  scripts/build.sh asan
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir build-asan -L 'unit|fuzz' --output-on-failure -j2
+fi
+
+echo "=== end to end: QEMU guests on vhostd"
+tests/e2e/build-guest.sh build/guest
+ctest --test-dir build -L e2e --output-on-failure

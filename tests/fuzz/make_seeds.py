@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""Writes seed inputs for the fuzz targets: a QEMU-like vhost-user session and a few valid
+rings, so the fuzzers start from deep states instead of random bytes. Run from anywhere."""
+import os
+import struct
+
+here = os.path.dirname(os.path.abspath(__file__))
+
+
+def msg(req, payload=b"", nfds=0, flags=1):
+    return bytes([nfds]) + struct.pack("<III", req, flags, len(payload)) + payload
+
+
+def u64(v):
+    return struct.pack("<Q", v)
+
+
+UVA = 0x7F0000000000
+session = b"".join([
+    msg(1), msg(15), msg(16, u64((1 << 0) | (1 << 3) | (1 << 5) | (1 << 9) | (1 << 13) | (1 << 15) | (1 << 16))), msg(17), msg(36), msg(3),
+    msg(24, struct.pack("<III", 0, 60, 0) + bytes(60)),
+    msg(2, u64((1 << 32) | (1 << 29) | (1 << 28) | (1 << 30) | (1 << 9))),
+    msg(5, struct.pack("<II", 1, 0) + struct.pack("<QQQQ", 0, 0x10000, UVA, 0), nfds=1),
+    msg(8, struct.pack("<II", 0, 16)),
+    msg(10, struct.pack("<II", 0, 0)),
+    msg(9, struct.pack("<IIQQQQ", 0, 0, UVA, UVA + 0x2000, UVA + 0x1000, 0)),
+    msg(12, u64(0), nfds=1), msg(13, u64(0), nfds=1), msg(18, struct.pack("<II", 0, 1)),
+    msg(37, u64(0) + struct.pack("<QQQQ", 0x100000, 0x10000, UVA + 0x100000, 0), nfds=1),
+    msg(38, u64(0) + struct.pack("<QQQQ", 0x100000, 0x10000, UVA + 0x100000, 0)),
+    msg(11, struct.pack("<II", 0, 0)), msg(39, u64(15)), msg(40), msg(34),
+])
+open(os.path.join(here, "corpus/vhost_messages/qemu_session"), "wb").write(session)
+
+# virtqueue: [log2 size][flags][last_avail u16][memory image]; rings at 0x0 / 0x1000 / 0x2000.
+def ring_image(chains, qsize=16, indirect=False):
+    mem = bytearray(0x4000)
+    desc = 0
+    heads = []
+    for chain in chains:
+        head = desc
+        for i, (addr, ln, fl) in enumerate(chain):
+            nxt = desc + 1 if i + 1 < len(chain) else 0
+            flags = fl | (1 if i + 1 < len(chain) else 0)
+            struct.pack_into("<QIHH", mem, desc * 16, addr, ln, flags, nxt)
+            desc += 1
+        heads.append(head)
+    for i, h in enumerate(heads):
+        struct.pack_into("<H", mem, 0x1000 + 4 + 2 * i, h)
+    struct.pack_into("<H", mem, 0x1000 + 2, len(heads))
+    return bytes(mem)
+
+blk_read = [(0x3000, 16, 0), (0x3100, 512, 2), (0x3400, 1, 2)]
+blk_write = [(0x3010, 16, 0), (0x3200, 512, 0), (0x3401, 1, 2)]
+struct_hdr = bytearray(0x4000)
+img = bytearray(ring_image([blk_read, blk_write]))
+struct.pack_into("<IIQ", img, 0x3000, 0, 0, 1)   # IN sector 1
+struct.pack_into("<IIQ", img, 0x3010, 1, 0, 2)   # OUT sector 2
+open(os.path.join(here, "corpus/virtqueue/read_write"), "wb").write(bytes([4, 1, 0, 0]) + bytes(img))
