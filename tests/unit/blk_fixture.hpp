@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -48,10 +49,12 @@ inline size_t count_fds() {
     return n;
 }
 
-inline size_t count_mappings() {
+// Guest-memory mappings (memfd-backed) in this process: vhostd's and the test driver's.
+inline size_t count_memfd_mappings() {
     FILE* f = fopen("/proc/self/maps", "r");
     size_t n = 0;
-    for (int c; (c = fgetc(f)) != EOF;) n += c == '\n';
+    char line[512];
+    while (fgets(line, sizeof(line), f) != nullptr) n += strstr(line, "/memfd:") != nullptr;
     fclose(f);
     return n;
 }
