@@ -73,6 +73,10 @@ Status QueueWorker::set_memory(std::shared_ptr<const shm::MemoryMap> mem) {
     return result;
 }
 
+// Kicks arrive as an io_uring read on the kick eventfd, kept armed while the queue runs. QEMU
+// creates its eventfds O_NONBLOCK; io_uring still waits for them (it arms an internal poll for
+// pollable files), so a sleeping reactor is woken by the next kick without a read syscall of
+// ours. BlkIdle.IdleReactorSleepsAndWakesOnKick checks exactly this.
 void QueueWorker::arm_kick() {
     if (!kick_.valid() || kick_armed_) return;
     io_uring_sqe* sqe = reactor_.get_sqe();

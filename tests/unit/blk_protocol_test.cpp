@@ -488,3 +488,37 @@ INSTANTIATE_TEST_SUITE_P(Modes, BlkPollModes,
 
 }  // namespace
 }  // namespace vhostd::testing
+
+namespace vhostd::testing {
+namespace {
+
+class BlkIdle : public BlkFixture, public ::testing::WithParamInterface<PollMode> {};
+
+// An idle device must not keep its reactor looping: after the poll window it sleeps on the kick
+// eventfds (which QEMU creates O_NONBLOCK, like these) until the guest kicks. Counts reactor
+// passes over an idle stretch; a spinning reactor makes hundreds of thousands.
+TEST_P(BlkIdle, IdleReactorSleepsAndWakesOnKick) {
+    start_daemon(1, GetParam());
+    auto sock = add_blk("socket=" + path("s.sock") + ",backend=null,size=8M,queues=2");
+    Guest g;
+    connect_guest(g, sock, 2);
+    auto r = driver::make_blk_read(*g.mem, 0, 4096);
+    ASSERT_OK(r);
+    EXPECT_EQ(run(g, 0, r.value()), 4097u);
+    usleep(50000);
+    uint64_t p0 = daemon_->reactor(0).passes.load(), s0 = daemon_->reactor(0).sleeps.load();
+    usleep(300000);
+    uint64_t p1 = daemon_->reactor(0).passes.load(), s1 = daemon_->reactor(0).sleeps.load();
+    EXPECT_LT(p1 - p0, 50u) << "reactor kept looping while idle";
+    EXPECT_LE(s1 - s0, 5u);
+    // And it wakes up for the next request.
+    auto r2 = driver::make_blk_read(*g.mem, 8, 4096);
+    ASSERT_OK(r2);
+    EXPECT_EQ(run(g, 1, r2.value()), 4097u);
+    usleep(50000);
+    EXPECT_GT(daemon_->reactor(0).sleeps.load(), s1) << "reactor did not go back to sleep";
+}
+INSTANTIATE_TEST_SUITE_P(Modes, BlkIdle, ::testing::Values(PollMode::kAdaptive, PollMode::kNever));
+
+}  // namespace
+}  // namespace vhostd::testing
