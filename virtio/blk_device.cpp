@@ -53,17 +53,20 @@ private:
     }
 
     uint32_t inflight() const override { return inflight_; }
-    bool poll_device() override { return channel_ && channel_->poll(); }
-    bool device_idle() const override { return !channel_ || channel_->idle(); }
+    bool poll_device() override {
+        if (!channel_) return false;
+        bool work = channel_->poll();
+        // Resubmissions (short transfers, fallbacks) that found the SQ full last time.
+        while (n_retry_ > 0 && channel_->ready()) {
+            submit(slots_[retry_[--n_retry_]]);
+            work = true;
+        }
+        return work;
+    }
+    bool device_idle() const override { return !channel_ || (channel_->idle() && n_retry_ == 0); }
 
     bool process() override {
         bool work = false;
-        // Resubmissions that found the SQ full last time go first.
-        while (n_retry_ > 0 && channel_->ready()) {
-            Slot& s = slots_[retry_[--n_retry_]];
-            submit(s);
-            work = true;
-        }
         auto pending = vq_.pending();
         if (!pending.ok()) {
             fail(pending.error());

@@ -42,7 +42,8 @@ protected:
     virtual void on_stop() {}
     // Pop and process new requests; true if any work was done.
     virtual bool process() = 0;
-    // Poll device-internal completion sources (e.g. a null backend). True if any.
+    // Poll device-internal completion sources (e.g. a null backend) and resubmit requests that
+    // waited for submission space. Runs while stopping too (a drain must finish). True if any.
     virtual bool poll_device() { return false; }
     virtual bool device_idle() const { return true; }
     virtual uint32_t inflight() const = 0;
