@@ -111,6 +111,10 @@ uint8_t* MemoryMap::uva_to_host(uint64_t uva, uint64_t len) const {
 }
 
 Status MemoryMap::gpa_to_iovecs(uint64_t gpa, uint64_t len, std::span<iovec> out, size_t* used) const {
+    // The range itself must not run past 2^64: a region may end exactly there, and stepping
+    // past its end would wrap to guest address 0.
+    if (len > 0 && !checked_add(gpa, len - 1))
+        return make_error(Errc::kOutOfRange, "range {:#x}+{:#x} wraps the address space", gpa, len);
     size_t n = *used;
     while (len > 0) {
         const Region* r = find(gpa);
@@ -120,7 +124,7 @@ Status MemoryMap::gpa_to_iovecs(uint64_t gpa, uint64_t len, std::span<iovec> out
         if (n >= out.size()) return make_error(Errc::kBusy, "more iovecs than the buffer holds");
         out[n++] = iovec{r->host() + off, static_cast<size_t>(chunk)};
         len -= chunk;
-        gpa += chunk;  // cannot overflow: chunk ends inside a region whose end was checked
+        gpa += chunk;  // only wraps (to 0) on the last chunk of a range ending at 2^64: loop ends
     }
     *used = n;
     return ok_status();
