@@ -67,6 +67,7 @@ public:
     void stop();     // runs remaining messages, joins
 
     unsigned index() const { return index_; }
+    PollMode mode() const { return cfg_.mode; }
     bool on_thread() const { return std::this_thread::get_id() == thread_id_.load(); }
 
     // ---- reactor thread only ----

@@ -22,6 +22,8 @@ Status QueueWorker::start(QueueStart&& s) {
             result = std::move(st);
             return;
         }
+        // A polling reactor polls from the first pass on: no kicks wanted until it tries to sleep.
+        if (reactor_.mode() != PollMode::kNever) vq_.disable_notify();
         arm_kick();
         reactor_.add_poller(this);
     });
@@ -41,7 +43,10 @@ uint16_t QueueWorker::detach() {
 uint16_t QueueWorker::stop() {
     if (!running_) return vq_.last_avail();
     uint16_t last = detach();
-    reactor_.run_sync([this] { on_stop(); });
+    reactor_.run_sync([this] {
+        on_stop();
+        vq_.deactivate();  // a stopped queue must not keep the guest's memory mapped
+    });
     running_ = false;
     kick_.reset();
     return last;
@@ -61,8 +66,10 @@ Status QueueWorker::set_memory(std::shared_ptr<const shm::MemoryMap> mem) {
         result = vq_.activate(mem, layout_, last, (features_ & kFEventIdx) != 0, (features_ & kFIndirectDesc) != 0);
         if (!result.ok()) {
             on_stop();
+            vq_.deactivate();
             return;
         }
+        if (reactor_.mode() != PollMode::kNever) vq_.disable_notify();
         arm_kick();
         reactor_.add_poller(this);
     });

@@ -71,6 +71,13 @@ Status SplitQueue::activate(std::shared_ptr<const shm::MemoryMap> mem, const Que
     return ok_status();
 }
 
+void SplitQueue::deactivate() {
+    desc_ = nullptr;
+    avail_flags_ = avail_idx_ = avail_ring_ = used_event_ = used_flags_ = used_idx_ptr_ = avail_event_ = nullptr;
+    used_ring_ = nullptr;
+    mem_.reset();
+}
+
 uint16_t SplitQueue::ring_used_idx() const { return load_acquire(used_idx_ptr_); }
 
 Result<uint16_t> SplitQueue::pending() {
@@ -178,8 +185,13 @@ bool SplitQueue::enable_notify() {
 
 void SplitQueue::disable_notify() {
     notify_enabled_ = false;
-    if (!event_idx_) store_relaxed(used_flags_, static_cast<uint16_t>(load_relaxed(used_flags_) | kUsedFNoNotify));
-    // With EVENT_IDX, leaving avail_event behind suppresses kicks.
+    if (!event_idx_) {
+        store_relaxed(used_flags_, static_cast<uint16_t>(load_relaxed(used_flags_) | kUsedFNoNotify));
+    } else {
+        // An avail_event just behind what we consumed: the guest's next publish does not cross
+        // it, and it stays behind while we poll (a spurious kick once per 64K entries at most).
+        store_relaxed(avail_event_, static_cast<uint16_t>(last_avail_ - 1));
+    }
 }
 
 }  // namespace vhostd::virtio

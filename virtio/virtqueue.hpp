@@ -61,6 +61,8 @@ public:
     Status activate(std::shared_ptr<const shm::MemoryMap> mem, const QueueLayout& layout, uint16_t last_avail,
                     bool event_idx, bool indirect);
     bool active() const { return desc_ != nullptr; }
+    // Forgets the rings and drops the memory reference (the mapping may go away now).
+    void deactivate();
     uint16_t size() const { return size_; }
     const shm::MemoryMap& mem() const { return *mem_; }
     std::shared_ptr<const shm::MemoryMap> mem_ref() const { return mem_; }

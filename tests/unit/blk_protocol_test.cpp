@@ -522,3 +522,41 @@ INSTANTIATE_TEST_SUITE_P(Modes, BlkIdle, ::testing::Values(PollMode::kAdaptive, 
 
 }  // namespace
 }  // namespace vhostd::testing
+
+namespace vhostd::testing {
+namespace {
+
+class BlkKickSuppression : public BlkFixture, public ::testing::WithParamInterface<std::tuple<PollMode, bool>> {};
+
+// A polling reactor must tell the guest not to kick (VRING_USED_F_NO_NOTIFY, or a stale
+// avail_event with EVENT_IDX); a sleeping one must ask for every kick.
+TEST_P(BlkKickSuppression, KicksWantedOnlyWhenTheReactorSleeps) {
+    auto [mode, event_idx] = GetParam();
+    start_daemon(1, mode);
+    auto sock = add_blk("socket=" + path("s.sock") + ",backend=null,size=8M,queues=1");
+    Guest g;
+    connect_guest(g, sock, 1, event_idx ? kGuestFeatures : kGuestFeatures & ~virtio::kFEventIdx);
+    auto& q = *g.queues[0];
+    auto r = driver::make_blk_read(*g.mem, 0, 512);
+    ASSERT_OK(r);
+    int wanted = 0;
+    for (int i = 0; i < 50; ++i) {
+        r.value().rearm(blk::kTIn, static_cast<uint64_t>(i));
+        ASSERT_OK(r.value().submit(q));
+        q.publish();
+        if (q.kick_prepare()) {
+            ++wanted;
+            eventfd_write(g.kicks[0].get(), 1);
+        }
+        ASSERT_TRUE(q.wait_used(g.calls[0].get(), std::chrono::seconds(5))) << i;
+        if (mode == PollMode::kNever) usleep(1000);  // let it fall asleep
+    }
+    if (mode == PollMode::kAlways) EXPECT_EQ(wanted, 0) << "polling reactor asked for kicks";
+    else EXPECT_GE(wanted, 45) << "sleeping reactor did not ask for kicks";
+}
+INSTANTIATE_TEST_SUITE_P(Modes, BlkKickSuppression,
+                         ::testing::Combine(::testing::Values(PollMode::kAlways, PollMode::kNever),
+                                            ::testing::Bool()));
+
+}  // namespace
+}  // namespace vhostd::testing
