@@ -24,7 +24,6 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BUILD_DIR="" GUEST_DIR="" BACKEND=vhostd NULL=0 TIMEOUT=240 KEEP=0
 DISK_MIB=256
 QUEUES=2
-PATTERN_STR='vhostd-e2e-blk!'   # + "\n" from yes(1) = 16 bytes; see guest/blk.sh
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit "${1:-2}"; }
 while [[ $# -gt 0 ]]; do
@@ -48,32 +47,12 @@ if [[ $BACKEND == vhostd ]]; then
 fi
 
 if [[ $NULL == 1 ]]; then NAME="blk_null/$BACKEND"; else NAME="blk/$BACKEND"; fi
-T0=$SECONDS
-log() { echo "test_blk[$NAME]: $*" >&2; }
-FAILURES=()
-fail() { log "FAIL: $*"; FAILURES+=("$*"); }
-
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/vtest-blk.XXXXXX")
-BACKEND_PID="" GUEST_PID=""
-# shellcheck disable=SC2317  # invoked via trap
-cleanup() {
-  local rc=$?
-  if [[ -n $GUEST_PID ]] && kill -0 "$GUEST_PID" 2>/dev/null; then
-    kill -TERM "$GUEST_PID" 2>/dev/null || true   # run-guest.sh stops QEMU
-    wait "$GUEST_PID" 2>/dev/null || true
-  fi
-  if [[ -n $BACKEND_PID ]] && kill -0 "$BACKEND_PID" 2>/dev/null; then
-    kill -KILL "$BACKEND_PID" 2>/dev/null || true
-    wait "$BACKEND_PID" 2>/dev/null || true
-  fi
-  if [[ $KEEP == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source-path=SCRIPTDIR source=lib-host.sh
+. "$SCRIPT_DIR/lib-host.sh"
+lh_init "test_blk[$NAME]" blk
 
 # --- guest image -------------------------------------------------------------
-"$SCRIPT_DIR/build-guest.sh" "$GUEST_DIR"
+lh_build_guest
 
 # --- backend -----------------------------------------------------------------
 SOCK="$TMP/blk.sock"
@@ -113,30 +92,8 @@ else
   fi
 fi
 
-log "starting backend: ${backend_cmd[*]}"
-"${backend_cmd[@]}" </dev/null >"$BLOG" 2>&1 &
-BACKEND_PID=$!
-
-# Wait (bounded) for the listening socket.
-for ((i = 0; i < 100; i++)); do
-  [[ -S $SOCK ]] && break
-  if ! kill -0 "$BACKEND_PID" 2>/dev/null; then
-    rc=0; wait "$BACKEND_PID" || rc=$?
-    BACKEND_PID=""
-    log "backend exited (status $rc) before creating $SOCK; its log:"
-    sed 's/^/  | /' "$BLOG" >&2
-    log "RESULT: FAIL"
-    exit 1
-  fi
-  sleep 0.1
-done
-if [[ ! -S $SOCK ]]; then
-  log "backend did not create $SOCK within 10s; its log:"
-  sed 's/^/  | /' "$BLOG" >&2
-  log "RESULT: FAIL"
-  exit 1
-fi
-log "backend pid $BACKEND_PID listening on $SOCK"
+lh_start_backend "${backend_cmd[@]}"
+lh_wait_listen "$SOCK"
 
 # --- guest -------------------------------------------------------------------
 if [[ $NULL == 1 ]]; then
@@ -144,91 +101,20 @@ if [[ $NULL == 1 ]]; then
 else
   gtest=blk; extra="vtest_queues=$QUEUES vtest_discard=1"
 fi
-GT0=$SECONDS
-# Background + wait so that signals to this script are handled immediately.
-"$SCRIPT_DIR/run-guest.sh" --out-dir "$GUEST_DIR" --test "$gtest" --timeout "$TIMEOUT" \
-  --log "$GLOG" --cmdline-extra "$extra" -- \
+lh_run_guest "$gtest" "$GLOG" "$TIMEOUT" "$extra" \
   -chardev "socket,id=c0,path=$SOCK" \
-  -device "vhost-user-blk-pci,chardev=c0,num-queues=$QUEUES" &
-GUEST_PID=$!
-grc=0; wait "$GUEST_PID" || grc=$?
-GUEST_PID=""
-if [[ $grc -eq 0 ]]; then
-  log "guest test $gtest passed ($((SECONDS - GT0))s)"
-else
-  fail "guest test $gtest failed"
-fi
-grep -aE '^(vtest|VTEST)' "$GLOG" | tr -d '\r' | sed 's/^/  guest| /' >&2 || true
+  -device "vhost-user-blk-pci,chardev=c0,num-queues=$QUEUES"
 
 # The backend must survive the guest disconnecting.
-if ! kill -0 "$BACKEND_PID" 2>/dev/null; then
-  fail "backend died during/after the guest run"
-fi
+lh_check_backend_alive "during/after the guest run"
 
 # --- host-side checks of the backing file -----------------------------------
 if [[ $NULL == 0 && ${#FAILURES[@]} -eq 0 ]]; then
-  # 1. pattern region = last MiB of the disk.
-  want=$( (yes "$PATTERN_STR" || true) | head -c 1048576 | md5sum | cut -d' ' -f1)
-  got=$(tail -c 1048576 "$IMG" | md5sum | cut -d' ' -f1)
-  if [[ $got == "$want" ]]; then
-    log "host check: pattern region OK ($got)"
-  else
-    fail "host check: pattern region md5 $got, expected $want"
-    log "first bytes of the region:"; tail -c 1048576 "$IMG" | head -c 64 | od -c | head -n 4 >&2
-  fi
-  # 2. the ext4 filesystem the guest left behind is clean ...
-  if e2fsck -fn "$IMG" >"$TMP/e2fsck.out" 2>&1; then
-    log "host check: e2fsck -fn clean ($(tail -n1 "$TMP/e2fsck.out"))"
-  else
-    fail "host check: e2fsck -fn reported problems"
-    sed 's/^/  | /' "$TMP/e2fsck.out" >&2
-  fi
-  # 3. ... and holds the guest's files with the checksums it recorded.
-  mkdir -p "$TMP/files/dir"
-  if debugfs -R "dump /MD5SUMS $TMP/files/MD5SUMS" "$IMG" >/dev/null 2>&1 \
-      && [[ -s $TMP/files/MD5SUMS ]]; then
-    ok=1
-    while read -r _ f; do
-      debugfs -R "dump /$f $TMP/files/$f" "$IMG" >/dev/null 2>&1 || ok=0
-    done <"$TMP/files/MD5SUMS"
-    if [[ $ok == 1 ]] && (cd "$TMP/files" && md5sum --quiet -c MD5SUMS) >&2; then
-      log "host check: $(wc -l <"$TMP/files/MD5SUMS") guest files match their md5sums"
-    else
-      fail "host check: files extracted with debugfs do not match the guest's MD5SUMS"
-    fi
-  else
-    fail "host check: /MD5SUMS not found in the guest filesystem"
-  fi
+  lh_check_blk_image "$IMG"
 fi
 
 # --- backend shutdown --------------------------------------------------------
-if kill -0 "$BACKEND_PID" 2>/dev/null; then
-  kill -TERM "$BACKEND_PID"
-  for ((i = 0; i < 100; i++)); do
-    kill -0 "$BACKEND_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$BACKEND_PID" 2>/dev/null; then
-    fail "backend did not exit within 10s of SIGTERM"
-  else
-    rc=0; wait "$BACKEND_PID" || rc=$?
-    if [[ $BACKEND == vhostd && $rc -ne 0 ]]; then
-      fail "backend exited with status $rc after SIGTERM (expected 0)"
-    else
-      log "backend exited with status $rc after SIGTERM"
-    fi
-    BACKEND_PID=""
-  fi
-fi
+# vhostd must exit 0 on SIGTERM; qemu-storage-daemon's status is not checked.
+if [[ $BACKEND == vhostd ]]; then lh_stop_backend 0; else lh_stop_backend any; fi
 
-if [[ ${#FAILURES[@]} -gt 0 ]]; then
-  if [[ -s $BLOG ]]; then
-    log "backend log (last 40 lines):"
-    tail -n 40 "$BLOG" | sed 's/^/  | /' >&2
-  fi
-  log "RESULT: FAIL (${#FAILURES[@]} problem(s), $((SECONDS - T0))s)"
-  for f in "${FAILURES[@]}"; do log "  - $f"; done
-  exit 1
-fi
-log "RESULT: PASS ($((SECONDS - T0))s)"
-exit 0
+lh_finish
