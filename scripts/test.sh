@@ -2,7 +2,8 @@
 # The full test suite, exactly as CI runs it:
 #   1. install packages, build (g++) and run the unit + protocol tests;
 #   2. build with clang ASan+UBSan and run the unit + protocol tests and the fuzz smoke runs;
-#   3. the end-to-end tests: real QEMU guests driving vhostd's devices.
+#   3. a seconds-long benchmark smoke run (bench/run.sh --quick);
+#   4. the end-to-end tests: real QEMU guests driving vhostd's devices.
 # Options: --quick skips the sanitizer build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,9 @@ if [[ $quick == 0 ]]; then
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build-asan -L 'unit|fuzz' --output-on-failure -j2
 fi
+
+echo "=== benchmark smoke run (seconds; no speed assertions)"
+bench/run.sh --quick >/dev/null
 
 echo "=== end to end: QEMU guests on vhostd"
 tests/e2e/build-guest.sh build/guest
