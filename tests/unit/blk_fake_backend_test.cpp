@@ -139,12 +139,7 @@ TEST_F(BlkFakeBackend, OutOfOrderShortAndBusyCompletionsKeepDataExact) {
             ASSERT_OK(g.queues[qi]->publish_and_kick(g.kicks[qi].get()));
         }
         for (uint32_t qi = 0; qi < 2; ++qi) {
-            size_t done = 0;
-            while (done < reqs[qi].size()) {
-                ASSERT_TRUE(g.queues[qi]->wait_used(g.calls[qi].get(), std::chrono::seconds(5))) << done;
-                ++done;
-                while (g.queues[qi]->pop_used()) ++done;
-            }
+            wait_completions(g, qi, reqs[qi].size());
             for (auto& r : reqs[qi]) ASSERT_EQ(r.status(), blk::kSOk);
         }
         // Read everything back through short, out-of-order reads.

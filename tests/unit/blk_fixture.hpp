@@ -168,6 +168,25 @@ protected:
         return used->len;
     }
 
+    // Runs a request built by one of the driver's make_blk_* helpers; returns its status byte.
+    uint8_t status_of(Guest& g, uint32_t qi, const Result<BlkRequest>& req) {
+        EXPECT_TRUE(req.ok()) << (req.ok() ? "" : req.error().describe());
+        if (!req.ok()) return 0xee;
+        run(g, qi, req.value());
+        return req.value().status();
+    }
+
+    // Waits until `n` more completions arrived on queue qi (call-driven, batches drained).
+    void wait_completions(Guest& g, uint32_t qi, size_t n) {
+        size_t done = 0;
+        while (done < n) {
+            ASSERT_TRUE(g.queues[qi]->wait_used(g.calls[qi].get(), std::chrono::seconds(5)))
+                << "stalled after " << done << " of " << n;
+            ++done;
+            while (done < n && g.queues[qi]->pop_used()) ++done;
+        }
+    }
+
     std::string dir_;
     std::unique_ptr<app::Daemon> daemon_;
 };

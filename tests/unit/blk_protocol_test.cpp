@@ -147,9 +147,7 @@ TEST_F(BlkProtocol, EveryRequestTypeAndStatus) {
     EXPECT_EQ(dc.value().status(), blk::kSOk);
 
     auto expect_status = [&](const Result<BlkRequest>& req, uint8_t st, const char* what) {
-        ASSERT_TRUE(req.ok()) << what;
-        run(g, 0, req.value());
-        EXPECT_EQ(req.value().status(), st) << what;
+        EXPECT_EQ(status_of(g, 0, req), st) << what;
     };
     // Spec: unmap on DISCARD and unknown flags are UNSUPP; more segments than max_discard_seg UNSUPP.
     blk::DiscardSegment bad = driver::blk_segment(0, 8, true);
@@ -232,15 +230,9 @@ TEST_F(BlkProtocol, ReadOnlyDeviceRefusesWrites) {
     EXPECT_FALSE(feats.value() & blk::kFDiscard);
     EXPECT_FALSE(feats.value() & blk::kFWriteZeroes);
     auto data = pattern(4096, 3);
-    auto w = driver::make_blk_write(*g.mem, 0, data);
-    ASSERT_OK(w);
-    run(g, 0, w.value());
-    EXPECT_EQ(w.value().status(), blk::kSIoErr);
+    EXPECT_EQ(status_of(g, 0, driver::make_blk_write(*g.mem, 0, data)), blk::kSIoErr);
     blk::DiscardSegment seg = driver::blk_segment(0, 8);
-    auto wz = driver::make_blk_write_zeroes(*g.mem, {&seg, 1});
-    ASSERT_OK(wz);
-    run(g, 0, wz.value());
-    EXPECT_EQ(wz.value().status(), blk::kSUnsupp);
+    EXPECT_EQ(status_of(g, 0, driver::make_blk_write_zeroes(*g.mem, {&seg, 1})), blk::kSUnsupp);
     auto r = driver::make_blk_read(*g.mem, 0, 4096);
     ASSERT_OK(r);
     run(g, 0, r.value());
@@ -262,18 +254,9 @@ TEST_F(BlkProtocol, FourKLogicalBlocks) {
     EXPECT_EQ(c.capacity, kDiskBytes / 512);  // capacity is always in 512-byte sectors
     EXPECT_EQ(c.discard_sector_alignment, 8u);
     auto data = pattern(4096, 5);
-    auto mis = driver::make_blk_write(*g.mem, 1, data);  // 512-aligned, not 4K-aligned
-    ASSERT_OK(mis);
-    run(g, 0, mis.value());
-    EXPECT_EQ(mis.value().status(), blk::kSIoErr);
-    auto small = driver::make_blk_read(*g.mem, 8, 512);
-    ASSERT_OK(small);
-    run(g, 0, small.value());
-    EXPECT_EQ(small.value().status(), blk::kSIoErr);
-    auto ok = driver::make_blk_write(*g.mem, 8, data);
-    ASSERT_OK(ok);
-    run(g, 0, ok.value());
-    EXPECT_EQ(ok.value().status(), blk::kSOk);
+    EXPECT_EQ(status_of(g, 0, driver::make_blk_write(*g.mem, 1, data)), blk::kSIoErr) << "512- but not 4K-aligned";
+    EXPECT_EQ(status_of(g, 0, driver::make_blk_read(*g.mem, 8, 512)), blk::kSIoErr) << "shorter than a block";
+    EXPECT_EQ(status_of(g, 0, driver::make_blk_write(*g.mem, 8, data)), blk::kSOk);
     EXPECT_EQ(read_file(disk, 4096, 4096), data);
 }
 
@@ -345,11 +328,7 @@ TEST_F(BlkProtocol, GetVringBaseStopsAfterDrainAndRingRestartsFromBase) {
     ASSERT_OK(w);
     ASSERT_OK(w.value().submit(q));
     ASSERT_OK(q.publish_and_kick(g.kicks[0].get()));
-    while (done < 41) {
-        ASSERT_TRUE(q.wait_used(g.calls[0].get(), std::chrono::seconds(5))) << "after " << done;
-        ++done;
-        while (q.pop_used()) ++done;
-    }
+    wait_completions(g, 0, 41 - done);
     for (auto& r : reqs) EXPECT_EQ(r.status(), blk::kSOk);
     EXPECT_EQ(w.value().status(), blk::kSOk);
     EXPECT_EQ(read_file(disk, 0, 4096), data);
@@ -450,13 +429,7 @@ TEST_F(BlkProtocol, TinySubmissionQueueIsBackPressureNotFailure) {
         reqs.push_back(std::move(r).value());
     }
     ASSERT_OK(q.publish_and_kick(g.kicks[0].get()));
-    int done = 0;
-    while (done < 100) {
-        auto u = q.wait_used(g.calls[0].get(), std::chrono::seconds(5));
-        ASSERT_TRUE(u) << "stalled after " << done;
-        ++done;
-        while (q.pop_used()) ++done;
-    }
+    wait_completions(g, 0, 100);
     for (int i = 0; i < 100; ++i) {
         EXPECT_EQ(reqs[i].status(), blk::kSOk);
         auto want = read_file(disk, static_cast<uint64_t>(i) * 4096, 4096);
