@@ -363,3 +363,78 @@ TEST_F(VhostProtocol, GuestRingAbuseStopsOnlyThatQueue) {
 
 }  // namespace
 }  // namespace vhostd::testing
+
+namespace vhostd::testing {
+namespace {
+
+TEST_F(VhostProtocol, StatusAndResetsStopRingsAndTheDeviceWorksAfterwards) {
+    Guest g;
+    connect_guest(g, sock_, 1);
+    // GET/SET_STATUS round trip; FEATURES_OK sticks because SET_FEATURES came first.
+    uint8_t st = virtio::kStatusAcknowledge | virtio::kStatusDriver | virtio::kStatusFeaturesOk |
+                 virtio::kStatusDriverOk;
+    ASSERT_OK(g.fe->set_status(st));
+    auto got = g.fe->get_status();
+    ASSERT_OK(got);
+    EXPECT_EQ(got.value(), st);
+
+    auto& q = *g.queues[0];
+    auto reset_and_reuse = [&](const char* how, auto&& reset) {
+        // A request completes, then the reset stops the ring...
+        auto r = driver::make_blk_read(*g.mem, 0, 512);
+        ASSERT_OK(r);
+        EXPECT_EQ(run(g, 0, r.value()), 513u) << how;
+        ASSERT_OK(reset());
+        // ...so a request published now is not taken (the queue no longer runs).
+        auto r2 = driver::make_blk_read(*g.mem, 8, 512);
+        ASSERT_OK(r2);
+        ASSERT_OK(r2.value().submit(q));
+        ASSERT_OK(q.publish_and_kick(g.kicks[0].get()));
+        EXPECT_FALSE(q.wait_used(g.calls[0].get(), std::chrono::milliseconds(300))) << how << ": ring still running";
+        // The driver re-initialises the device as after a guest reset: features, fresh ring.
+        ASSERT_OK(g.fe->set_features(g.features));
+        auto fresh = DriverQueue::create(*g.mem, 64, true);
+        ASSERT_OK(fresh);
+        g.queues[0] = std::move(fresh).value();
+        g.kicks[0] = make_eventfd();
+        ASSERT_OK(g.fe->setup_queue(0, *g.queues[0], g.kicks[0].get(), g.calls[0].get(), true));
+        auto r3 = driver::make_blk_read(*g.mem, 16, 512);
+        ASSERT_OK(r3);
+        EXPECT_EQ(run(g, 0, r3.value()), 513u) << how << ": device did not work after the reset";
+    };
+    reset_and_reuse("SET_STATUS 0", [&] { return g.fe->set_status(0); });
+    auto s0 = g.fe->get_status();
+    ASSERT_OK(s0);
+    EXPECT_EQ(s0.value(), 0u);
+}
+
+TEST_F(VhostProtocol, ResetDeviceAndResetOwnerStopRings) {
+    for (int which = 0; which < 2; ++which) {
+        Guest g;
+        connect_guest(g, sock_, 1);
+        auto r = driver::make_blk_read(*g.mem, 0, 512);
+        ASSERT_OK(r);
+        EXPECT_EQ(run(g, 0, r.value()), 513u);
+        ASSERT_OK(which == 0 ? g.fe->reset_device() : g.fe->reset_owner());
+        auto r2 = driver::make_blk_read(*g.mem, 8, 512);
+        ASSERT_OK(r2);
+        ASSERT_OK(r2.value().submit(*g.queues[0]));
+        ASSERT_OK(g.queues[0]->publish_and_kick(g.kicks[0].get()));
+        EXPECT_FALSE(g.queues[0]->wait_used(g.calls[0].get(), std::chrono::milliseconds(300)))
+            << (which == 0 ? "RESET_DEVICE" : "RESET_OWNER") << " left the ring running";
+        // Features are forgotten: a ring set up without SET_FEATURES does not start.
+        auto fresh = DriverQueue::create(*g.mem, 64, true);
+        ASSERT_OK(fresh);
+        UniqueFd k = make_eventfd();
+        ASSERT_OK(g.fe->setup_queue(0, *fresh.value(), k.get(), g.calls[0].get(), true));
+        ASSERT_OK(g.fe->set_features(g.features));  // now it starts
+        auto r3 = driver::make_blk_read(*g.mem, 16, 512);
+        ASSERT_OK(r3);
+        ASSERT_OK(r3.value().submit(*fresh.value()));
+        ASSERT_OK(fresh.value()->publish_and_kick(k.get()));
+        EXPECT_TRUE(fresh.value()->wait_used(g.calls[0].get(), std::chrono::seconds(5)));
+    }
+}
+
+}  // namespace
+}  // namespace vhostd::testing
