@@ -48,6 +48,11 @@ Status SplitQueue::activate(std::shared_ptr<const shm::MemoryMap> mem, const Que
     if (d == nullptr || a == nullptr || u == nullptr)
         return make_error(Errc::kOutOfRange, "ring not inside guest memory desc={:#x} avail={:#x} used={:#x}",
                           l.desc_uva, l.avail_uva, l.used_uva);
+    // The frontend's addresses being aligned is not enough: an odd mmap_offset or region address
+    // can still put the ring at a misaligned host address, where atomic access is undefined.
+    if (reinterpret_cast<uintptr_t>(d) % 16 != 0 || reinterpret_cast<uintptr_t>(a) % 2 != 0 ||
+        reinterpret_cast<uintptr_t>(u) % 4 != 0)
+        return make_error(Errc::kInvalid, "rings are misaligned in host memory (odd region offset?)");
     mem_ = std::move(mem);
     size_ = l.size;
     event_idx_ = event_idx;
