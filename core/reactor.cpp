@@ -121,7 +121,6 @@ bool Reactor::reap() {
 }
 
 void Reactor::run(std::promise<Status>* started) {
-    thread_id_.store(std::this_thread::get_id());
     std::string name = fmt::format("vhostd-r{}", index_);
     pthread_setname_np(pthread_self(), name.c_str());
     if (cfg_.cpu >= 0) {

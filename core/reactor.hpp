@@ -68,7 +68,6 @@ public:
 
     unsigned index() const { return index_; }
     PollMode mode() const { return cfg_.mode; }
-    bool on_thread() const { return std::this_thread::get_id() == thread_id_.load(); }
 
     // ---- reactor thread only ----
     io_uring* ring() { return &ring_; }
@@ -108,7 +107,6 @@ private:
     io_uring ring_{};
     bool ring_ok_ = false;
     std::thread thread_;
-    std::atomic<std::thread::id> thread_id_{};
     std::atomic<bool> stop_{false};
 
     std::vector<Poller*> pollers_;

@@ -39,7 +39,6 @@ Status Connection::read_exact(uint8_t* buf, size_t len, int stop_fd) {
 
 Status Connection::recv(Message& m, int stop_fd) {
     m.drop_fds();
-    VHOSTD_TRY(wait_readable(fd_.get(), stop_fd, -1));
 
     // The fds travel with the first bytes of the header.
     alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * kMaxFds)];
@@ -51,9 +50,9 @@ Status Connection::recv(Message& m, int stop_fd) {
     mh.msg_controllen = sizeof(cbuf);
     ssize_t n;
     do {
+        VHOSTD_TRY(wait_readable(fd_.get(), stop_fd, -1));
         n = ::recvmsg(fd_.get(), &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0 && errno == EAGAIN) return make_error(Errc::kInvalid, "spurious wakeup");  // not expected
+    } while (n < 0 && (errno == EINTR || errno == EAGAIN));  // a spurious wakeup waits again
     if (n < 0) {
         if (errno == ECONNRESET) return make_error(Errc::kClosed, "connection reset");
         return sys_error("recvmsg on vhost-user socket");

@@ -111,7 +111,6 @@ void SocketServer::run() {
     while (true) {
         UniqueFd conn = client_ ? connect_one() : accept_one();
         if (!conn) break;
-        connections_.fetch_add(1);
         dev_->serve(std::move(conn), stop_fd_.get());
         // Stop requested while serving?
         pollfd p{stop_fd_.get(), POLLIN, 0};

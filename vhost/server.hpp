@@ -4,7 +4,6 @@
 // device is reset and the thread waits for the next one.
 #pragma once
 
-#include <atomic>
 #include <memory>
 #include <string>
 #include <thread>
@@ -28,7 +27,6 @@ public:
 
     const std::string& path() const { return path_; }
     VhostUserDevice& device() { return *dev_; }
-    uint64_t connections() const { return connections_.load(); }
 
 private:
     void run();
@@ -41,7 +39,6 @@ private:
     UniqueFd listen_fd_;
     UniqueFd stop_fd_;
     std::thread thread_;
-    std::atomic<uint64_t> connections_{0};
     bool created_socket_ = false;
 };
 

@@ -112,7 +112,7 @@ bool QueueWorker::poll() {
         try_finish_stop();
         return work;
     }
-    if (!kick_armed_ && kick_.valid() && !stop_done_) arm_kick();
+    if (!kick_armed_ && kick_.valid()) arm_kick();
     if (!broken_) work |= process();
     return work;
 }

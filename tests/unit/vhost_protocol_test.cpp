@@ -438,3 +438,44 @@ TEST_F(VhostProtocol, ResetDeviceAndResetOwnerStopRings) {
 
 }  // namespace
 }  // namespace vhostd::testing
+
+namespace vhostd::testing {
+namespace {
+
+TEST_F(VhostProtocol, RemovingADeviceAtRuntimeDrainsItAndLeavesOthersServing) {
+    auto disk2 = make_disk("e.img");
+    auto sock2 = add_blk("socket=" + path("b.sock") + ",path=" + disk2 + ",queues=1");
+    Guest g;
+    connect_guest(g, sock_, 1);
+    // Requests in flight on the device being removed.
+    std::vector<BlkRequest> reqs;
+    for (int i = 0; i < 16; ++i) {
+        auto r = driver::make_blk_read(*g.mem, static_cast<uint64_t>(i) * 8, 4096);
+        ASSERT_OK(r);
+        ASSERT_OK(r.value().submit(*g.queues[0]));
+        reqs.push_back(std::move(r).value());
+    }
+    ASSERT_OK(g.queues[0]->publish_and_kick(g.kicks[0].get()));
+    ASSERT_EQ(daemon_->device_count(), 2u);
+    ASSERT_OK(daemon_->remove_device("blk0"));
+    EXPECT_EQ(daemon_->device_count(), 1u);
+    // Whatever it took was completed and published before it went away.
+    uint16_t used = g.queues[0]->read_used_idx();
+    uint32_t done = 0;
+    while (g.queues[0]->pop_used()) ++done;
+    EXPECT_EQ(done, used);
+    for (uint32_t i = 0; i < done; ++i) EXPECT_EQ(reqs[i].status(), blk::kSOk);
+    EXPECT_TRUE(g.fe->peer_closed(std::chrono::seconds(3))) << "connection of the removed device still open";
+    EXPECT_FALSE(std::filesystem::exists(sock_)) << "socket file left behind";
+    EXPECT_FALSE(daemon_->remove_device("blk0").ok());
+    // The other device is untouched.
+    Guest g2;
+    connect_guest(g2, sock2, 1);
+    auto r = driver::make_blk_read(*g2.mem, 0, 4096);
+    ASSERT_OK(r);
+    EXPECT_EQ(run(g2, 0, r.value()), 4097u);
+    EXPECT_EQ(r.value().status(), blk::kSOk);
+}
+
+}  // namespace
+}  // namespace vhostd::testing
