@@ -2,8 +2,12 @@
 
 #include "backends/file_backend.hpp"
 #include "backends/null_backend.hpp"
+#include "backends/tap.hpp"
 #include "core/log.hpp"
 #include "virtio/blk_device.hpp"
+#include "virtio/net_device.hpp"
+
+#include <sys/random.h>
 
 namespace vhostd::app {
 
@@ -44,7 +48,7 @@ Result<std::string> Daemon::add_blk(const BlkSpec& spec) {
     for (auto& [id, d] : devices_) {
         if (d->path() == spec.socket) return make_error(Errc::kInvalid, "socket {} is used by device {}", spec.socket, id);
     }
-    std::string id = fmt::format("blk{}", next_id_++);
+    std::string id = fmt::format("blk{}", next_blk_id_++);
     std::string desc = backend->info().description;
     virtio::BlkOptions opts{spec.queues, spec.serial.empty() ? id : spec.serial};
     auto dev = std::make_unique<virtio::BlkDevice>(id, std::move(backend), opts, assign_queues(spec.queues));
@@ -57,6 +61,39 @@ Result<std::string> Daemon::add_blk(const BlkSpec& spec) {
     return id;
 }
 
+Result<std::string> Daemon::add_net(const NetSpec& spec) {
+    std::lock_guard lk(mu_);
+    for (auto& [id, d] : devices_) {
+        if (d->path() == spec.socket) return make_error(Errc::kInvalid, "socket {} is used by device {}", spec.socket, id);
+    }
+    if (taps_.count(spec.tap)) return make_error(Errc::kInvalid, "tap {} is used by another device", spec.tap);
+    VHOSTD_ASSIGN_OR_RETURN(auto tap, backends::Tap::open(backends::TapOptions{spec.tap, spec.queue_pairs, spec.mtu}));
+    bool created = tap->created();
+    virtio::NetOptions opts;
+    opts.queue_pairs = spec.queue_pairs;
+    opts.mtu = spec.mtu;
+    opts.mac = spec.mac;
+    if (!spec.mac_set) {
+        // Random, locally administered, unicast.
+        if (::getrandom(opts.mac.data(), opts.mac.size(), 0) != static_cast<ssize_t>(opts.mac.size()))
+            return sys_error("getrandom");
+        opts.mac[0] = static_cast<uint8_t>((opts.mac[0] & 0xfe) | 0x02);
+    }
+    std::string id = fmt::format("net{}", next_net_id_++);
+    auto dev = std::make_unique<virtio::NetDevice>(id, std::move(tap), opts, assign_queues(spec.queue_pairs));
+    uint32_t mtu = dev->mtu();
+    auto server = std::make_unique<vhost::SocketServer>(spec.socket, spec.client,
+                                                        std::make_unique<vhost::VhostUserDevice>(std::move(dev)));
+    VHOSTD_TRY(server->start());
+    const auto& m = opts.mac;
+    VLOG_INFO("{}: virtio-net on {} ({} queue pairs, tap {} {}, mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, mtu {}, {})",
+              id, spec.socket, spec.queue_pairs, spec.tap, created ? "created" : "attached", m[0], m[1], m[2], m[3],
+              m[4], m[5], mtu, spec.client ? "client mode" : "server mode");
+    devices_.emplace(id, std::move(server));
+    taps_[spec.tap] = id;
+    return id;
+}
+
 Status Daemon::remove_device(const std::string& id) {
     std::unique_ptr<vhost::SocketServer> s;
     {
@@ -65,6 +102,7 @@ Status Daemon::remove_device(const std::string& id) {
         if (it == devices_.end()) return make_error(Errc::kInvalid, "no device {}", id);
         s = std::move(it->second);
         devices_.erase(it);
+        std::erase_if(taps_, [&](const auto& kv) { return kv.second == id; });
     }
     s->stop();  // drains
     return ok_status();
@@ -82,7 +120,8 @@ void Daemon::stop() {
         devs.swap(devices_);
     }
     for (auto& [id, s] : devs) s->stop();
-    devs.clear();
+    devs.clear();  // closes the taps: the ones we created go away
+    taps_.clear();
     for (auto& r : reactors_) r->stop();
     reactors_.clear();
 }

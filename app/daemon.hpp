@@ -28,6 +28,7 @@ public:
     Status start();
     // Adds a device and starts serving its socket. Returns its id.
     Result<std::string> add_blk(const BlkSpec& spec);
+    Result<std::string> add_net(const NetSpec& spec);
     Status remove_device(const std::string& id);
     // Stops every device (each drains its in-flight I/O), then the reactors.
     void stop();
@@ -44,7 +45,9 @@ private:
     mutable std::mutex mu_;  // registry only (control plane)
     std::map<std::string, std::unique_ptr<vhost::SocketServer>> devices_;
     unsigned next_reactor_ = 0;
-    unsigned next_id_ = 0;
+    std::map<std::string, std::string> taps_;  // tap name -> device id
+    unsigned next_blk_id_ = 0;
+    unsigned next_net_id_ = 0;
 };
 
 }  // namespace vhostd::app

@@ -1,5 +1,6 @@
 #include "app/device_spec.hpp"
 
+#include <array>
 #include <charconv>
 #include <map>
 
@@ -63,8 +64,10 @@ Result<std::vector<int>> parse_cpu_list(const std::string& text) {
     return cpus;
 }
 
-Result<BlkSpec> parse_blk_spec(const std::string& text) {
-    BlkSpec s;
+namespace {
+
+// "k=v,k=v" into a map; duplicate keys and items without '=' are errors.
+Result<std::map<std::string, std::string>> parse_kv(const std::string& text) {
     std::map<std::string, std::string> kv;
     size_t pos = 0;
     while (pos < text.size()) {
@@ -78,6 +81,61 @@ Result<BlkSpec> parse_blk_spec(const std::string& text) {
         if (kv.count(k)) return make_error(Errc::kInvalid, "'{}' given twice", k);
         kv[k] = item.substr(eq + 1);
     }
+    return kv;
+}
+
+}  // namespace
+
+Result<std::array<uint8_t, 6>> parse_mac(const std::string& text) {
+    std::array<uint8_t, 6> mac{};
+    auto bad = [&] { return make_error(Errc::kInvalid, "mac={}: expected six hex bytes like 52:54:00:12:34:56", text); };
+    if (text.size() != 17) return bad();
+    for (size_t i = 0; i < 6; ++i) {
+        if (i > 0 && text[3 * i - 1] != ':') return bad();
+        unsigned v = 0;
+        auto [p, ec] = std::from_chars(text.data() + 3 * i, text.data() + 3 * i + 2, v, 16);
+        if (ec != std::errc() || p != text.data() + 3 * i + 2) return bad();
+        mac[i] = static_cast<uint8_t>(v);
+    }
+    if (mac[0] & 1) return make_error(Errc::kInvalid, "mac={} is a multicast address", text);
+    if (mac == std::array<uint8_t, 6>{}) return make_error(Errc::kInvalid, "mac={} is all zeroes", text);
+    return mac;
+}
+
+Result<NetSpec> parse_net_spec(const std::string& text) {
+    NetSpec s;
+    VHOSTD_ASSIGN_OR_RETURN(auto kv, parse_kv(text));
+    for (auto& [k, v] : kv) {
+        if (k == "socket") s.socket = v;
+        else if (k == "client") { VHOSTD_ASSIGN_OR_RETURN(s.client, parse_bool(k, v)); }
+        else if (k == "tap") {
+            if (v.empty() || v.size() > 15 || v.find_first_of("/ ") != std::string::npos)
+                return make_error(Errc::kInvalid, "tap={}: an interface name of 1..15 characters", v);
+            s.tap = v;
+        } else if (k == "queues") {
+            VHOSTD_ASSIGN_OR_RETURN(uint64_t q, parse_uint(k, v));
+            if (q == 0 || q > kMaxNetQueuePairs)
+                return make_error(Errc::kInvalid, "queues={} must be 1..{} (queue pairs)", q, kMaxNetQueuePairs);
+            s.queue_pairs = static_cast<uint32_t>(q);
+        } else if (k == "mac") {
+            VHOSTD_ASSIGN_OR_RETURN(s.mac, parse_mac(v));
+            s.mac_set = true;
+        } else if (k == "mtu") {
+            VHOSTD_ASSIGN_OR_RETURN(uint64_t m, parse_uint(k, v));
+            if (m < 68 || m > 65517) return make_error(Errc::kInvalid, "mtu={} must be 68..65517", m);
+            s.mtu = static_cast<uint32_t>(m);
+        } else {
+            return make_error(Errc::kInvalid, "unknown key '{}'", k);
+        }
+    }
+    if (s.socket.empty()) return make_error(Errc::kInvalid, "socket= is required");
+    if (s.tap.empty()) return make_error(Errc::kInvalid, "tap= is required");
+    return s;
+}
+
+Result<BlkSpec> parse_blk_spec(const std::string& text) {
+    BlkSpec s;
+    VHOSTD_ASSIGN_OR_RETURN(auto kv, parse_kv(text));
     for (auto& [k, v] : kv) {
         if (k == "socket") s.socket = v;
         else if (k == "client") { VHOSTD_ASSIGN_OR_RETURN(s.client, parse_bool(k, v)); }

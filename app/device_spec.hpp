@@ -1,6 +1,7 @@
 // Parsing of device specs given on the command line (QEMU-style key=value lists).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -30,7 +31,23 @@ struct BlkSpec {
 inline constexpr uint32_t kDefaultQueues = 16;
 inline constexpr uint32_t kMaxQueues = 64;
 
+// --net socket=PATH,tap=NAME[,queues=N][,mac=MAC][,mtu=N][,client=on]
+// queues= counts queue pairs (one RX + one TX vring and one tap queue each), as QEMU's
+// -netdev vhost-user,queues=N does.
+struct NetSpec {
+    std::string socket;
+    bool client = false;
+    std::string tap;
+    uint32_t queue_pairs = 1;
+    std::array<uint8_t, 6> mac{};
+    bool mac_set = false;  // otherwise a random locally administered address
+    uint32_t mtu = 0;      // 0: keep the tap's MTU
+};
+inline constexpr uint32_t kMaxNetQueuePairs = 32;
+
 Result<BlkSpec> parse_blk_spec(const std::string& text);
+Result<NetSpec> parse_net_spec(const std::string& text);
+Result<std::array<uint8_t, 6>> parse_mac(const std::string& text);
 // "512", "4k", "1M", "2G", "1T" (binary units).
 Result<uint64_t> parse_size(const std::string& text);
 // "0,1,3" or "0-3" or a mix.

@@ -13,8 +13,9 @@
 using namespace vhostd;
 
 int main(int argc, char** argv) {
-    CLI::App cli{"vhostd - vhost-user virtio-blk backend driven by io_uring polling reactors"};
+    CLI::App cli{"vhostd - vhost-user virtio-blk and virtio-net backend driven by io_uring polling reactors"};
     std::vector<std::string> blk_specs;
+    std::vector<std::string> net_specs;
     unsigned hw = std::max(1u, std::thread::hardware_concurrency());
     unsigned threads = std::clamp(hw / 2, 1u, 4u);
     std::string poll = "adaptive";
@@ -24,6 +25,9 @@ int main(int argc, char** argv) {
     cli.add_option("--blk", blk_specs,
                    "virtio-blk device: socket=PATH,path=FILE[,queues=N][,readonly=on][,direct=on]"
                    "[,block-size=512|4096][,serial=ID][,client=on]  or  socket=PATH,backend=null,size=1G[,queues=N]")
+        ->take_all();
+    cli.add_option("--net", net_specs,
+                   "virtio-net device on a tap: socket=PATH,tap=NAME[,queues=PAIRS][,mac=MAC][,mtu=N][,client=on]")
         ->take_all();
     cli.add_option("--threads", threads, "number of reactor threads")->check(CLI::Range(1u, 256u))->capture_default_str();
     cli.add_option("--poll", poll, "polling mode: always | adaptive | never")
@@ -40,8 +44,8 @@ int main(int argc, char** argv) {
         fmt::print(stderr, "vhostd: unknown log level '{}'\n", log_level);
         return 2;
     }
-    if (blk_specs.empty()) {
-        fmt::print(stderr, "vhostd: no devices given (use --blk ...; see --help)\n");
+    if (blk_specs.empty() && net_specs.empty()) {
+        fmt::print(stderr, "vhostd: no devices given (use --blk ... or --net ...; see --help)\n");
         return 2;
     }
     std::vector<app::BlkSpec> blks;
@@ -52,6 +56,16 @@ int main(int argc, char** argv) {
             return 2;
         }
         blks.push_back(r.value());
+    }
+
+    std::vector<app::NetSpec> nets;
+    for (const auto& s : net_specs) {
+        auto r = app::parse_net_spec(s);
+        if (!r.ok()) {
+            fmt::print(stderr, "vhostd: --net {}: {}\n", s, r.error().context);
+            return 2;
+        }
+        nets.push_back(r.value());
     }
 
     app::DaemonConfig cfg;
@@ -84,6 +98,14 @@ int main(int argc, char** argv) {
         auto id = daemon.add_blk(b);
         if (!id.ok()) {
             fmt::print(stderr, "vhostd: --blk socket={}: {}\n", b.socket, id.error().describe());
+            daemon.stop();
+            return 1;
+        }
+    }
+    for (const auto& n : nets) {
+        auto id = daemon.add_net(n);
+        if (!id.ok()) {
+            fmt::print(stderr, "vhostd: --net socket={}: {}\n", n.socket, id.error().describe());
             daemon.stop();
             return 1;
         }

@@ -403,6 +403,14 @@ Result<uint8_t> Frontend::get_status() {
     return static_cast<uint8_t>(v);
 }
 
+Status Frontend::net_set_mtu(uint64_t mtu) { return send_u64(vhost::Request::kNetSetMtu, mtu); }
+
+Status Frontend::send_rarp(const uint8_t mac[6]) {
+    uint64_t v = 0;
+    std::memcpy(&v, mac, 6);
+    return send_u64(vhost::Request::kSendRarp, v);
+}
+
 Status Frontend::set_status(uint8_t status) { return send_u64(Request::kSetStatus, status); }
 
 Result<InflightFd> Frontend::get_inflight_fd(uint16_t num_queues, uint16_t queue_size) {

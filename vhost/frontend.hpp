@@ -90,6 +90,9 @@ public:
     Status set_backend_req_fd(int fd);
     Result<uint8_t> get_status();
     Status set_status(uint8_t status);
+    Status net_set_mtu(uint64_t mtu);
+    // The MAC goes in the first 6 bytes of the u64 payload.
+    Status send_rarp(const uint8_t mac[6]);
     Result<InflightFd> get_inflight_fd(uint16_t num_queues, uint16_t queue_size);
     Status set_inflight_fd(int fd, const vhost::InflightDesc& desc);
 

@@ -133,12 +133,12 @@ Status VhostUserDevice::handle(Message& m, std::vector<uint8_t>& reply, bool& ha
 
         case Request::kGetProtocolFeatures:
             has_reply = true;
-            put<uint64_t>(reply, kBaseProtocolFeatures | dev_->extra_protocol_features());
+            put<uint64_t>(reply, offered_protocol_features());
             return ok_status();
 
         case Request::kSetProtocolFeatures: {
             VHOSTD_ASSIGN_OR_RETURN(uint64_t f, payload_as<uint64_t>(m));
-            uint64_t offered = kBaseProtocolFeatures | dev_->extra_protocol_features();
+            uint64_t offered = offered_protocol_features();
             if (f & ~offered) return make_error(Errc::kInvalid, "protocol features {:#x} include unoffered bits", f);
             acked_protocol_ = f;
             return ok_status();
@@ -286,6 +286,20 @@ Status VhostUserDevice::handle(Message& m, std::vector<uint8_t>& reply, bool& ha
             return ok_status();
         }
 
+        case Request::kNetSetMtu: {
+            if (!(acked_protocol_ & pf::kNetMtu)) return make_error(Errc::kState, "NET_SET_MTU without the NET_MTU feature");
+            VHOSTD_ASSIGN_OR_RETURN(uint64_t mtu, payload_as<uint64_t>(m));
+            return dev_->net_set_mtu(mtu);
+        }
+
+        case Request::kSendRarp: {
+            if (!(acked_protocol_ & pf::kRarp)) return make_error(Errc::kState, "SEND_RARP without the RARP feature");
+            VHOSTD_ASSIGN_OR_RETURN(uint64_t v, payload_as<uint64_t>(m));
+            uint8_t mac[8];
+            std::memcpy(mac, &v, sizeof(mac));  // the MAC is the first 6 bytes of the payload
+            return dev_->net_send_rarp(std::span<const uint8_t, 6>(mac, 6));
+        }
+
         default:
             return make_error(Errc::kUnsupported, "request {} ({}) is not supported", m.hdr.request,
                               request_name(req));
@@ -360,8 +374,15 @@ void VhostUserDevice::reset_vrings() {
     for (auto& v : vrings_) v = Vring{};
 }
 
+uint64_t VhostUserDevice::offered_protocol_features() const {
+    uint64_t f = kBaseProtocolFeatures | dev_->extra_protocol_features();
+    if (dev_->net_control()) f |= pf::kNetMtu | pf::kRarp;
+    return f;
+}
+
 void VhostUserDevice::reset_session() {
     reset_vrings();  // queues drained before memory goes
+    dev_->session_ended();
     mem_ = shm::MemoryMap::empty();
     backend_req_.reset();
     acked_features_ = 0;

@@ -62,6 +62,7 @@ private:
     void stop_vring(uint32_t i);
     void reset_vrings();
     void reset_session();
+    uint64_t offered_protocol_features() const;
     bool rings_enabled_by_default() const { return !(acked_features_ & kFProtocolFeatures); }
 
     std::unique_ptr<virtio::VirtioDevice> dev_;

@@ -50,6 +50,16 @@ public:
     virtual void set_call_fd(uint32_t index, int fd) = 0;
     // Swaps guest memory under all running queues, draining their in-flight requests first.
     virtual Status set_memory(std::shared_ptr<const shm::MemoryMap> mem) = 0;
+
+    // Network devices: the vhost layer then offers the NET_MTU and RARP protocol features and
+    // forwards NET_SET_MTU / SEND_RARP here.
+    virtual bool net_control() const { return false; }
+    virtual Status net_set_mtu(uint64_t /*mtu*/) { return make_error(Errc::kUnsupported, "not a network device"); }
+    virtual Status net_send_rarp(std::span<const uint8_t, 6> /*mac*/) {
+        return make_error(Errc::kUnsupported, "not a network device");
+    }
+    // The frontend's session ended (queues are stopped, memory is about to go).
+    virtual void session_ended() {}
 };
 
 }  // namespace vhostd::virtio

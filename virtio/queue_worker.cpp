@@ -126,7 +126,7 @@ bool QueueWorker::prepare_sleep() {
     if (!device_idle()) return false;
     if (!kick_.valid()) return false;  // no kick fd: this queue must be polled
     if (broken_ || stop_done_ != nullptr) return true;
-    return !vq_.enable_notify();
+    return !arm_guest_notify();
 }
 
 void QueueWorker::after_wake() {
@@ -136,6 +136,7 @@ void QueueWorker::after_wake() {
 
 void QueueWorker::begin_stop(std::promise<void>* done) {
     stop_done_ = done;
+    cancel_device_io();
     if (kick_armed_ && !kick_cancel_sent_) {
         io_uring_sqe* sqe = reactor_.get_sqe();
         if (sqe != nullptr) {

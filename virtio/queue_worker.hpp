@@ -46,8 +46,17 @@ protected:
     // waited for submission space. Runs while stopping too (a drain must finish). True if any.
     virtual bool poll_device() { return false; }
     virtual bool device_idle() const { return true; }
+    // Operations that still reference this queue (requests, and the device's own armed io_uring
+    // operations such as a poll on a tap fd). A stop completes only when this reaches zero.
     virtual uint32_t inflight() const = 0;
+    // Stopping: cancel the device's own long-lived io_uring operations (their completions then
+    // bring inflight() down).
+    virtual void cancel_device_io() {}
+    // Before sleeping: ask the guest for a kick; true if work arrived meanwhile (don't sleep).
+    virtual bool arm_guest_notify() { return vq_.enable_notify(); }
 
+    bool broken() const { return broken_; }
+    bool stopping() const { return stop_done_ != nullptr; }
     // Marks the queue broken (guest error): stop processing until reset; signal the err fd.
     void fail(const Error& e);
     // Request completion path: publish happens in end_pass.

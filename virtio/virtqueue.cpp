@@ -103,6 +103,11 @@ Result<uint16_t> SplitQueue::pop_head() {
     return head;
 }
 
+void SplitQueue::rewind(uint16_t n) {
+    last_avail_ = static_cast<uint16_t>(last_avail_ - n);
+    if (event_idx_ && notify_enabled_) store_release(avail_event_, last_avail_);
+}
+
 bool SplitQueue::walk(uint16_t head, std::span<iovec> iov, Chain* out, ChainError* err) const {
     *out = Chain{};
     out->head = head;
@@ -187,6 +192,20 @@ bool SplitQueue::enable_notify() {
     std::atomic_thread_fence(std::memory_order_seq_cst);
     return load_acquire(avail_idx_) != last_avail_;
 }
+
+bool SplitQueue::enable_notify_beyond(uint16_t seen) {
+    notify_enabled_ = true;
+    if (event_idx_) {
+        // The guest kicks when its new idx passes avail_event: "seen" means the next publish.
+        store_relaxed(avail_event_, seen);
+    } else {
+        store_relaxed(used_flags_, static_cast<uint16_t>(load_relaxed(used_flags_) & ~kUsedFNoNotify));
+    }
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    return load_acquire(avail_idx_) != seen;
+}
+
+uint16_t SplitQueue::avail_idx() const { return load_acquire(avail_idx_); }
 
 void SplitQueue::disable_notify() {
     notify_enabled_ = false;

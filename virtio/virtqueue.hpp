@@ -72,6 +72,9 @@ public:
     Result<uint16_t> pending();
     // Takes the next avail head (call only when pending() > 0). Fails if the head is out of range.
     Result<uint16_t> pop_head();
+    // Gives back the last n heads taken with pop_head (not yet used): the guest still owns
+    // them as available buffers, and the next pop_head returns them again.
+    void rewind(uint16_t n);
     // Walks the chain starting at head into iov. On failure *err says why.
     bool walk(uint16_t head, std::span<iovec> iov, Chain* out, ChainError* err) const;
 
@@ -86,6 +89,12 @@ public:
     // enable_notify returns true if new work arrived meanwhile (then don't sleep).
     bool enable_notify();
     void disable_notify();
+    // Like enable_notify, but asks for a kick only once the guest publishes beyond `seen`
+    // (an avail idx already looked at): for a device that waits for *more* buffers than the
+    // ring holds now. True if avail idx moved past `seen` meanwhile.
+    bool enable_notify_beyond(uint16_t seen);
+    // The guest's avail idx (acquire).
+    uint16_t avail_idx() const;
 
     uint16_t last_avail() const { return last_avail_; }
     uint16_t used_idx() const { return used_idx_; }

@@ -137,7 +137,8 @@ protected:
             ASSERT_OK(pf);
             ASSERT_OK(g.fe->set_protocol_features(pf.value() & (vhost::pf::kMq | vhost::pf::kReplyAck |
                                                                 vhost::pf::kConfig | vhost::pf::kConfigureMemSlots |
-                                                                vhost::pf::kStatus | vhost::pf::kResetDevice)));
+                                                                vhost::pf::kStatus | vhost::pf::kResetDevice |
+                                                                vhost::pf::kNetMtu | vhost::pf::kRarp)));
         }
         ASSERT_OK(g.fe->set_owner());
         ASSERT_OK(g.fe->set_features(g.features));

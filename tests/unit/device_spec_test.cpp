@@ -51,3 +51,37 @@ TEST(DeviceSpec, SizesAndCpus) {
     EXPECT_FALSE(parse_cpu_list("3-1").ok());
     EXPECT_FALSE(parse_cpu_list("a").ok());
 }
+
+namespace vhostd::app {
+namespace {
+
+TEST(NetSpec, ParsesAllKeys) {
+    auto s = parse_net_spec("socket=/tmp/n.sock,tap=vt0,queues=4,mac=52:54:00:AB:cd:01,mtu=9000,client=on");
+    ASSERT_TRUE(s.ok()) << s.error().describe();
+    EXPECT_EQ(s.value().socket, "/tmp/n.sock");
+    EXPECT_EQ(s.value().tap, "vt0");
+    EXPECT_EQ(s.value().queue_pairs, 4u);
+    EXPECT_TRUE(s.value().mac_set);
+    EXPECT_EQ(s.value().mac, (std::array<uint8_t, 6>{0x52, 0x54, 0x00, 0xab, 0xcd, 0x01}));
+    EXPECT_EQ(s.value().mtu, 9000u);
+    EXPECT_TRUE(s.value().client);
+    auto d = parse_net_spec("socket=/tmp/n.sock,tap=vt0");
+    ASSERT_TRUE(d.ok());
+    EXPECT_EQ(d.value().queue_pairs, 1u);
+    EXPECT_FALSE(d.value().mac_set);
+    EXPECT_EQ(d.value().mtu, 0u);
+}
+
+TEST(NetSpec, RejectsBadInput) {
+    for (const char* bad : {"tap=vt0", "socket=/s", "socket=/s,tap=", "socket=/s,tap=0123456789abcdef",
+                            "socket=/s,tap=a/b", "socket=/s,tap=vt0,queues=0", "socket=/s,tap=vt0,queues=33",
+                            "socket=/s,tap=vt0,mac=52:54:00:12:34", "socket=/s,tap=vt0,mac=52-54-00-12-34-56",
+                            "socket=/s,tap=vt0,mac=01:00:5e:00:00:01", "socket=/s,tap=vt0,mac=00:00:00:00:00:00",
+                            "socket=/s,tap=vt0,mac=52:54:00:12:34:zz", "socket=/s,tap=vt0,mtu=67",
+                            "socket=/s,tap=vt0,mtu=65518", "socket=/s,tap=vt0,path=/x", "socket=/s,tap=vt0,tap=vt1"}) {
+        EXPECT_FALSE(parse_net_spec(bad).ok()) << bad;
+    }
+}
+
+}  // namespace
+}  // namespace vhostd::app
