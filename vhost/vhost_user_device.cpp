@@ -78,7 +78,9 @@ bool VhostUserDevice::dispatch(Connection& conn, Message& m) {
     if (has_reply || want_ack) {
         if (want_ack) put<uint64_t>(reply, st.ok() ? 0 : 1);
         MsgHeader h{m.hdr.request, kVersion | kFlagReply, static_cast<uint32_t>(reply.size())};
-        Status s = conn.send(h, reply);
+        int fd = reply_fd_;
+        Status s = conn.send(h, reply, fd >= 0 && st.ok() ? std::span<const int>(&fd, 1) : std::span<const int>());
+        reply_fd_ = -1;
         if (!s.ok()) {
             VLOG_ERROR("{}: cannot reply to {}: {}", name_, request_name(req), s.error().describe());
             return false;
@@ -104,6 +106,7 @@ Status VhostUserDevice::handle(Message& m, std::vector<uint8_t>& reply, bool& ha
         case Request::kSetVringCall:
         case Request::kSetVringErr:
         case Request::kSetBackendReqFd:
+        case Request::kSetInflightFd:
             break;
         default:
             if (m.nfds != 0) return make_error(Errc::kInvalid, "{} carries {} unexpected fds", request_name(req), m.nfds);
@@ -286,6 +289,11 @@ Status VhostUserDevice::handle(Message& m, std::vector<uint8_t>& reply, bool& ha
             return ok_status();
         }
 
+        case Request::kGetInflightFd:
+            return get_inflight_fd(m, reply, has_reply);
+        case Request::kSetInflightFd:
+            return set_inflight_fd(m);
+
         case Request::kNetSetMtu: {
             if (!(acked_protocol_ & pf::kNetMtu)) return make_error(Errc::kState, "NET_SET_MTU without the NET_MTU feature");
             VHOSTD_ASSIGN_OR_RETURN(uint64_t mtu, payload_as<uint64_t>(m));
@@ -355,6 +363,14 @@ Status VhostUserDevice::try_start(uint32_t i) {
     }
     s.call = v.call.get();
     s.err = v.err.get();
+    if (inflight_ && i < inflight_desc_.num_queues) {
+        if (v.num != inflight_desc_.queue_size)
+            return make_error(Errc::kInvalid, "vring {} has {} entries, its inflight region {}", i, v.num,
+                              inflight_desc_.queue_size);
+        s.inflight = reinterpret_cast<virtio::InflightQueue*>(inflight_->data() +
+                                                              i * virtio::inflight_queue_bytes(inflight_desc_.queue_size));
+        s.inflight_owner = inflight_;
+    }
     VHOSTD_TRY(dev_->start_queue(i, std::move(s)));
     v.started = true;
     VLOG_DEBUG("{}: vring {} started (size {}, base {})", name_, i, v.num, v.base);
@@ -374,8 +390,56 @@ void VhostUserDevice::reset_vrings() {
     for (auto& v : vrings_) v = Vring{};
 }
 
+Status VhostUserDevice::check_inflight_desc(const InflightDesc& d) const {
+    if (d.num_queues == 0 || d.num_queues > vrings_.size())
+        return make_error(Errc::kInvalid, "inflight buffer for {} queues (device has {})", d.num_queues, vrings_.size());
+    if (!is_pow2(d.queue_size) || d.queue_size > virtio::kMaxQueueSize)
+        return make_error(Errc::kInvalid, "inflight queue size {} is not a power of two <= {}", d.queue_size,
+                          virtio::kMaxQueueSize);
+    return ok_status();
+}
+
+Status VhostUserDevice::get_inflight_fd(Message& m, std::vector<uint8_t>& reply, bool& has_reply) {
+    if (!(acked_protocol_ & pf::kInflightShmfd)) return make_error(Errc::kState, "GET_INFLIGHT_FD without INFLIGHT_SHMFD");
+    VHOSTD_ASSIGN_OR_RETURN(InflightDesc d, payload_as<InflightDesc>(m));
+    VHOSTD_TRY(check_inflight_desc(d));
+    uint64_t per_queue = virtio::inflight_queue_bytes(d.queue_size);
+    VHOSTD_ASSIGN_OR_RETURN(auto buf, shm::SharedBuffer::create("vhostd-inflight", per_queue * d.num_queues));
+    for (uint32_t q = 0; q < d.num_queues; ++q) {
+        auto* r = reinterpret_cast<virtio::InflightQueue*>(buf->data() + q * per_queue);
+        r->desc_num = d.queue_size;  // version 0: nothing in flight yet
+    }
+    InflightDesc out{buf->size(), 0, d.num_queues, d.queue_size};
+    // The frontend keeps the buffer and hands it back (SET_INFLIGHT_FD) on every start, also to
+    // a restarted vhostd; the mapping we need then comes from that message.
+    inflight_created_ = std::move(buf);
+    reply_fd_ = inflight_created_->fd();
+    has_reply = true;
+    put(reply, out);
+    return ok_status();
+}
+
+Status VhostUserDevice::set_inflight_fd(Message& m) {
+    if (!(acked_protocol_ & pf::kInflightShmfd)) return make_error(Errc::kState, "SET_INFLIGHT_FD without INFLIGHT_SHMFD");
+    VHOSTD_TRY(expect_fds(m, 1));
+    VHOSTD_ASSIGN_OR_RETURN(InflightDesc d, payload_as<InflightDesc>(m));
+    VHOSTD_TRY(check_inflight_desc(d));
+    uint64_t need = virtio::inflight_queue_bytes(d.queue_size) * d.num_queues;
+    if (d.mmap_size < need)
+        return make_error(Errc::kInvalid, "inflight buffer of {} bytes, {} queues of {} need {}", d.mmap_size,
+                          d.num_queues, d.queue_size, need);
+    for (auto& v : vrings_) {
+        if (v.started) return make_error(Errc::kState, "SET_INFLIGHT_FD while rings run");
+    }
+    VHOSTD_ASSIGN_OR_RETURN(inflight_, shm::SharedBuffer::map(m.fds[0].get(), d.mmap_offset, need));
+    inflight_desc_ = d;
+    VLOG_INFO("{}: inflight tracking on ({} queues of {})", name_, uint16_t{d.num_queues}, uint16_t{d.queue_size});
+    return ok_status();
+}
+
 uint64_t VhostUserDevice::offered_protocol_features() const {
     uint64_t f = kBaseProtocolFeatures | dev_->extra_protocol_features();
+    if (dev_->supports_inflight()) f |= pf::kInflightShmfd;
     if (dev_->net_control()) f |= pf::kNetMtu | pf::kRarp;
     return f;
 }
@@ -385,6 +449,8 @@ void VhostUserDevice::reset_session() {
     dev_->session_ended();
     mem_ = shm::MemoryMap::empty();
     backend_req_.reset();
+    inflight_.reset();
+    inflight_created_.reset();
     acked_features_ = 0;
     acked_protocol_ = 0;
     features_set_ = false;

@@ -7,6 +7,7 @@
 #include <memory>
 #include <vector>
 
+#include "shm/shared_buffer.hpp"
 #include "vhost/connection.hpp"
 #include "virtio/device.hpp"
 
@@ -63,6 +64,9 @@ private:
     void reset_vrings();
     void reset_session();
     uint64_t offered_protocol_features() const;
+    Status check_inflight_desc(const InflightDesc& d) const;
+    Status get_inflight_fd(Message& m, std::vector<uint8_t>& reply, bool& has_reply);
+    Status set_inflight_fd(Message& m);
     bool rings_enabled_by_default() const { return !(acked_features_ & kFProtocolFeatures); }
 
     std::unique_ptr<virtio::VirtioDevice> dev_;
@@ -74,6 +78,10 @@ private:
     std::shared_ptr<const shm::MemoryMap> mem_;
     std::vector<Vring> vrings_;
     UniqueFd backend_req_;
+    std::shared_ptr<shm::SharedBuffer> inflight_;          // the buffer in use (SET_INFLIGHT_FD)
+    std::shared_ptr<shm::SharedBuffer> inflight_created_;  // the last one we handed out
+    InflightDesc inflight_desc_{};
+    int reply_fd_ = -1;  // an fd to send with the current reply
 };
 
 }  // namespace vhostd::vhost

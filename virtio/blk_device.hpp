@@ -36,6 +36,7 @@ public:
     std::string name() const override { return name_; }
     uint32_t device_id() const override { return blk::kDeviceId; }
     uint64_t features() const override;
+    bool supports_inflight() const override { return true; }
     uint32_t num_queues() const override { return static_cast<uint32_t>(queues_.size()); }
     uint32_t config_size() const override { return sizeof(blk::Config); }
     void read_config(uint32_t offset, std::span<uint8_t> out) const override;

@@ -22,6 +22,9 @@ struct QueueStart {
     UniqueFd kick;  // invalid: no kick fd, the queue is polled
     int call = -1;  // borrowed; the vhost layer owns call/err fds and outlives the queue run
     int err = -1;
+    // Inflight tracking (INFLIGHT_SHMFD): this queue's region, kept mapped by `inflight_owner`.
+    InflightQueue* inflight = nullptr;
+    std::shared_ptr<const void> inflight_owner;
 };
 
 class VirtioDevice {
@@ -50,6 +53,10 @@ public:
     virtual void set_call_fd(uint32_t index, int fd) = 0;
     // Swaps guest memory under all running queues, draining their in-flight requests first.
     virtual Status set_memory(std::shared_ptr<const shm::MemoryMap> mem) = 0;
+
+    // Devices whose requests can be replayed after a backend restart (storage): the vhost layer
+    // then offers INFLIGHT_SHMFD.
+    virtual bool supports_inflight() const { return false; }
 
     // Network devices: the vhost layer then offers the NET_MTU and RARP protocol features and
     // forwards NET_SET_MTU / SEND_RARP here.

@@ -13,10 +13,15 @@ Status QueueWorker::start(QueueStart&& s) {
     kick_ = std::move(s.kick);
     call_ = s.call;
     err_ = s.err;
+    inflight_ = s.inflight;
+    inflight_owner_ = s.inflight_owner;
     reactor_.run_sync([&] {
         broken_ = false;
         Status st = vq_.activate(s.mem, s.layout, s.last_avail, (s.features & kFEventIdx) != 0,
-                                 (s.features & kFIndirectDesc) != 0);
+                                 (s.features & kFIndirectDesc) != 0, inflight_, s.features);
+        if (st.ok() && vq_.resubmits_left() > 0)
+            VLOG_INFO("queue {}: resubmitting {} requests left in flight by a previous backend", index_,
+                      vq_.resubmits_left());
         if (st.ok()) st = on_start(s);
         if (!st.ok()) {
             result = std::move(st);
@@ -27,8 +32,13 @@ Status QueueWorker::start(QueueStart&& s) {
         arm_kick();
         reactor_.add_poller(this);
     });
-    if (result.ok()) running_ = true;
-    else kick_.reset();
+    if (result.ok()) {
+        running_ = true;
+    } else {
+        kick_.reset();
+        inflight_ = nullptr;
+        inflight_owner_.reset();
+    }
     return result;
 }
 
@@ -49,6 +59,8 @@ uint16_t QueueWorker::stop() {
     });
     running_ = false;
     kick_.reset();
+    inflight_ = nullptr;
+    inflight_owner_.reset();
     return last;
 }
 
@@ -63,7 +75,8 @@ Status QueueWorker::set_memory(std::shared_ptr<const shm::MemoryMap> mem) {
     uint16_t last = detach();
     Status result;
     reactor_.run_sync([&] {
-        result = vq_.activate(mem, layout_, last, (features_ & kFEventIdx) != 0, (features_ & kFIndirectDesc) != 0);
+        result = vq_.activate(mem, layout_, last, (features_ & kFEventIdx) != 0, (features_ & kFIndirectDesc) != 0,
+                              inflight_, features_);
         if (!result.ok()) {
             on_stop();
             vq_.deactivate();
@@ -76,6 +89,8 @@ Status QueueWorker::set_memory(std::shared_ptr<const shm::MemoryMap> mem) {
     if (!result.ok()) {
         running_ = false;
         kick_.reset();
+        inflight_ = nullptr;
+        inflight_owner_.reset();
     }
     return result;
 }

@@ -75,6 +75,8 @@ private:
     Reactor& reactor_;
     const uint32_t index_;
     QueueLayout layout_;
+    InflightQueue* inflight_ = nullptr;
+    std::shared_ptr<const void> inflight_owner_;
     UniqueFd kick_;
     int call_ = -1;
     int err_ = -1;

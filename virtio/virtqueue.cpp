@@ -1,5 +1,6 @@
 #include "virtio/virtqueue.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include "core/checked.hpp"
@@ -35,8 +36,12 @@ const char* chain_error_name(ChainError e) {
 }
 
 Status SplitQueue::activate(std::shared_ptr<const shm::MemoryMap> mem, const QueueLayout& l, uint16_t last_avail,
-                            bool event_idx, bool indirect) {
+                            bool event_idx, bool indirect, InflightQueue* inflight, uint64_t features) {
     desc_ = nullptr;
+    inflight_ = nullptr;
+    resubmit_.clear();
+    resubmit_pos_ = 0;
+    batch_.clear();
     if (!is_pow2(l.size) || l.size > kMaxQueueSize)
         return make_error(Errc::kInvalid, "queue size {} is not a power of two <= {}", l.size, kMaxQueueSize);
     if (l.desc_uva % 16 != 0 || l.avail_uva % 2 != 0 || l.used_uva % 4 != 0)
@@ -73,11 +78,97 @@ Status SplitQueue::activate(std::shared_ptr<const shm::MemoryMap> mem, const Que
     published_idx_ = used_idx_;
     signalled_valid_ = false;
     notify_enabled_ = true;
+    if (inflight != nullptr) {
+        inflight_ = inflight;
+        Status st = recover_inflight(&last_avail_, features);
+        if (!st.ok()) {
+            deactivate();
+            return st;
+        }
+    }
     return ok_status();
+}
+
+namespace {
+template <typename T>
+T ld(const T& v) {
+    return std::atomic_ref<T>(const_cast<T&>(v)).load(std::memory_order_relaxed);
+}
+template <typename T>
+void st(T& v, T x) {
+    std::atomic_ref<T>(v).store(x, std::memory_order_relaxed);
+}
+// The region is read by a later vhostd after this one died: what matters is the order in which
+// this thread's stores happen, so a compiler barrier between the steps is enough.
+void step() { std::atomic_signal_fence(std::memory_order_seq_cst); }
+}  // namespace
+
+Status SplitQueue::recover_inflight(uint16_t* last_avail, uint64_t features) {
+    InflightQueue& r = *inflight_;
+    batch_.reserve(size_);
+    uint16_t used = used_idx_;
+    // The region comes from the frontend: every field is checked before use.
+    if (ld(r.version) == 0) {
+        // Fresh (or reset by the frontend): nothing to recover; start tracking.
+        for (uint32_t i = 0; i < size_; ++i) {
+            st(r.desc[i].inflight, uint8_t{0});
+            st(r.desc[i].counter, uint64_t{0});
+        }
+        st(r.features, features);
+        st(r.desc_num, size_);
+        st(r.last_batch_head, uint16_t{0});
+        st(r.used_idx, used);
+        step();
+        st(r.version, kInflightVersion);
+        counter_ = 0;
+        return ok_status();
+    }
+    if (ld(r.version) != kInflightVersion)
+        return make_error(Errc::kInvalid, "inflight region version {} (expected {})", ld(r.version), kInflightVersion);
+    if (ld(r.desc_num) != size_)
+        return make_error(Errc::kInvalid, "inflight region for {} descriptors, queue has {}", ld(r.desc_num), size_);
+    // A batch whose used->idx store happened but whose clears did not: clear it now.
+    auto batch = static_cast<uint16_t>(used - ld(r.used_idx));
+    if (batch > size_)
+        return make_error(Errc::kInvalid, "inflight used_idx {} is {} behind the ring's {}", ld(r.used_idx), batch, used);
+    uint16_t h = ld(r.last_batch_head);
+    for (uint16_t i = 0; i < batch; ++i) {
+        if (h >= size_) return make_error(Errc::kInvalid, "inflight batch list points at head {}", h);
+        st(r.desc[h].inflight, uint8_t{0});
+        h = ld(r.desc[h].next);
+    }
+    step();
+    st(r.used_idx, used);
+    // Everything still marked was taken from the avail ring and never completed.
+    std::vector<std::pair<uint64_t, uint16_t>> pending;
+    uint64_t max_counter = 0;
+    for (uint16_t i = 0; i < size_; ++i) {
+        if (ld(r.desc[i].inflight) == 0) continue;
+        uint64_t c = ld(r.desc[i].counter);
+        pending.emplace_back(c, i);
+        max_counter = std::max(max_counter, c);
+    }
+    std::sort(pending.begin(), pending.end());
+    resubmit_.reserve(pending.size());
+    for (auto& [c, head] : pending) resubmit_.push_back(head);
+    counter_ = max_counter + 1;
+    *last_avail = static_cast<uint16_t>(used + pending.size());
+    return ok_status();
+}
+
+void SplitQueue::track_popped(uint16_t head) {
+    InflightDescState& d = inflight_->desc[head];
+    st(d.counter, counter_++);
+    step();
+    st(d.inflight, uint8_t{1});
 }
 
 void SplitQueue::deactivate() {
     desc_ = nullptr;
+    inflight_ = nullptr;
+    resubmit_.clear();
+    resubmit_pos_ = 0;
+    batch_.clear();
     avail_flags_ = avail_idx_ = avail_ring_ = used_event_ = used_flags_ = used_idx_ptr_ = avail_event_ = nullptr;
     used_ring_ = nullptr;
     mem_.reset();
@@ -91,12 +182,15 @@ Result<uint16_t> SplitQueue::pending() {
     if (n > size_)
         return make_error(Errc::kInvalid, "avail idx jumped by {} (last {} now {}) on a queue of {}", n, last_avail_,
                           avail, size_);
-    return n;
+    // Recovered requests are at most size_ and come first; the caller's loop is still bounded.
+    return static_cast<uint16_t>(std::min<uint32_t>(uint32_t{n} + resubmits_left(), 0xffff));
 }
 
 Result<uint16_t> SplitQueue::pop_head() {
+    if (resubmit_pos_ < resubmit_.size()) return resubmit_[resubmit_pos_++];  // still marked in flight
     uint16_t head = load_relaxed(&avail_ring_[last_avail_ & (size_ - 1)]);
     if (head >= size_) return make_error(Errc::kInvalid, "avail ring head {} >= queue size {}", head, size_);
+    if (inflight_ != nullptr) track_popped(head);
     ++last_avail_;
     // With EVENT_IDX and notifications on, tell the guest the next index that should kick us.
     if (event_idx_ && notify_enabled_) store_release(avail_event_, last_avail_);
@@ -105,6 +199,12 @@ Result<uint16_t> SplitQueue::pop_head() {
 
 void SplitQueue::rewind(uint16_t n) {
     last_avail_ = static_cast<uint16_t>(last_avail_ - n);
+    if (inflight_ != nullptr) {
+        for (uint16_t i = 0; i < n; ++i) {
+            uint16_t head = load_relaxed(&avail_ring_[static_cast<uint16_t>(last_avail_ + i) & (size_ - 1)]);
+            if (head < size_) st(inflight_->desc[head].inflight, uint8_t{0});
+        }
+    }
     if (event_idx_ && notify_enabled_) store_release(avail_event_, last_avail_);
 }
 
@@ -160,11 +260,27 @@ void SplitQueue::push_used(uint16_t head, uint32_t len) {
     UsedElem e{head, len};
     std::memcpy(&used_ring_[used_idx_ & (size_ - 1)], &e, sizeof(e));
     ++used_idx_;
+    if (inflight_ != nullptr && head < size_ && batch_.size() < size_) {
+        // Link the batch (last -> first) for recovery; see inflight.hpp.
+        if (!batch_.empty()) st(inflight_->desc[head].next, batch_.back());
+        batch_.push_back(head);
+    }
 }
 
 bool SplitQueue::publish_used() {
     if (used_idx_ == published_idx_) return false;
-    store_release(used_idx_ptr_, used_idx_);
+    if (inflight_ != nullptr && !batch_.empty()) {
+        st(inflight_->last_batch_head, batch_.back());
+        step();
+        store_release(used_idx_ptr_, used_idx_);
+        step();
+        for (uint16_t h : batch_) st(inflight_->desc[h].inflight, uint8_t{0});
+        step();
+        st(inflight_->used_idx, used_idx_);
+        batch_.clear();
+    } else {
+        store_release(used_idx_ptr_, used_idx_);
+    }
     published_idx_ = used_idx_;
     return true;
 }

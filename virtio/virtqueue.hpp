@@ -14,9 +14,11 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <vector>
 
 #include "core/result.hpp"
 #include "shm/memory_map.hpp"
+#include "virtio/inflight.hpp"
 #include "virtio/virtio_types.hpp"
 
 namespace vhostd::virtio {
@@ -58,8 +60,13 @@ public:
     static constexpr uint64_t kMaxChainBytes = 1ull << 32;
 
     // Validates and caches ring pointers. `last_avail` is the SET_VRING_BASE value.
+    // With `inflight` (this queue's part of the shared inflight buffer), requests are tracked
+    // there; if it holds requests a previous instance had in flight, those are validated and
+    // come back first from pop_head (in their original order), and last_avail follows from
+    // the region instead.
     Status activate(std::shared_ptr<const shm::MemoryMap> mem, const QueueLayout& layout, uint16_t last_avail,
-                    bool event_idx, bool indirect);
+                    bool event_idx, bool indirect, InflightQueue* inflight = nullptr,
+                    uint64_t features = 0);
     bool active() const { return desc_ != nullptr; }
     // Forgets the rings and drops the memory reference (the mapping may go away now).
     void deactivate();
@@ -67,7 +74,9 @@ public:
     const shm::MemoryMap& mem() const { return *mem_; }
     std::shared_ptr<const shm::MemoryMap> mem_ref() const { return mem_; }
 
-    // Number of new avail entries, or an error if the guest moved avail->idx by more than the
+    // Requests recovered from the inflight region and not yet taken again.
+    uint16_t resubmits_left() const { return static_cast<uint16_t>(resubmit_.size() - resubmit_pos_); }
+    // Number of new avail entries (plus recovered requests), or an error if the guest moved avail->idx by more than the
     // queue size (a broken guest, not "lots of work").
     Result<uint16_t> pending();
     // Takes the next avail head (call only when pending() > 0). Fails if the head is out of range.
@@ -105,8 +114,16 @@ private:
     bool walk_table(const Desc* table, uint32_t table_size, uint16_t start,
                     std::span<iovec> iov, Chain* out, ChainError* err, bool is_indirect) const;
 
+    Status recover_inflight(uint16_t* last_avail, uint64_t features);
+    void track_popped(uint16_t head);
+
     std::shared_ptr<const shm::MemoryMap> mem_;
     uint16_t size_ = 0;
+    InflightQueue* inflight_ = nullptr;
+    uint64_t counter_ = 0;
+    std::vector<uint16_t> batch_;      // heads pushed since the last publish (inflight tracking)
+    std::vector<uint16_t> resubmit_;   // recovered heads, oldest first
+    size_t resubmit_pos_ = 0;
     bool event_idx_ = false;
     bool indirect_ = false;
     Desc* desc_ = nullptr;

@@ -32,7 +32,8 @@ constexpr uint8_t kGuestMac[6] = {0x52, 0x54, 0x00, 0xaa, 0xbb, 0xcc};
 constexpr uint64_t kNetGuestFeatures = virtio::kFVersion1 | virtio::kFEventIdx | virtio::kFIndirectDesc | net::kFMac |
                                        net::kFMtu | net::kFMrgRxbuf | net::kFCsum | net::kFGuestCsum |
                                        net::kFHostTso4 | net::kFHostTso6 | net::kFGuestTso4 | net::kFGuestTso6 |
-                                       net::kFStatus | net::kFMq | net::kFCtrlVq | vhost::kFProtocolFeatures;
+                                       net::kFHostEcn | net::kFGuestEcn | net::kFHostUfo | net::kFGuestUfo | net::kFStatus |
+                                       net::kFMq | net::kFCtrlVq | vhost::kFProtocolFeatures;
 
 // Moves this test process into a fresh network namespace (once) with IPv6 off, so that the
 // kernel sends nothing of its own through our taps.
