@@ -4,6 +4,9 @@
 // is a bug.
 //
 // Input: repeated records of [u8 nfds][MsgHeader][payload of hdr.size bytes (truncated at EOF)].
+// nfds: low 2 bits = number of memfds attached; bit 7 = seal them against resizing (so that
+// SET_INFLIGHT_FD can get past its seal check).
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -32,12 +35,13 @@ struct Env {
     }
 };
 
-int make_memfd(size_t size) {
-    int fd = memfd_create("fuzz", MFD_CLOEXEC);
+int make_memfd(size_t size, bool seal) {
+    int fd = memfd_create("fuzz", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd >= 0 && ftruncate(fd, static_cast<off_t>(size)) != 0) {
         close(fd);
         return -1;
     }
+    if (fd >= 0 && seal) fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW);
     return fd;
 }
 
@@ -52,6 +56,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     auto m = std::make_unique<vhost::Message>();
     size_t pos = 0;
     for (int iter = 0; iter < 64 && pos + 1 + sizeof(vhost::MsgHeader) <= size; ++iter) {
+        bool seal = (data[pos] & 0x80) != 0;
         uint8_t nfds = data[pos++] % 4;
         m->drop_fds();
         std::memcpy(&m->hdr, data + pos, sizeof(m->hdr));
@@ -65,7 +70,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         for (uint8_t i = 0; i < nfds; ++i) {
             // Kick/call fds must be eventfd-like for the reactor; memfds for memory. A memfd
             // works for both (reads of it never block).
-            m->fds[i].reset(make_memfd(1 << 16));
+            m->fds[i].reset(make_memfd(1 << 16, seal));
             m->nfds = i + 1;
         }
         bool keep = env.dev->handle_for_test(conn, *m);

@@ -3,12 +3,17 @@
 // through a virtio-blk device with a null backend on a real reactor (request parsing, status
 // bytes, used ring). Any crash, hang, out-of-bounds access or sanitizer report is a bug.
 //
+// With flag 4 the queue also tracks requests in an inflight region taken from the image at
+// 0x8000 (so the region's contents are fuzzed too: recovery must validate everything); flag 8
+// makes its desc_num match the queue so recovery gets past the first check.
+//
 // Input: [u8 log2 queue size][u8 flags][u16 last_avail][guest memory image...]
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <vector>
 
 #include "backends/null_backend.hpp"
 #include "core/log.hpp"
@@ -60,8 +65,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     virtio::QueueLayout layout{qsize, kUvaBase + 0x0, kUvaBase + 0x1000, kUvaBase + 0x2000};
     bool event_idx = flags & 1, indirect = flags & 2;
 
+    virtio::InflightQueue* inflight = nullptr;
+    if (flags & 4) {
+        inflight = reinterpret_cast<virtio::InflightQueue*>(region.value()->host() + 0x8000);
+        if (flags & 8) inflight->desc_num = qsize;
+    }
+    std::vector<uint8_t> saved;
+    if (inflight != nullptr) {
+        // The device run below must see the same region the ring run started from.
+        saved.assign(region.value()->host() + 0x8000, region.value()->host() + 0x8000 + virtio::inflight_queue_bytes(qsize));
+    }
+
     virtio::SplitQueue q;
-    if (q.activate(map.value(), layout, last_avail, event_idx, indirect).ok()) {
+    if (q.activate(map.value(), layout, last_avail, event_idx, indirect, inflight, virtio::kFVersion1).ok()) {
         iovec iov[64];
         auto pending = q.pending();
         for (uint16_t i = 0; pending.ok() && i < *pending; ++i) {
@@ -93,6 +109,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     s.features = (event_idx ? virtio::kFEventIdx : 0) | (indirect ? virtio::kFIndirectDesc : 0) | virtio::kFVersion1;
     s.mem = map.value();
     s.call = call;
+    if (inflight != nullptr) {
+        std::memcpy(region.value()->host() + 0x8000, saved.data(), saved.size());
+        s.inflight = inflight;
+    }
     env.blk->set_features(s.features);
     if (env.blk->start_queue(0, std::move(s)).ok()) {
         env.reactor.run_sync([] {});

@@ -17,9 +17,11 @@ def u64(v):
 
 UVA = 0x7F0000000000
 session = b"".join([
-    msg(1), msg(15), msg(16, u64((1 << 0) | (1 << 3) | (1 << 5) | (1 << 9) | (1 << 13) | (1 << 15) | (1 << 16))), msg(17), msg(36), msg(3),
+    msg(1), msg(15), msg(16, u64((1 << 0) | (1 << 3) | (1 << 5) | (1 << 9) | (1 << 12) | (1 << 13) | (1 << 15) | (1 << 16))), msg(17), msg(36), msg(3),
     msg(24, struct.pack("<III", 0, 60, 0) + bytes(60)),
     msg(2, u64((1 << 32) | (1 << 29) | (1 << 28) | (1 << 30) | (1 << 9))),
+    msg(31, struct.pack("<QQHH", 0, 0, 2, 16)),
+    msg(32, struct.pack("<QQHH", 640, 0, 2, 16), nfds=0x81),
     msg(5, struct.pack("<II", 1, 0) + struct.pack("<QQQQ", 0, 0x10000, UVA, 0), nfds=1),
     msg(8, struct.pack("<II", 0, 16)),
     msg(10, struct.pack("<II", 0, 0)),
@@ -56,3 +58,11 @@ img = bytearray(ring_image([blk_read, blk_write]))
 struct.pack_into("<IIQ", img, 0x3000, 0, 0, 1)   # IN sector 1
 struct.pack_into("<IIQ", img, 0x3010, 1, 0, 2)   # OUT sector 2
 open(os.path.join(here, "corpus/virtqueue/read_write"), "wb").write(bytes([4, 1, 0, 0]) + bytes(img))
+
+# The same requests, with an inflight region at 0x8000 that says a previous backend had heads 1
+# and 0 in flight (in that order): recovery resubmits them (flags: event_idx | inflight | desc_num).
+img2 = bytearray(img) + bytearray(0x8000 + 16 + 16 * 16 - len(img))
+struct.pack_into("<QHHHH", img2, 0x8000, 1 << 32, 1, 16, 0, 0)
+struct.pack_into("<B5sHQ", img2, 0x8000 + 16 + 16 * 1, 1, bytes(5), 0, 7)
+struct.pack_into("<B5sHQ", img2, 0x8000 + 16 + 16 * 0, 1, bytes(5), 0, 9)
+open(os.path.join(here, "corpus/virtqueue/inflight_recovery"), "wb").write(bytes([4, 1 | 4 | 8, 0, 0]) + bytes(img2))
