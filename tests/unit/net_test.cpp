@@ -193,7 +193,12 @@ protected:
                      bool extra_writable = false) {
         std::vector<uint8_t> bytes(hdr_ + frame.size());
         std::memcpy(bytes.data(), &h, hdr_);
-        std::memcpy(bytes.data() + hdr_, frame.data(), frame.size());
+        if (!frame.empty()) std::memcpy(bytes.data() + hdr_, frame.data(), frame.size());
+        return send_tx_raw(g, qi, bytes, split, extra_writable);
+    }
+    // TX chain of exactly these bytes (header included, or not even a whole header).
+    uint32_t send_tx_raw(Guest& g, uint32_t qi, const std::vector<uint8_t>& bytes, int split = 1,
+                         bool extra_writable = false) {
         auto gpa = g.mem->alloc(bytes.size(), 64);
         EXPECT_TRUE(gpa.ok());
         std::memcpy(g.mem->host(gpa.value(), bytes.size()), bytes.data(), bytes.size());
@@ -430,6 +435,7 @@ TEST_F(NetTest, MalformedTxChainsAreDroppedNotFatal) {
     // A writable descriptor in a TX chain, a chain shorter than the header, a runt frame,
     // GSO without the feature (legacy-free guest without HOST_TSO6), a bad GSO type.
     EXPECT_EQ(send_tx(g, 1, test_frame(100, 2), {}, 1, true), 0u);
+    EXPECT_EQ(send_tx_raw(g, 1, std::vector<uint8_t>(6, 0)), 0u);
     EXPECT_EQ(send_tx(g, 1, std::vector<uint8_t>{}, {}, 1), 0u);
     EXPECT_EQ(send_tx(g, 1, std::vector<uint8_t>(8, 1), {}, 1), 0u);
     net::Hdr bad = tso4_hdr(1448);
