@@ -223,7 +223,9 @@ TEST_F(Sessions, ThousandSessionsKeepFdsAndRssFlat) {
     // A leaked guest mapping would be 32 MiB a session; allocator noise is far below 8 MiB.
     // (Under ASan freed memory sits in its quarantine, so RSS says nothing; LeakSanitizer
     // checks leaks there instead.)
-    if (!kAsan) EXPECT_LT(rss1, rss0 + 8 * 1024) << "RSS grew from " << rss0 << " KiB to " << rss1 << " KiB";
+    if (!kAsan) {
+        EXPECT_LT(rss1, rss0 + 8 * 1024) << "RSS grew from " << rss0 << " KiB to " << rss1 << " KiB";
+    }
 }
 
 TEST_F(Sessions, HostileInflightMessagesClose) {
