@@ -414,7 +414,7 @@ Status Frontend::send_rarp(const uint8_t mac[6]) {
 Status Frontend::set_status(uint8_t status) { return send_u64(Request::kSetStatus, status); }
 
 Result<InflightFd> Frontend::get_inflight_fd(uint16_t num_queues, uint16_t queue_size) {
-    vhost::InflightDesc d{0, 0, num_queues, queue_size};
+    vhost::InflightDesc d{0, 0, num_queues, queue_size, 0};
     VHOSTD_ASSIGN_OR_RETURN(RawReply r, call(Request::kGetInflightFd, bytes_of(d), sizeof(vhost::InflightDesc)));
     if (r.fds.size() != 1) return make_error(Errc::kInvalid, "GET_INFLIGHT_FD: {} fds in reply", r.fds.size());
     InflightFd out;

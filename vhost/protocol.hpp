@@ -158,12 +158,15 @@ struct [[gnu::packed]] ConfigHeader {
 };
 static_assert(sizeof(ConfigHeader) == 12);
 
+// The spec lists 20 bytes of fields, but QEMU (and DPDK) send and expect the C struct's size
+// with its tail padding: 24 bytes. A 20-byte reply makes QEMU drop the connection.
 struct [[gnu::packed]] InflightDesc {
     uint64_t mmap_size;
     uint64_t mmap_offset;
     uint16_t num_queues;
     uint16_t queue_size;
+    uint32_t padding;
 };
-static_assert(sizeof(InflightDesc) == 20);
+static_assert(sizeof(InflightDesc) == 24);
 
 }  // namespace vhostd::vhost

@@ -409,7 +409,7 @@ Status VhostUserDevice::get_inflight_fd(Message& m, std::vector<uint8_t>& reply,
         auto* r = reinterpret_cast<virtio::InflightQueue*>(buf->data() + q * per_queue);
         r->desc_num = d.queue_size;  // version 0: nothing in flight yet
     }
-    InflightDesc out{buf->size(), 0, d.num_queues, d.queue_size};
+    InflightDesc out{buf->size(), 0, d.num_queues, d.queue_size, 0};
     // The frontend keeps the buffer and hands it back (SET_INFLIGHT_FD) on every start, also to
     // a restarted vhostd; the mapping we need then comes from that message.
     inflight_created_ = std::move(buf);
@@ -451,6 +451,7 @@ void VhostUserDevice::reset_session() {
     backend_req_.reset();
     inflight_.reset();
     inflight_created_.reset();
+    region_refs_.clear();
     acked_features_ = 0;
     acked_protocol_ = 0;
     features_set_ = false;
@@ -491,19 +492,36 @@ Status VhostUserDevice::set_mem_table(Message& m) {
     }
     VHOSTD_ASSIGN_OR_RETURN(auto map, shm::MemoryMap::build(std::move(regions)));
     VLOG_INFO("{}: memory table with {} regions", name_, uint32_t{h.nregions});
+    region_refs_.clear();
+    for (const auto& reg : map->regions()) region_refs_[reg->desc().guest_phys_addr] = 1;
     return apply_memory(std::move(map));
 }
 
 Status VhostUserDevice::add_mem_reg(Message& m) {
     VHOSTD_ASSIGN_OR_RETURN(SingleMemRegion r, payload_as<SingleMemRegion>(m));
     VHOSTD_TRY(expect_fds(m, 1));
+    // QEMU (before 8.1) sends ADD/REM_MEM_REG once per vhost device, and a multi-queue net
+    // device is one vhost device per queue pair on the same socket: the same region arrives
+    // several times. An identical region is counted, not mapped again; REM_MEM_REG unmaps it
+    // when the last reference goes.
+    for (const auto& reg : mem_->regions()) {
+        const auto& d = reg->desc();
+        if (d.guest_phys_addr == r.region.guest_phys_addr && d.memory_size == r.region.memory_size &&
+            d.userspace_addr == r.region.userspace_addr && d.mmap_offset == r.region.mmap_offset) {
+            ++region_refs_[d.guest_phys_addr];
+            VLOG_DEBUG("{}: memory region gpa={:#x} added again ({} references)", name_, uint64_t{d.guest_phys_addr},
+                       region_refs_[d.guest_phys_addr]);
+            return ok_status();
+        }
+    }
     if (mem_->region_count() >= kMaxMemSlots) return make_error(Errc::kOutOfRange, "all memory slots in use");
     VHOSTD_ASSIGN_OR_RETURN(auto region, shm::Region::map(r.region, m.fds[0].get()));
     std::vector<std::shared_ptr<const shm::Region>> regions(mem_->regions().begin(), mem_->regions().end());
     regions.push_back(std::move(region));
     VHOSTD_ASSIGN_OR_RETURN(auto map, shm::MemoryMap::build(std::move(regions)));
-    VLOG_DEBUG("{}: added memory region gpa={:#x} size={:#x}", name_,
+    VLOG_INFO("{}: added memory region gpa={:#x} size={:#x}", name_,
                uint64_t{r.region.guest_phys_addr}, uint64_t{r.region.memory_size});
+    region_refs_[r.region.guest_phys_addr] = 1;
     return apply_memory(std::move(map));
 }
 
@@ -524,7 +542,14 @@ Status VhostUserDevice::rem_mem_reg(Message& m) {
     if (!found)
         return make_error(Errc::kInvalid, "REM_MEM_REG: no region at gpa {:#x} size {:#x}", r.region.guest_phys_addr,
                           r.region.memory_size);
+    if (auto it = region_refs_.find(r.region.guest_phys_addr); it != region_refs_.end() && it->second > 1) {
+        --it->second;  // another vhost device of this frontend still uses it
+        return ok_status();
+    }
+    region_refs_.erase(r.region.guest_phys_addr);
     VHOSTD_ASSIGN_OR_RETURN(auto map, shm::MemoryMap::build(std::move(regions)));
+    VLOG_INFO("{}: removed memory region gpa={:#x} size={:#x}", name_, uint64_t{r.region.guest_phys_addr},
+              uint64_t{r.region.memory_size});
     return apply_memory(std::move(map));
 }
 

@@ -4,6 +4,7 @@
 // device waits for the next frontend.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -82,6 +83,7 @@ private:
     std::shared_ptr<shm::SharedBuffer> inflight_created_;  // the last one we handed out
     InflightDesc inflight_desc_{};
     int reply_fd_ = -1;  // an fd to send with the current reply
+    std::map<uint64_t, uint32_t> region_refs_;  // gpa -> times the frontend added that region
 };
 
 }  // namespace vhostd::vhost

@@ -326,6 +326,42 @@ TEST_F(VhostProtocol, MemoryHotplugUnderRunningQueues) {
     EXPECT_TRUE(std::equal(data.begin(), data.begin() + 4096, r.value().data().begin()));
 }
 
+TEST_F(VhostProtocol, DuplicateAddMemRegIsCountedNotRejected) {
+    // QEMU 7.2 sends ADD/REM_MEM_REG once per vhost device; a multi-queue net device has one per
+    // queue pair on the same socket. The region stays mapped until the last REM_MEM_REG.
+    Guest g;
+    connect_guest(g, sock_, 1);
+    auto idx = g.mem->add_region({8ull << 32, 4ull << 20});
+    ASSERT_OK(idx);
+    const auto& reg = g.mem->regions()[idx.value()];
+    ASSERT_OK(g.fe->add_mem_reg(reg));
+    ASSERT_OK(g.fe->add_mem_reg(reg));  // the second vhost device
+    auto buf = g.mem->alloc_in(idx.value(), 8192, 4096);
+    ASSERT_OK(buf);
+    uint64_t b = buf.value();
+    blk::ReqHeader h{blk::kTIn, 0, 0};
+    auto read_into_region = [&]() -> uint32_t {
+        std::memcpy(g.mem->host(b, 16), &h, sizeof(h));
+        auto& q = *g.queues[0];
+        EXPECT_TRUE(q.add_chain(std::vector<driver::DriverBuf>{{b, 16, false}, {b + 4096, 512, true}, {b + 100, 1, true}}).ok());
+        EXPECT_TRUE(q.publish_and_kick(g.kicks[0].get()).ok());
+        auto u = q.wait_used(g.calls[0].get(), std::chrono::seconds(5));
+        return u ? u->len : UINT32_MAX;
+    };
+    EXPECT_EQ(read_into_region(), 513u);
+    ASSERT_OK(g.fe->rem_mem_reg(reg));  // one vhost device lets go: still mapped
+    EXPECT_EQ(read_into_region(), 513u);
+    ASSERT_OK(g.fe->rem_mem_reg(reg));  // the last one: gone
+    EXPECT_EQ(read_into_region(), 0u) << "buffers in a removed region are outside guest memory";
+    // A region at the same address with different parameters is still an overlap.
+    auto other = g.mem->add_region({16ull << 32, 4ull << 20});
+    ASSERT_OK(other);
+    vhost::MemRegion clash = g.mem->regions()[other.value()].desc();
+    clash.guest_phys_addr = 0;  // overlaps the first region with another fd/offset
+    g.fe->force_reply_ack(true);
+    EXPECT_FALSE(g.fe->add_mem_reg(clash, g.mem->regions()[other.value()].fd()).ok());
+}
+
 TEST_F(VhostProtocol, GuestRingAbuseStopsOnlyThatQueue) {
     Guest g;
     connect_guest(g, sock_, 2);
