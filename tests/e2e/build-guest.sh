@@ -52,7 +52,7 @@ MODULES=(
 HOST_BINS=(/usr/bin/fio /usr/sbin/mke2fs /usr/sbin/e2fsck)
 REQUIRED_APPLETS=(sh awk md5sum dd blkdiscard fstrim nc insmod modprobe mount umount
   poweroff head tail wc cat grep sed sync sleep mkdir ls seq cut tr timeout yes
-  dmesg mknod)
+  dmesg mknod ip ping taskset mkfifo nproc basename readlink rm)
 
 for b in "${HOST_BINS[@]}" /bin/busybox; do
   [[ -x $b ]] || die "$b not found (install busybox-static fio e2fsprogs)"

@@ -6,7 +6,9 @@
 #   lh_init TAG TMPNAME      # log prefix "TAG:", temp dir vtest-TMPNAME.XXXXXX
 #
 # State (globals): TMP (temp dir), KEEP (1 = keep TMP), GUEST_DIR, BACKEND_PID,
-# BLOG (backend log), GUEST_PID, FAILURES (array), T0.
+# BLOG (backend log), GUEST_PID, FAILURES (array), T0; for the network tests
+# NETNS (network namespace made by lh_netns_create) and LH_PIDS (more
+# background processes, see lh_track_pid).
 # Failure model: `fail MSG` records a problem and carries on (so that one run
 # reports everything it can); `lh_abort MSG` stops right away. `lh_finish`
 # prints the verdict and exits 0 (PASS) or 1 (FAIL). The EXIT trap stops any
@@ -19,8 +21,8 @@ LH_PATTERN_STR='vhostd-e2e-blk!'
 
 KEEP=${KEEP:-0}
 GUEST_DIR=${GUEST_DIR:-}
-TMP="" BACKEND_PID="" GUEST_PID="" BLOG=""
-FAILURES=()
+TMP="" BACKEND_PID="" GUEST_PID="" BLOG="" NETNS=""
+FAILURES=() LH_PIDS=()
 
 log() { echo "$LH_TAG: $*" >&2; }
 fail() { log "FAIL: $*"; FAILURES+=("$*"); }
@@ -69,14 +71,39 @@ lh_cleanup() {
     kill -TERM "$GUEST_PID" 2>/dev/null || true   # run-guest.sh stops QEMU
     wait "$GUEST_PID" 2>/dev/null || true
   fi
+  lh_stop_tracked
   if [[ -n $BACKEND_PID ]] && kill -0 "$BACKEND_PID" 2>/dev/null; then
     kill -KILL "$BACKEND_PID" 2>/dev/null || true
     wait "$BACKEND_PID" 2>/dev/null || true
   fi
+  [[ -z $NETNS ]] || lh_netns_delete
   if [[ -n $TMP ]]; then
     if [[ $KEEP == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
   fi
   exit "$rc"
+}
+
+# lh_track_pid PID...: background processes of the test (more guests, helper
+# processes) that the EXIT trap stops: SIGTERM (run-guest.sh then stops its
+# QEMU), SIGKILL after 15 s.
+lh_track_pid() { LH_PIDS+=("$@"); }
+
+# lh_stop_tracked: stop the processes of lh_track_pid that are still running.
+lh_stop_tracked() {
+  local p i live
+  [[ ${#LH_PIDS[@]} -gt 0 ]] || return 0
+  for p in "${LH_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for ((i = 0; i < 150; i++)); do
+    live=0
+    for p in "${LH_PIDS[@]}"; do kill -0 "$p" 2>/dev/null && live=1; done
+    [[ $live == 1 ]] || break
+    sleep 0.1
+  done
+  for p in "${LH_PIDS[@]}"; do
+    kill -KILL "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
+  LH_PIDS=()
 }
 
 # lh_build_guest: build/refresh the guest image in $GUEST_DIR.
@@ -301,4 +328,113 @@ lh_finish() {
   fi
   log "RESULT: PASS ($((SECONDS - T0))s)"
   exit 0
+}
+
+# --- network namespaces (test_net*.sh) ---------------------------------------
+# Every network interface, address and connection of the network tests lives
+# in a namespace of their own: nothing touches the host's network.
+
+# lh_netns_create NAME: create the network namespace NAME with lo up and IPv6
+# off (no neighbour discovery or MLD chatter: only the tests' own packets
+# cross the devices); sets NETNS. The EXIT trap kills whatever still runs in
+# it and deletes it.
+lh_netns_create() {
+  ip netns add "$1" || lh_abort "cannot create network namespace $1"
+  NETNS=$1
+  ip -n "$NETNS" link set lo up
+  ip netns exec "$NETNS" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 \
+    net.ipv6.conf.default.disable_ipv6=1 >/dev/null 2>&1 || true
+  log "network namespace $NETNS"
+}
+
+# lh_netns_delete: kill the processes left in $NETNS (all started by this
+# test), delete it.
+lh_netns_delete() {
+  local pids i
+  for ((i = 0; i < 20; i++)); do
+    pids=$(ip netns pids "$NETNS" 2>/dev/null || true)
+    [[ -n $pids ]] || break
+    # shellcheck disable=SC2086  # one pid per word
+    kill -KILL $pids 2>/dev/null || true
+    sleep 0.1
+  done
+  ip netns del "$NETNS" 2>/dev/null || log "warning: could not delete network namespace $NETNS"
+  NETNS=""
+}
+
+# lh_netns_qemu: make run-guest.sh start QEMU inside $NETNS (QEMU then opens
+# its taps there): exports QEMU as a wrapper script in $TMP.
+lh_netns_qemu() {
+  local q=${QEMU:-qemu-system-x86_64}
+  printf '#!/bin/sh\nexec ip netns exec %q %q "$@"\n' "$NETNS" "$q" >"$TMP/qemu-in-netns"
+  chmod +x "$TMP/qemu-in-netns"
+  export QEMU="$TMP/qemu-in-netns"
+}
+
+# lh_netns_wait_link DEV SECS: wait until interface DEV exists in $NETNS.
+lh_netns_wait_link() {
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do
+    ip -n "$NETNS" link show "$1" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# lh_netns_wait_link_gone DEV SECS: wait until interface DEV no longer exists.
+lh_netns_wait_link_gone() {
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do
+    ip -n "$NETNS" link show "$1" >/dev/null 2>&1 || return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# lh_netns_wait_tcp_listen SECS PORT...: wait until something listens on
+# every TCP PORT in $NETNS; returns 1 on timeout.
+lh_netns_wait_tcp_listen() {
+  local secs=$1 i p ok listening
+  shift
+  for ((i = 0; i < secs * 10; i++)); do
+    listening=" $(ip netns exec "$NETNS" ss -Htln | awk '{ sub(/.*:/, "", $4); print $4 }' | tr '\n' ' ') "
+    ok=1
+    for p in "$@"; do [[ $listening == *" $p "* ]] || { ok=0; break; }; done
+    [[ $ok == 1 ]] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# lh_check_xfer GLOG NAME FILE: the guest's line "VTEST-MD5 NAME BYTES MD5"
+# (guest/lib.sh vt_md5_line) must match the size and md5 of the host's FILE.
+lh_check_xfer() {
+  local line want_bytes want_md5 got_bytes got_md5
+  line=$(tr -d '\r' <"$1" | grep -a -m1 "^VTEST-MD5 $2 " || true)
+  if [[ -z $line ]]; then
+    fail "transfer $2: no VTEST-MD5 line from the guest"
+    return 0
+  fi
+  read -r _ _ want_bytes want_md5 <<<"$line"
+  got_bytes=$(stat -c %s "$3" 2>/dev/null || echo 0)
+  got_md5=$(md5sum <"$3" 2>/dev/null | cut -d' ' -f1)
+  if [[ $got_bytes == "$want_bytes" && $got_md5 == "$want_md5" ]]; then
+    log "transfer $2: $got_bytes bytes, md5 $got_md5 on both ends"
+  else
+    fail "transfer $2: guest has $want_bytes bytes md5 $want_md5, host $got_bytes bytes md5 $got_md5"
+  fi
+}
+
+# lh_net_stats DEV: vhostd's per-queue-pair counters of net device DEV (e.g.
+# net0) from the last line it logged for each pair when the frontend left:
+#   DEV: queue pair N: rx P packets B bytes G gso D dropped; tx P packets B bytes G gso D dropped
+# printed as "N rxP rxB rxG rxD txP txB txG txD", one line per pair, by pair.
+lh_net_stats() {
+  awk -v dev="$1" '
+    match($0, "(^|[^A-Za-z0-9_])" dev ": queue pair [0-9]+: rx [0-9]+ packets [0-9]+ bytes [0-9]+ gso [0-9]+ dropped; tx [0-9]+ packets [0-9]+ bytes [0-9]+ gso [0-9]+ dropped") {
+      n = split(substr($0, RSTART, RLENGTH), f, " ")
+      q = f[n - 18] + 0
+      last[q] = q " " f[n - 16] " " f[n - 14] " " f[n - 12] " " f[n - 10] " " f[n - 7] " " f[n - 5] " " f[n - 3] " " f[n - 1]
+    }
+    END { for (q in last) print last[q] }' "$BLOG" | sort -n
 }

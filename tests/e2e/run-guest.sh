@@ -18,7 +18,8 @@
 # Exit status: 0 iff the guest log contains "VTEST-RESULT: PASS" and no
 # "VTEST-RESULT: FAIL"; 1 otherwise (the tail of the log is printed).
 #
-# Environment: QEMU (default qemu-system-x86_64), VTEST_VERBOSE=1 to also
+# Environment: QEMU (default qemu-system-x86_64), VTEST_QEMU_MEM (the -m value,
+# default 512M; e.g. "512M,slots=4,maxmem=2G" for memory hotplug), VTEST_VERBOSE=1 to also
 # stream the guest console to stderr while it runs.
 set -euo pipefail
 
@@ -53,7 +54,7 @@ QEMU=${QEMU:-qemu-system-x86_64}
 # memfd so the vhost-user backend can map it.
 # shellcheck disable=SC2054  # commas are part of QEMU option values
 QEMU_CMD=(
-  "$QEMU" -accel tcg -machine q35 -cpu max -smp 2 -m 512M
+  "$QEMU" -accel tcg -machine q35 -cpu max -smp 2 -m "${VTEST_QEMU_MEM:-512M}"
   -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem
   -nographic -monitor none -serial "file:$LOG" -no-reboot -nic none
   -kernel "$KERNEL" -initrd "$INITRD"
