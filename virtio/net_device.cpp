@@ -92,6 +92,39 @@ const char* check_tx_header(net::Hdr& h, uint32_t hdr_bytes, uint64_t frame_len,
 }
 
 // ---------------------------------------------------------------------------------------------
+// What both directions of a queue pair share: the device, the pair's tap queue, the header size
+// and the tap poll that must be cancelled (and completed) before the queue may stop.
+class NetQueue : public QueueWorker {
+protected:
+    NetQueue(Reactor& r, uint32_t index, NetDevice& dev, NetDirStats& stats, short poll_events)
+        : QueueWorker(r, index), dev_(dev), stats_(stats), poll_(r, poll_events) {}
+
+    void start_common(const QueueStart& s) {
+        fd_ = dev_.tap().queue_fd(index() / 2);
+        hdr_ = net::hdr_size(s.features);
+        poll_.reset();
+    }
+    uint32_t inflight() const override { return poll_.armed() ? 1 : 0; }
+    void cancel_device_io() override { poll_.cancel(); }
+    bool poll_device() override {
+        if (stopping()) poll_.cancel();  // retried here if the SQ was full at stop time
+        return false;
+    }
+    // The tap has no room / no frames: sleep until the poll fires.
+    void wait_for_tap() {
+        poll_.not_ready();
+        poll_.arm(fd_);
+    }
+
+    NetDevice& dev_;
+    NetDirStats& stats_;
+    TapPoll poll_;
+    int fd_ = -1;
+    uint32_t hdr_ = sizeof(net::Hdr);
+    LogLimiter log_;
+};
+
+// ---------------------------------------------------------------------------------------------
 // RX: tap -> guest.
 //
 // The tap gives no frame length before the read, so the read goes straight into guest buffers
@@ -99,10 +132,10 @@ const char* check_tx_header(net::Hdr& h, uint32_t hdr_bytes, uint64_t frame_len,
 // guest keeps its ring full, so this is the normal case: no copy of ours). With fewer buffers,
 // the frame is read into a bounce buffer and copied out once the guest has room for it (frames
 // stay in order, nothing is dropped). No buffers at all: the tap is not read (back-pressure).
-class NetRxQueue final : public QueueWorker {
+class NetRxQueue final : public NetQueue {
 public:
     NetRxQueue(Reactor& r, uint32_t index, NetDevice& dev, NetPairStats& stats)
-        : QueueWorker(r, index), dev_(dev), stats_(stats.rx), poll_(r, POLLIN) {}
+        : NetQueue(r, index, dev, stats.rx, POLLIN) {}
 
 private:
     struct Held {  // a chain taken from the avail ring and walked, not used yet
@@ -114,8 +147,7 @@ private:
     static constexpr uint32_t kIovCap = 2 * kMaxIov;
 
     Status on_start(const QueueStart& s) override {
-        fd_ = dev_.tap().queue_fd(index() / 2);
-        hdr_ = net::hdr_size(s.features);
+        start_common(s);
         mergeable_ = (s.features & net::kFMrgRxbuf) != 0;
         guest_csum_ = (s.features & net::kFGuestCsum) != 0;
         bool gso = (s.features & (net::kFGuestTso4 | net::kFGuestTso6 | net::kFGuestUfo)) != 0;
@@ -125,7 +157,6 @@ private:
         bounce_ = std::make_unique<uint8_t[]>(kBounceBytes);
         bounce_len_ = 0;
         waiting_ = false;
-        poll_.reset();
         return ok_status();
     }
     void on_stop() override {
@@ -134,15 +165,9 @@ private:
         if (bounce_len_ != 0) ++stats_.dropped;  // a frame read but never delivered
         bounce_.reset();
     }
-    uint32_t inflight() const override { return poll_.armed() ? 1 : 0; }
-    void cancel_device_io() override { poll_.cancel(); }
     // Idle (may sleep) while waiting for the tap or for guest buffers. Frames still in the tap
     // are not ours to drain on a stop.
     bool device_idle() const override { return stopping() || !poll_.ready() || waiting_; }
-    bool poll_device() override {
-        if (stopping()) poll_.cancel();
-        return false;
-    }
     bool arm_guest_notify() override { return waiting_ ? vq_.enable_notify_beyond(wait_idx_) : vq_.enable_notify(); }
 
     bool process() override {
@@ -199,16 +224,14 @@ private:
                                : ::readv(fd_, &bounce_iov, 1);
             if (n < 0) {
                 if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                    poll_.not_ready();
-                    poll_.arm(fd_);
+                    wait_for_tap();
                     break;
                 }
                 if (errno == EINTR) continue;
                 if (log_.allow()) VLOG_WARN("{} rx queue {}: tap read failed: {}", dev_.name(), index(), strerror(errno));
                 ++stats_.dropped;
                 if (errno == EINVAL || errno == EFAULT) continue;  // the kernel dropped this frame
-                poll_.not_ready();  // anything else: wait for the tap before trying again
-                poll_.arm(fd_);
+                wait_for_tap();  // anything else: wait for the tap before trying again
                 break;
             }
             work = true;
@@ -354,11 +377,6 @@ private:
 
     static constexpr uint32_t kBounceBytes = sizeof(net::Hdr) + net::kMaxGsoFrame;
 
-    NetDevice& dev_;
-    NetDirStats& stats_;
-    TapPoll poll_;
-    int fd_ = -1;
-    uint32_t hdr_ = sizeof(net::Hdr);
     bool mergeable_ = false;
     bool guest_csum_ = false;
     uint64_t max_frame_ = 0;
@@ -371,32 +389,23 @@ private:
     uint32_t iov_used_ = 0;
     std::unique_ptr<uint8_t[]> bounce_;
     uint32_t bounce_len_ = 0;
-    LogLimiter log_;
 };
 
 // ---------------------------------------------------------------------------------------------
 // TX: guest -> tap.
-class NetTxQueue final : public QueueWorker {
+class NetTxQueue final : public NetQueue {
 public:
     NetTxQueue(Reactor& r, uint32_t index, NetDevice& dev, NetPairStats& stats)
-        : QueueWorker(r, index), dev_(dev), stats_(stats.tx), poll_(r, POLLOUT) {}
+        : NetQueue(r, index, dev, stats.tx, POLLOUT) {}
 
 private:
     Status on_start(const QueueStart& s) override {
-        fd_ = dev_.tap().queue_fd(index() / 2);
-        hdr_ = net::hdr_size(s.features);
+        start_common(s);
         iov_ = std::make_unique<iovec[]>(kMaxIov + 1);
-        poll_.reset();
         return ok_status();
     }
     void on_stop() override { iov_.reset(); }
-    uint32_t inflight() const override { return poll_.armed() ? 1 : 0; }
-    void cancel_device_io() override { poll_.cancel(); }
     bool device_idle() const override { return true; }  // a blocked tap wakes us through the poll
-    bool poll_device() override {
-        if (stopping()) poll_.cancel();
-        return false;
-    }
 
     bool process() override {
         if (!poll_.ready()) {
@@ -462,8 +471,7 @@ private:
         if (w < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 vq_.rewind(1);
-                poll_.not_ready();
-                poll_.arm(fd_);
+                wait_for_tap();
                 return false;
             }
             // EIO: the tap is down; EINVAL: the kernel refused the frame. Either way it is gone.
@@ -477,13 +485,7 @@ private:
         return true;
     }
 
-    NetDevice& dev_;
-    NetDirStats& stats_;
-    TapPoll poll_;
-    int fd_ = -1;
-    uint32_t hdr_ = sizeof(net::Hdr);
     std::unique_ptr<iovec[]> iov_;
-    LogLimiter log_;
 };
 
 // ---------------------------------------------------------------------------------------------

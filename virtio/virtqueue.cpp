@@ -297,17 +297,7 @@ bool SplitQueue::needs_notify() {
     return need_event(load_relaxed(used_event_), published_idx_, old);
 }
 
-bool SplitQueue::enable_notify() {
-    notify_enabled_ = true;
-    if (event_idx_) {
-        store_relaxed(avail_event_, last_avail_);
-    } else {
-        store_relaxed(used_flags_, static_cast<uint16_t>(load_relaxed(used_flags_) & ~kUsedFNoNotify));
-    }
-    // The guest may have added buffers before it saw our flag: re-check after a full fence.
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    return load_acquire(avail_idx_) != last_avail_;
-}
+bool SplitQueue::enable_notify() { return enable_notify_beyond(last_avail_); }
 
 bool SplitQueue::enable_notify_beyond(uint16_t seen) {
     notify_enabled_ = true;
@@ -317,6 +307,7 @@ bool SplitQueue::enable_notify_beyond(uint16_t seen) {
     } else {
         store_relaxed(used_flags_, static_cast<uint16_t>(load_relaxed(used_flags_) & ~kUsedFNoNotify));
     }
+    // The guest may have added buffers before it saw our flag: re-check after a full fence.
     std::atomic_thread_fence(std::memory_order_seq_cst);
     return load_acquire(avail_idx_) != seen;
 }

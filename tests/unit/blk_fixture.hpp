@@ -156,6 +156,17 @@ protected:
         }
     }
 
+    // A fresh frontend connects to the blk device on `sock` and does a verified 4 KiB read: the
+    // device serves (e.g. after a hostile session).
+    void expect_blk_serves(const std::string& sock) {
+        Guest g;
+        connect_guest(g, sock, 1);
+        auto r = driver::make_blk_read(*g.mem, 0, 4096);
+        ASSERT_TRUE(r.ok());
+        EXPECT_EQ(run(g, 0, r.value()), 4097u);
+        EXPECT_EQ(r.value().status(), blk::kSOk);
+    }
+
     // Submits one request on queue qi and waits for its completion; returns the used length.
     uint32_t run(Guest& g, uint32_t qi, const BlkRequest& req) {
         auto head = req.submit(*g.queues[qi]);
