@@ -28,14 +28,14 @@ FILE=$TMP/disk.img
 # A fully written file, so reads hit allocated blocks.
 dd if=/dev/zero of="$FILE" bs=1M count=1024 status=none
 
-start_backend() {  # kind target(null|file) -> sets BPID, SOCK
+start_backend() {  # kind target(null|file) [vhostd poll mode] -> sets BPID, SOCK
   SOCK=$TMP/$1-$2.sock
   rm -f "$SOCK"
   case $1 in
     vhostd)
       local spec="socket=$SOCK,backend=null,size=1G,queues=2"
       [[ $2 == file ]] && spec="socket=$SOCK,path=$FILE,direct=on,queues=2"
-      taskset -c 0 "$BUILD/vhostd" --blk "$spec" --threads 1 --cpus 0 --poll always --log-level warn \
+      taskset -c 0 "$BUILD/vhostd" --blk "$spec" --threads 1 --cpus 0 --poll "${3:-always}" --log-level warn \
         >"$TMP/backend.log" 2>&1 &
       ;;
     qsd)
@@ -52,18 +52,20 @@ start_backend() {  # kind target(null|file) -> sets BPID, SOCK
 }
 stop_backend() { kill "$BPID" 2>/dev/null || true; wait "$BPID" 2>/dev/null || true; BPID=""; }
 
-# cell: target rw qd notify
+# cell: target rw qd notify [rate vhostd-poll-mode]. A rate makes blkbench open-loop at that many
+# requests/s: the efficiency cell (backend CPU per request at a fixed load; vhostd adaptive).
 CELLS=("null randread 32 poll" "null randread 1 poll" "null randread 32 call" "null randread 1 call"
-       "file randread 32 poll" "file randread 1 poll" "file randwrite 32 poll")
-[[ $QUICK == 1 ]] && CELLS=("null randread 32 poll" "file randread 1 call")
+       "file randread 32 poll" "file randread 1 poll" "file randwrite 32 poll"
+       "null randread 32 call 100000 adaptive")
+[[ $QUICK == 1 ]] && CELLS=("null randread 32 poll" "file randread 1 call" "null randread 32 call 20000 adaptive")
 declare -A RES
 for cell in "${CELLS[@]}"; do
-  read -r target rw qd notify <<<"$cell"
+  read -r target rw qd notify rate pollmode <<<"$cell"
   for round in $(seq "$ROUNDS"); do
     for kind in vhostd qsd; do
-      start_backend "$kind" "$target"
+      start_backend "$kind" "$target" "${pollmode:-always}"
       out=$(taskset -c 1 "$BUILD/blkbench" --socket "$SOCK" --rw "$rw" --qd "$qd" --notify "$notify" --bs 4096 \
-            --seconds "$SECONDS_PER" --ramp "$RAMP" --cpus 1 --backend-pid "$BPID" --json)
+            --rate "${rate:-0}" --seconds "$SECONDS_PER" --ramp "$RAMP" --cpus 1 --backend-pid "$BPID" --json)
       stop_backend
       RES["$cell|$kind|$round"]=$out
       echo "$kind $cell round $round: $out" >&2
@@ -82,6 +84,14 @@ if command -v fio >/dev/null; then
     done
   done
 fi
+
+# The generator's own ceiling: blkbench against an in-process responder (CPU 1 generator, CPU 0
+# responder). A backend cannot be measured above this.
+declare -A SELF
+for qd in 32 1; do
+  SELF[$qd]=$("$BUILD/blkbench" --self --qd "$qd" --notify poll --seconds "$SECONDS_PER" --ramp "$RAMP" --cpus 1,0 --json \
+    | python3 -c 'import json,sys; j=json.load(sys.stdin); print("{:,.0f} IOPS, p50 {:.2f} us".format(j["iops"], j["lat_p50_us"]))')
+done
 
 cellstat() {  # cell kind field -> "median (min-max)"
   local vals=()
@@ -108,10 +118,14 @@ OUT=bench/results/$(date +%F)-$(hostname -s).md
   echo "4 KiB requests, 1 queue, ${SECONDS_PER} s measured after ${RAMP} s ramp, ${ROUNDS} round(s), fresh backend per run,"
   echo "backends alternating; median (min–max). Backend CPU is the backend process's user+system time over the window."
   echo
+  echo "Generator ceiling (blkbench --self, 4 KiB randread, poll): QD32 ${SELF[32]}; QD1 ${SELF[1]}."
+  echo "blkbench negotiates INFLIGHT_SHMFD when the backend offers it (as QEMU does): vhostd tracks every request."
+  echo
   echo "| target | rw | QD | notify | backend | IOPS | p50 µs | p99 µs | kicks/IO | calls/IO | backend CPU s | IOPS per backend CPU-s |"
   echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
   for cell in "${CELLS[@]}"; do
-    read -r target rw qd notify <<<"$cell"
+    read -r target rw qd notify rate pollmode <<<"$cell"
+    [[ -n ${rate:-} ]] && notify="$notify, ${rate}/s fixed, vhostd --poll $pollmode"
     for kind in vhostd qsd; do
       echo "| $target | $rw | $qd | $notify | $kind | $(cellstat "$cell" $kind iops) | $(cellstat "$cell" $kind lat_p50_us) | $(cellstat "$cell" $kind lat_p99_us) | $(cellstat "$cell" $kind kicks_per_io) | $(cellstat "$cell" $kind calls_per_io) | $(cellstat "$cell" $kind backend_cpu_s) | $(cellstat "$cell" $kind iops_per_backend_cpu_s) |"
     done
