@@ -97,6 +97,7 @@ compute_stamp() {
     echo "kdeb $(basename "$KDEB") $(stat -c %s "$KDEB")"
     sha256sum "$SCRIPT_DIR/build-guest.sh"
     (cd "$GUEST_SRC" && find . -type f | LC_ALL=C sort | xargs -r sha256sum)
+    (cd "$SCRIPT_DIR/../../bench/fio" 2>/dev/null && find . -type f | LC_ALL=C sort | xargs -r sha256sum) || true
     sha256sum /bin/busybox "${HOST_BINS[@]}"
   } | sha256sum | cut -d' ' -f1
 }
@@ -216,6 +217,9 @@ depmod -b "$ROOT" "$KVER"
 # Guest test scripts.
 cp "$GUEST_SRC"/*.sh "$ROOT/tests/"
 chmod +x "$ROOT/tests/"*.sh
+# fio job files of bench/guest.sh (the in-guest benchmark)
+mkdir -p "$ROOT/bench"
+cp "$SCRIPT_DIR/../../bench/fio/"*.fio "$ROOT/bench/" 2>/dev/null || true
 
 ln -s /proc/mounts "$ROOT/etc/mtab"
 echo "root:x:0:0:root:/root:/bin/sh" >"$ROOT/etc/passwd"
