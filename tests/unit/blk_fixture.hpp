@@ -203,4 +203,37 @@ protected:
     std::unique_ptr<app::Daemon> daemon_;
 };
 
+// One daemon (one reactor) serving one 2-queue blk device on a file: the setting of the protocol
+// and session tests.
+class OneBlkDevice : public BlkFixture {
+protected:
+    void SetUp() override {
+        BlkFixture::SetUp();
+        start_daemon(1);
+        disk_ = make_disk("d.img");
+        sock_ = add_blk("socket=" + path("a.sock") + ",path=" + disk_ + ",queues=2");
+    }
+
+    // After a hostile session: the device accepts a new frontend and does verified I/O.
+    void expect_device_still_serves() { expect_blk_serves(sock_); }
+
+    // A fresh connection whose GET_FEATURES was answered: the previous session has been reset
+    // by then (one connection at a time). Measure fds while it is open.
+    std::unique_ptr<Frontend> settle() {
+        auto fe = Frontend::connect(sock_);
+        EXPECT_TRUE(fe.ok());
+        EXPECT_TRUE(fe.value()->get_features().ok());
+        return std::move(fe).value();
+    }
+
+    std::string disk_, sock_;
+};
+
+template <typename T>
+std::vector<uint8_t> bytes(const T& v) {
+    std::vector<uint8_t> b(sizeof(T));
+    std::memcpy(b.data(), &v, sizeof(T));
+    return b;
+}
+
 }  // namespace vhostd::testing

@@ -19,12 +19,6 @@ namespace {
 using vhost::MsgHeader;
 using vhost::Request;
 
-template <typename T>
-std::vector<uint8_t> bytes(const T& v) {
-    std::vector<uint8_t> b(sizeof(T));
-    std::memcpy(b.data(), &v, sizeof(T));
-    return b;
-}
 
 #if defined(__SANITIZE_ADDRESS__)
 constexpr bool kAsan = true;
@@ -48,25 +42,10 @@ size_t rss_kib() {
     return resident * static_cast<size_t>(sysconf(_SC_PAGESIZE)) / 1024;
 }
 
-class Sessions : public BlkFixture {
+class Sessions : public OneBlkDevice {
 protected:
-    void SetUp() override {
-        BlkFixture::SetUp();
-        start_daemon(1);
-        disk_ = make_disk("d.img");
-        sock_ = add_blk("socket=" + path("a.sock") + ",path=" + disk_ + ",queues=2");
-    }
 
-    void expect_device_still_serves() { expect_blk_serves(sock_); }
 
-    // A connection whose end of session is observed: the next connection's GET_FEATURES is
-    // answered only after the previous session was reset.
-    std::unique_ptr<Frontend> settle() {
-        auto fe = Frontend::connect(sock_);
-        EXPECT_TRUE(fe.ok());
-        EXPECT_TRUE(fe.value()->get_features().ok());
-        return std::move(fe).value();
-    }
 
     // Protocol features negotiated (incl. INFLIGHT_SHMFD, without REPLY_ACK: errors close).
     std::unique_ptr<Frontend> negotiated() {
@@ -86,8 +65,6 @@ protected:
         ASSERT_OK(fe->send_raw(h, payload, fds));
         EXPECT_TRUE(fe->peer_closed(std::chrono::seconds(3))) << "connection not closed: " << what;
     }
-
-    std::string disk_, sock_;
 };
 
 TEST_F(Sessions, DisconnectAfterEveryStepOfTheStartSequence) {

@@ -20,24 +20,10 @@ MsgHeader hdr(Request r, uint32_t size, uint32_t flags = vhost::kVersion) {
     return MsgHeader{static_cast<uint32_t>(r), flags, size};
 }
 
-template <typename T>
-std::vector<uint8_t> bytes(const T& v) {
-    std::vector<uint8_t> b(sizeof(T));
-    std::memcpy(b.data(), &v, sizeof(T));
-    return b;
-}
 
-class VhostProtocol : public BlkFixture {
+class VhostProtocol : public OneBlkDevice {
 protected:
-    void SetUp() override {
-        BlkFixture::SetUp();
-        start_daemon(1);
-        disk_ = make_disk("d.img");
-        sock_ = add_blk("socket=" + path("a.sock") + ",path=" + disk_ + ",queues=2");
-    }
 
-    // After a hostile session: the device accepts a new frontend and does verified I/O.
-    void expect_device_still_serves() { expect_blk_serves(sock_); }
 
     // Sends one raw message on a fresh connection (after optional setup) and expects the
     // backend to close the connection.
@@ -48,8 +34,6 @@ protected:
         ASSERT_OK(fe.value()->send_raw(h, payload, fds));
         EXPECT_TRUE(fe.value()->peer_closed(std::chrono::seconds(3))) << "connection not closed: " << what;
     }
-
-    std::string disk_, sock_;
 };
 
 TEST_F(VhostProtocol, OversizedPayloadClosesConnection) {
@@ -212,12 +196,6 @@ TEST_F(VhostProtocol, ReconnectCyclesLeakNothing) {
     // A session is reset before the next connection is accepted: a GET_FEATURES round trip on
     // a fresh connection is the sync point. Measure while that connection is open, so both
     // samples hold exactly one connection (its two ends) and nothing else in flux.
-    auto settle = [&]() -> std::unique_ptr<Frontend> {
-        auto fe = Frontend::connect(sock_);
-        EXPECT_TRUE(fe.ok());
-        EXPECT_TRUE(fe.value()->get_features().ok());
-        return std::move(fe).value();
-    };
     for (int i = 0; i < 3; ++i) cycle();
     auto s0 = settle();
     size_t fds0 = count_fds();
