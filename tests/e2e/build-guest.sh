@@ -3,33 +3,38 @@
 # runs one of the guest test scripts (tests/e2e/guest/NAME.sh) selected with
 # the kernel command line parameter vtest=NAME, then powers off.
 #
-# Usage: tests/e2e/build-guest.sh OUT_DIR
+# Usage: tests/e2e/build-guest.sh OUT_DIR [BUILD_DIR]
+#
+#   BUILD_DIR   the CMake build dir whose netrr (bench/netrr.cpp, static) goes
+#               into the image as /usr/bin/netrr (default: build/ of this
+#               repository); the build must have made it.
 #
 # Produces:
 #   OUT_DIR/vmlinuz              guest kernel
-#   OUT_DIR/initramfs.cpio.gz    busybox + virtio/ext4 modules + fio/e2fsprogs
+#   OUT_DIR/initramfs.cpio.gz    busybox + virtio/ext4 modules + fio/e2fsprogs + netrr
 #   OUT_DIR/kernel-version       e.g. 6.1.0-56-amd64
 #   OUT_DIR/stamp                content hash of all inputs (for idempotency)
 #   OUT_DIR/cache/*.deb          downloaded kernel package (kept)
 #
 # Idempotent: if OUT_DIR/stamp matches the hash of the current inputs (this
 # script, tests/e2e/guest/*, the kernel .deb, the host binaries copied into the
-# image) nothing is rebuilt.
+# image, netrr) nothing is rebuilt.
 #
 # Environment overrides:
 #   VTEST_KERNEL_PKG   kernel package to use (default: newest
 #                      linux-image-6.1.0-N-amd64 known to apt-cache, falling
 #                      back to the newest .deb already in OUT_DIR/cache)
 #
-# Host packages needed: busybox-static fio e2fsprogs cpio kmod gzip
+# Host packages needed: busybox-static fio e2fsprogs cpio kmod gzip binutils
 #                       (plus xz-utils / zstd only if modules are compressed)
 set -euo pipefail
 
 die() { echo "build-guest: ERROR: $*" >&2; exit 1; }
 log() { echo "build-guest: $*" >&2; }
 
-[[ $# -eq 1 ]] || die "usage: $0 OUT_DIR"
+[[ $# -eq 1 || $# -eq 2 ]] || die "usage: $0 OUT_DIR [BUILD_DIR]"
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+NETRR="${2:-$SCRIPT_DIR/../../build}/netrr"
 GUEST_SRC="$SCRIPT_DIR/guest"
 mkdir -p "$1"
 OUT=$(cd "$1" && pwd)
@@ -57,9 +62,14 @@ REQUIRED_APPLETS=(sh awk md5sum dd blkdiscard fstrim nc insmod modprobe mount um
 for b in "${HOST_BINS[@]}" /bin/busybox; do
   [[ -x $b ]] || die "$b not found (install busybox-static fio e2fsprogs)"
 done
-for t in cpio depmod modprobe dpkg-deb apt-get apt-cache gzip ldd sha256sum; do
+for t in cpio depmod modprobe dpkg-deb apt-get apt-cache gzip ldd sha256sum strip; do
   command -v "$t" >/dev/null || die "host tool '$t' not found"
 done
+[[ -x $NETRR ]] || die "$NETRR not found: the guest image needs netrr (bench/netrr.cpp); build it first (scripts/build.sh, or ninja -C BUILD_DIR netrr)"
+# netrr goes in without shared libraries: it must be a static executable.
+if ldd "$NETRR" >/dev/null 2>&1; then
+  die "$NETRR is dynamically linked (a sanitizer build?): use a release build dir, whose netrr is static"
+fi
 
 # ---------------------------------------------------------------------------
 # 1. Kernel package
@@ -98,7 +108,7 @@ compute_stamp() {
     sha256sum "$SCRIPT_DIR/build-guest.sh"
     (cd "$GUEST_SRC" && find . -type f | LC_ALL=C sort | xargs -r sha256sum)
     (cd "$SCRIPT_DIR/../../bench/fio" 2>/dev/null && find . -type f | LC_ALL=C sort | xargs -r sha256sum) || true
-    sha256sum /bin/busybox "${HOST_BINS[@]}"
+    sha256sum /bin/busybox "${HOST_BINS[@]}" "$NETRR"
   } | sha256sum | cut -d' ' -f1
 }
 STAMP=$(compute_stamp)
@@ -213,6 +223,9 @@ done
 cp "$KMOD/modules.builtin" "$KMOD/modules.builtin.modinfo" "$KMOD/modules.order" \
    "$ROOT/lib/modules/$KVER/" 2>/dev/null || true
 depmod -b "$ROOT" "$KVER"
+
+# netrr, the TCP request/response benchmark of guest/net.sh (static; debug info stripped).
+strip -o "$ROOT/usr/bin/netrr" "$NETRR" || die "strip $NETRR failed"
 
 # Guest test scripts.
 cp "$GUEST_SRC"/*.sh "$ROOT/tests/"

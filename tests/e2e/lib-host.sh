@@ -106,8 +106,9 @@ lh_stop_tracked() {
   LH_PIDS=()
 }
 
-# lh_build_guest: build/refresh the guest image in $GUEST_DIR.
-lh_build_guest() { "$LH_DIR/build-guest.sh" "$GUEST_DIR"; }
+# lh_build_guest: build/refresh the guest image in $GUEST_DIR, with the netrr
+# of $BUILD_DIR (build-guest.sh's default build dir if BUILD_DIR is unset).
+lh_build_guest() { "$LH_DIR/build-guest.sh" "$GUEST_DIR" ${BUILD_DIR:+"$BUILD_DIR"}; }
 
 # lh_dump_backend_log [LINES]: print the backend log (last LINES lines).
 lh_dump_backend_log() {

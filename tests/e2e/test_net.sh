@@ -7,7 +7,13 @@
 # listeners in the namespace, 4 x 16 MiB host -> guest, 4 x 16 MiB
 # guest -> host, then 2 x 8 MiB each way at the same time, flows pinned to
 # both vCPUs so that both queue pairs carry traffic; the host compares the
-# md5 of every transfer on both ends.
+# md5 of every transfer on both ends. Then TCP request/response: a netrr
+# server (bench/netrr.cpp, BUILD/netrr) in the namespace, the guest's netrr
+# client against it for --rr-seconds with each connection count of
+# --rr-conns (the client checks every response); the guest reports each run
+# as a "VTEST-NETRR {json}" line, and the host checks that every run has
+# transactions, that the server saw exactly those connections end cleanly,
+# and that the server's transaction count equals the client's.
 #
 #   --backend vhostd    vhostd --net socket=S,tap=vtap0,queues=2 runs in the
 #                       namespace, QEMU attaches with -netdev vhost-user.
@@ -37,14 +43,19 @@
 # Usage:
 #   tests/e2e/test_net.sh --build-dir BUILD --guest-dir DIR
 #                         [--backend vhostd|qemu-tap] [--vectors N] [--timeout SECS] [--keep]
+#                         [--rr-seconds T] [--rr-conns LIST] [--rr-size N]
 #
-#   --build-dir BUILD   CMake build dir containing the vhostd binary
-#                       (not needed for --backend qemu-tap)
+#   --build-dir BUILD   CMake build dir containing the vhostd and netrr
+#                       binaries (netrr: also with --backend qemu-tap)
 #   --guest-dir DIR     guest image dir; built/refreshed with build-guest.sh
 #   --backend B         vhostd (default) or qemu-tap
 #   --vectors N         virtio-net-pci MSI-X vectors (default: 0 for vhostd,
 #                       see above; 2 x queue pairs + 2 = 6 for qemu-tap)
 #   --timeout SECS      guest timeout (default 420)
+#   --rr-seconds T      seconds per request/response run (default 2)
+#   --rr-conns LIST     comma-separated connection counts, one run each
+#                       (default 1,4)
+#   --rr-size N         request and response size in bytes (default 1)
 #   --keep              keep the temp dir (transferred files, logs)
 #
 # Needs root (network namespaces, taps), iproute2 and busybox (nc) on the host.
@@ -53,6 +64,7 @@ set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BUILD_DIR="" GUEST_DIR="" BACKEND=vhostd TIMEOUT=420 KEEP=0 VECTORS=""
+RR_SECS=2 RR_CONNS=1,4 RR_SIZE=1
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit "${1:-2}"; }
 while [[ $# -gt 0 ]]; do
@@ -62,6 +74,9 @@ while [[ $# -gt 0 ]]; do
     --backend) BACKEND=$2; shift 2 ;;
     --vectors) VECTORS=$2; shift 2 ;;
     --timeout) TIMEOUT=$2; shift 2 ;;
+    --rr-seconds) RR_SECS=$2; shift 2 ;;
+    --rr-conns) RR_CONNS=$2; shift 2 ;;
+    --rr-size) RR_SIZE=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
     -h|--help) usage 0 ;;
     *) echo "test_net: unknown argument '$1'" >&2; usage ;;
@@ -71,8 +86,13 @@ done
 [[ $TIMEOUT =~ ^[0-9]+$ ]] || { echo "test_net: bad --timeout '$TIMEOUT'" >&2; usage; }
 case $BACKEND in vhostd|qemu-tap) ;; *) echo "test_net: bad --backend '$BACKEND'" >&2; usage ;; esac
 [[ -z $VECTORS || $VECTORS =~ ^[0-9]+$ ]] || { echo "test_net: bad --vectors '$VECTORS'" >&2; usage; }
+[[ $RR_SECS =~ ^[1-9][0-9]*$ ]] || { echo "test_net: bad --rr-seconds '$RR_SECS'" >&2; usage; }
+[[ $RR_CONNS =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || { echo "test_net: bad --rr-conns '$RR_CONNS'" >&2; usage; }
+[[ $RR_SIZE =~ ^[1-9][0-9]*$ ]] || { echo "test_net: bad --rr-size '$RR_SIZE'" >&2; usage; }
+[[ -n $BUILD_DIR ]] || { echo "test_net: --build-dir is required" >&2; usage; }
+NETRR="$BUILD_DIR/netrr"
+[[ -x $NETRR ]] || { echo "test_net: $NETRR not found or not executable (ninja -C $BUILD_DIR netrr)" >&2; exit 1; }
 if [[ $BACKEND == vhostd ]]; then
-  [[ -n $BUILD_DIR ]] || { echo "test_net: --build-dir is required for --backend vhostd" >&2; usage; }
   VHOSTD="$BUILD_DIR/vhostd"
   [[ -x $VHOSTD ]] || { echo "test_net: $VHOSTD not found or not executable" >&2; exit 1; }
 fi
@@ -85,6 +105,7 @@ fi
 FLOWS=4 MIB=16             # phase 1 (host -> guest) and 2 (guest -> host)
 BIDI_FLOWS=2 BIDI_MIB=8    # phase 3: both directions at once
 PORT=5000                  # rx K: PORT+K, tx K: +100+K, brx K: +200+K, btx K: +300+K
+RR_PORT=$((PORT + 400))    # the netrr server
 TAP=vtap0 DEV=net0         # DEV: vhostd's name of the device in its log
 HOST_IP=10.77.0.1 GUEST_IP=10.77.0.2 PREFIX=24
 MAC=52:54:00:12:34:56
@@ -131,8 +152,14 @@ for x in "${XFERS[@]}"; do
   LISTENER_PIDS+=($!)
   lh_track_pid $!
 done
-lh_netns_wait_tcp_listen 10 "${ports[@]}" || lh_abort "the nc listeners did not start (ports ${ports[*]})"
-log "nc listeners on ports ${ports[*]} (${#XFERS[@]} transfers, $((RX_BYTES / MIB_BYTES)) MiB each way)"
+# The request/response server: one line per connection when it ends (bench/netrr.cpp).
+RR_LOG="$TMP/netrr-server.log"
+ip netns exec "$NETNS" timeout $((TIMEOUT + 60)) "$NETRR" server --port "$RR_PORT" >"$RR_LOG" 2>&1 &
+RR_PID=$!
+lh_track_pid $RR_PID
+lh_netns_wait_tcp_listen 10 "${ports[@]}" "$RR_PORT" \
+  || lh_abort "the nc listeners or the netrr server did not start (ports ${ports[*]} $RR_PORT): $(cat "$RR_LOG")"
+log "nc listeners on ports ${ports[*]} (${#XFERS[@]} transfers, $((RX_BYTES / MIB_BYTES)) MiB each way), netrr server on $RR_PORT"
 
 # --- backend -------------------------------------------------------------------
 # config_tap: give the host end its address, bring it up, show what it is.
@@ -168,7 +195,7 @@ QEMU_NET+=(-device "virtio-net-pci,netdev=n0,mq=on,vectors=$VECTORS,mac=$MAC")
 
 # --- guest ----------------------------------------------------------------------
 lh_start_guest net "$GLOG" "$TIMEOUT" \
-  "vtest_net_addr=$GUEST_IP/$PREFIX vtest_net_peer=$HOST_IP vtest_net_mac=$MAC vtest_net_queues=$QUEUES vtest_net_features=$FEATURES vtest_net_flows=$FLOWS vtest_net_mib=$MIB vtest_net_bidi_flows=$BIDI_FLOWS vtest_net_bidi_mib=$BIDI_MIB vtest_net_port=$PORT vtest_net_xfer_secs=$((TIMEOUT / 2))" \
+  "vtest_net_addr=$GUEST_IP/$PREFIX vtest_net_peer=$HOST_IP vtest_net_mac=$MAC vtest_net_queues=$QUEUES vtest_net_features=$FEATURES vtest_net_flows=$FLOWS vtest_net_mib=$MIB vtest_net_bidi_flows=$BIDI_FLOWS vtest_net_bidi_mib=$BIDI_MIB vtest_net_port=$PORT vtest_net_xfer_secs=$((TIMEOUT / 2)) vtest_net_rr_port=$RR_PORT vtest_net_rr_secs=$RR_SECS vtest_net_rr_conns=$RR_CONNS vtest_net_rr_size=$RR_SIZE" \
   "${QEMU_NET[@]}"
 if [[ $BACKEND == qemu-tap ]]; then
   # QEMU creates the tap when it starts; the guest retries its pings meanwhile.
@@ -208,6 +235,46 @@ done
 if [[ ${#unfinished[@]} -gt 0 ]]; then
   fail "${#unfinished[@]} transfer(s) never finished on the host (no or unfinished connection): ${unfinished[*]}"
 fi
+
+# Request/response: one VTEST-NETRR line per connection count; the server
+# must have seen exactly that many connections, all closed cleanly by the
+# client, and served exactly the transactions the client counted.
+check_rr() {
+  local lines want_runs want_conns=0 c json n conns client_total=0 server_conns server_total i
+  lines=$(tr -d '\r' <"$GLOG" | grep -a '^VTEST-NETRR ' || true)
+  IFS=, read -r -a want_runs <<<"$RR_CONNS"
+  for c in "${want_runs[@]}"; do want_conns=$((want_conns + c)); done
+  if [[ $(grep -c . <<<"$lines") -ne ${#want_runs[@]} ]]; then
+    fail "rr: the guest reported $(grep -c . <<<"$lines") netrr run(s), expected ${#want_runs[@]} (connections $RR_CONNS)"
+    return 0
+  fi
+  while read -r _ json; do
+    n=$(sed -n 's/.*"transactions":\([0-9]*\).*/\1/p' <<<"$json")
+    conns=$(sed -n 's/.*"conns":\([0-9]*\).*/\1/p' <<<"$json")
+    log "rr: $conns connection(s): $n transactions, $(sed -n 's/.*"tps":\([0-9.]*\).*/\1/p' <<<"$json")/s," \
+      "latency us $(sed -n 's/.*"lat_us":{\([^}]*\)}.*/\1/p' <<<"$json" | tr -d '"')"
+    [[ -n $n && $n -gt 0 ]] || fail "rr: the guest's netrr run with $conns connection(s) has no transactions: $json"
+    client_total=$((client_total + ${n:-0}))
+  done <<<"$lines"
+  # The server logs a connection when it ends; the client has closed them all.
+  for ((i = 0; i < 50; i++)); do
+    [[ $(grep -c '^netrr server: connection ' "$RR_LOG") -ge $want_conns ]] && break
+    sleep 0.1
+  done
+  server_conns=$(grep -c ', closed by the client$' "$RR_LOG" || true)
+  server_total=$(awk '/^netrr server: connection .*, closed by the client$/ { n += $(NF - 5) } END { print n + 0 }' "$RR_LOG")
+  if grep -q '^netrr server: connection .*failed' "$RR_LOG"; then
+    fail "rr: the netrr server reports failed connections: $(grep '^netrr server: connection .*failed' "$RR_LOG")"
+  fi
+  [[ $server_conns -eq $want_conns ]] \
+    || fail "rr: the netrr server saw $server_conns connection(s) end cleanly, expected $want_conns"
+  if [[ $server_total -eq $client_total ]]; then
+    log "rr: the server answered $server_total transactions on $server_conns connections, as the client counted"
+  else
+    fail "rr: the netrr server answered $server_total transactions, the guest's client counted $client_total"
+  fi
+}
+if [[ $GUEST_OK == 1 ]]; then check_rr; fi
 
 if [[ $BACKEND == vhostd ]]; then
   lh_check_backend_alive "during/after the guest run"

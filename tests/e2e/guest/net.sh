@@ -7,6 +7,7 @@
 #   port BASE+100+K   (K < FLOWS)       receives txK  from the guest
 #   port BASE+200+K   (K < BIDI_FLOWS)  sends brxK (BIDI_MIB MiB)     to the guest
 #   port BASE+300+K   (K < BIDI_FLOWS)  receives btxK from the guest
+#   port RR_PORT (default BASE+400)     a netrr server (bench/netrr.cpp)
 # Flow K runs pinned to CPU K mod ncpu, so that (XPS in the guest, flow
 # steering in the tap) every queue pair carries traffic.
 #
@@ -18,8 +19,16 @@
 #   3. bidi: BIDI_FLOWS transfers in each direction at the same time
 # Every transfer ends with a line "VTEST-MD5 NAME BYTES MD5" (of what the
 # guest received or sent); the host compares them with its own files.
-# Finally every rx virtqueue must have raised interrupts (all queue pairs
-# carried traffic) and the interface must report no rx/tx errors.
+# Every rx virtqueue must have raised interrupts (all queue pairs carried
+# traffic). Then
+#   4. rr:   TCP request/response: for each C in RR_CONNS, /usr/bin/netrr
+#            client with C connections for RR_SECS seconds against the host's
+#            netrr server, RR_SIZE-byte requests and responses; every response
+#            is checked against its request. It must exit 0 with at least one
+#            transaction, no mismatch and no failed connection; its JSON
+#            result is printed as "VTEST-NETRR {...}" (the host checks it
+#            against the server's count; bench/guest.sh reads the rates).
+# Finally the interface must report no rx/tx errors.
 #
 # Kernel command line knobs:
 #   vtest_net_addr=A/N       address of the guest (required)
@@ -31,6 +40,11 @@
 #   vtest_net_bidi_flows=N vtest_net_bidi_mib=N    (default 2, 8; 0 flows: skip)
 #   vtest_net_port=BASE      (default 5000)
 #   vtest_net_xfer_secs=S    limit per transfer phase (default 240)
+#   vtest_net_rr_port=P      netrr server port (default BASE+400)
+#   vtest_net_rr_secs=T      seconds per netrr run (default 2)
+#   vtest_net_rr_conns=LIST  comma-separated connection counts, one run each
+#                            (default 1)
+#   vtest_net_rr_size=N      request/response bytes (default 1)
 set -e
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . /tests/lib.sh
@@ -46,6 +60,10 @@ BIDI_FLOWS=$(vt_param vtest_net_bidi_flows 2)
 BIDI_MIB=$(vt_param vtest_net_bidi_mib 8)
 BASE=$(vt_param vtest_net_port 5000)
 XSECS=$(vt_param vtest_net_xfer_secs 240)
+RR_PORT=$(vt_param vtest_net_rr_port $((BASE + 400)))
+RR_SECS=$(vt_param vtest_net_rr_secs 2)
+RR_CONNS=$(vt_param vtest_net_rr_conns 1)
+RR_SIZE=$(vt_param vtest_net_rr_size 1)
 
 vt_step "find the virtio-net interface${MAC:+ with MAC $MAC}"
 IF=$(vt_net_find_if "$MAC") \
@@ -174,6 +192,26 @@ else
     fi
   done
 fi
+
+vt_step "4. rr: netrr, $RR_SIZE-byte TCP request/response, $RR_SECS s, connections: $RR_CONNS"
+[ -x /usr/bin/netrr ] || vt_fail "/usr/bin/netrr is missing from the image"
+# rr_num KEY: the integer value of KEY in the JSON result line $json.
+rr_num() { echo "$json" | sed -n "s/.*\"$1\":\([0-9][0-9]*\).*/\1/p"; }
+for c in $(echo "$RR_CONNS" | tr ',' ' '); do
+  rc=0
+  netrr client --host "$PEER" --port "$RR_PORT" --size "$RR_SIZE" --seconds "$RR_SECS" --conns "$c" \
+    --connect-timeout 30 --io-timeout 20 >/tmp/rr.out 2>&1 || rc=$?
+  sed 's/^/vtest:   /' /tmp/rr.out
+  json=$(grep -m1 '^{"tool":"netrr"' /tmp/rr.out || true)
+  [ $rc -eq 0 ] || vt_fail "netrr client with $c connection(s) failed (status $rc)"
+  [ -n "$json" ] || vt_fail "netrr client with $c connection(s) printed no JSON result"
+  n=$(rr_num transactions) mm=$(rr_num mismatches) er=$(rr_num errors)
+  if [ -z "$n" ] || [ "$n" -le 0 ]; then vt_fail "netrr with $c connection(s): no transactions ('$n')"; fi
+  [ "$mm" = 0 ] || vt_fail "netrr with $c connection(s): $mm responses did not match their request"
+  [ "$er" = 0 ] || vt_fail "netrr with $c connection(s): $er connection(s) failed"
+  echo "VTEST-NETRR $json"
+done
+
 s=/sys/class/net/$IF/statistics
 for c in rx_errors tx_errors rx_length_errors rx_frame_errors rx_crc_errors; do
   [ ! -f "$s/$c" ] || [ "$(cat "$s/$c")" -eq 0 ] || vt_fail "$IF: $c = $(cat "$s/$c")"
