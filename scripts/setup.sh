@@ -12,7 +12,7 @@ PACKAGES=(
   # end-to-end: QEMU guest, guest image, in-guest tools
   qemu-system-x86 qemu-system-common qemu-utils busybox-static fio e2fsprogs cpio kmod xz-utils zstd
   # benchmarks / misc tools used by the scripts
-  procps iproute2 util-linux python3 hostname
+  procps iproute2 util-linux python3 hostname gnuplot-nox
 )
 
 missing=()
