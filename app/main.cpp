@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
     unsigned threads = std::clamp(hw / 2, 1u, 4u);
     std::string poll = "adaptive";
     unsigned poll_us = 50;
+    unsigned nap_us = 200;
     std::string cpus;
     std::string log_level = "info";
     cli.add_option("--blk", blk_specs,
@@ -35,6 +36,10 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     cli.add_option("--poll-us", poll_us, "adaptive mode: busy-poll this many microseconds after the last work")
         ->check(CLI::Range(0u, 1000000u))
+        ->capture_default_str();
+    cli.add_option("--poll-nap-us", nap_us,
+                   "adaptive mode: longest nap on a steady sparse request stream (0: never nap)")
+        ->check(CLI::Range(0u, 10000u))
         ->capture_default_str();
     cli.add_option("--cpus", cpus, "pin reactors to these CPUs, e.g. 2,3 or 0-3 (reactor i -> i-th CPU)");
     cli.add_option("--log-level", log_level, "trace | debug | info | warn | error | off")->capture_default_str();
@@ -72,6 +77,7 @@ int main(int argc, char** argv) {
     cfg.threads = threads;
     cfg.reactor.mode = poll == "always" ? PollMode::kAlways : poll == "never" ? PollMode::kNever : PollMode::kAdaptive;
     cfg.reactor.poll_budget = std::chrono::microseconds(poll_us);
+    cfg.reactor.nap.nap_max = std::chrono::microseconds(nap_us);
     if (!cpus.empty()) {
         auto c = app::parse_cpu_list(cpus);
         if (!c.ok()) {

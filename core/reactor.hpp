@@ -5,7 +5,8 @@
 // Loop: poll every poller, submit the batch of SQEs with one syscall, reap completions, let
 // pollers publish (used rings, interrupts) once per pass. When idle for longer than the poll
 // budget, arm notifications, re-check, and block in io_uring_enter until a kick, a completion
-// or a message arrives.
+// or a message arrives. Adaptive mode also naps (a bounded io_uring wait with notifications
+// left off) when requests arrive as a steady sparse stream: see core/nap_policy.hpp.
 #pragma once
 
 #include <liburing.h>
@@ -19,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/nap_policy.hpp"
 #include "core/result.hpp"
 #include "core/unique_fd.hpp"
 
@@ -45,6 +47,8 @@ public:
     virtual bool prepare_sleep() { return true; }
     // Woke up (or gave up sleeping): back to polling mode.
     virtual void after_wake() {}
+    // Requests are in flight to a backend (a nap would delay their completions).
+    virtual bool io_pending() const { return false; }
 };
 
 enum class PollMode { kAlways, kAdaptive, kNever };
@@ -52,6 +56,7 @@ enum class PollMode { kAlways, kAdaptive, kNever };
 struct ReactorConfig {
     PollMode mode = PollMode::kAdaptive;
     std::chrono::microseconds poll_budget{50};  // adaptive: busy-poll this long after the last work
+    NapConfig nap{};                            // adaptive: napping on steady sparse streams
     int cpu = -1;                               // pin to this CPU if >= 0
     unsigned ring_entries = 1024;
 };
@@ -76,6 +81,8 @@ public:
     unsigned sq_space_left();
     void add_poller(Poller* p);
     void remove_poller(Poller* p);
+    // New requests taken from rings this pass (feeds the adaptive nap policy).
+    void note_arrivals(uint32_t n) { nap_.arrivals(n); }
 
     // ---- any thread ----
     void post(std::function<void()> fn);
@@ -85,6 +92,7 @@ public:
     // Counters (approximate; read from other threads for stats).
     std::atomic<uint64_t> sleeps{0};
     std::atomic<uint64_t> passes{0};
+    std::atomic<uint64_t> naps{0};
 
 private:
     class MsgCompletion : public Completion {
@@ -99,6 +107,7 @@ private:
 
     void run(std::promise<Status>* started);
     bool reap();
+    bool nap_idle() const;
     void drain_messages();
     void arm_msg_read();
 
@@ -111,6 +120,7 @@ private:
 
     std::vector<Poller*> pollers_;
     bool pollers_changed_ = false;
+    NapPolicy nap_;
 
     UniqueFd msg_fd_;
     MsgCompletion msg_completion_{this};

@@ -105,6 +105,8 @@ protected:
         poll_.reset();
     }
     uint32_t inflight() const override { return poll_.armed() ? 1 : 0; }
+    // The tap poll is an event source like a kick (its completion ends a nap), not a request.
+    bool requests_in_flight() const override { return false; }
     void cancel_device_io() override { poll_.cancel(); }
     bool poll_device() override {
         if (stopping()) poll_.cancel();  // retried here if the SQ was full at stop time

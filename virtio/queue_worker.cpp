@@ -128,7 +128,11 @@ bool QueueWorker::poll() {
         return work;
     }
     if (!kick_armed_ && kick_.valid()) arm_kick();
-    if (!broken_) work |= process();
+    if (!broken_) {
+        uint16_t before = vq_.last_avail();
+        work |= process();
+        reactor_.note_arrivals(static_cast<uint16_t>(vq_.last_avail() - before));
+    }
     return work;
 }
 

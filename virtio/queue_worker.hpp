@@ -35,6 +35,7 @@ public:
     void end_pass() final;
     bool prepare_sleep() final;
     void after_wake() final;
+    bool io_pending() const final { return stop_done_ == nullptr && requests_in_flight(); }
 
 protected:
     // Device hooks (reactor thread).
@@ -49,6 +50,8 @@ protected:
     // Operations that still reference this queue (requests, and the device's own armed io_uring
     // operations such as a poll on a tap fd). A stop completes only when this reaches zero.
     virtual uint32_t inflight() const = 0;
+    // Requests waiting for a backend completion (not the device's own armed event sources).
+    virtual bool requests_in_flight() const { return inflight() > 0; }
     // Stopping: cancel the device's own long-lived io_uring operations (their completions then
     // bring inflight() down).
     virtual void cancel_device_io() {}

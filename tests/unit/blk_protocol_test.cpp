@@ -533,3 +533,96 @@ INSTANTIATE_TEST_SUITE_P(Modes, BlkKickSuppression,
 
 }  // namespace
 }  // namespace vhostd::testing
+
+namespace vhostd::testing {
+namespace {
+
+// Adaptive polling on a steady sparse stream (open loop, one request every 20 us): the reactor
+// must switch to napping (core/nap_policy.hpp) and still complete every request, and stopping
+// the daemon while it naps must not hang. How much CPU this saves is a benchmark matter
+// (bench/run.sh, fixed-rate cell), not asserted here.
+TEST_F(BlkFixture, AdaptiveReactorNapsOnSparseStreamAndServesIt) {
+    app::DaemonConfig cfg;
+    cfg.threads = 1;
+    cfg.reactor.mode = PollMode::kAdaptive;
+    cfg.reactor.nap.epoch = std::chrono::milliseconds(1);
+    daemon_ = std::make_unique<app::Daemon>(cfg);
+    ASSERT_OK(daemon_->start());
+    auto sock = add_blk("socket=" + path("s.sock") + ",backend=null,size=8M,queues=1");
+    Guest g;
+    connect_guest(g, sock, 1);
+    auto& q = *g.queues[0];
+    q.enable_call(false);  // the driver polls its used ring, like blkbench --notify poll
+    std::vector<BlkRequest> reqs;
+    std::vector<int> by_head(256, -1);
+    std::vector<int> free_list;
+    for (int i = 0; i < 32; ++i) {
+        auto r = driver::make_blk_read(*g.mem, static_cast<uint64_t>(i) * 8, 512);
+        ASSERT_OK(r);
+        reqs.push_back(std::move(r).value());
+        free_list.push_back(i);
+    }
+    using Clock = std::chrono::steady_clock;
+    const auto gap = std::chrono::microseconds(20);
+    auto start = Clock::now(), next = start;
+    const auto end = start + std::chrono::milliseconds(600);
+    uint64_t submitted = 0, completed = 0, bad = 0;
+    uint64_t naps0 = daemon_->reactor(0).naps.load();
+    while (Clock::now() < end) {
+        auto now = Clock::now();
+        while (next <= now && !free_list.empty()) {  // open loop: catch up on the schedule
+            int i = free_list.back();
+            free_list.pop_back();
+            auto head = reqs[i].submit(q);
+            ASSERT_OK(head);
+            by_head[head.value()] = i;
+            ASSERT_OK(q.publish_and_kick(g.kicks[0].get()));
+            ++submitted;
+            next += gap;
+        }
+        while (auto u = q.pop_used()) {
+            int i = by_head[u->id];
+            ASSERT_GE(i, 0);
+            by_head[u->id] = -1;
+            bad += reqs[i].status() != blk::kSOk;
+            free_list.push_back(i);
+            ++completed;
+        }
+    }
+    // Drain what is still in flight (liveness, not speed: generous bound).
+    auto drain_end = Clock::now() + std::chrono::seconds(5);
+    while (completed < submitted && Clock::now() < drain_end) {
+        while (auto u = q.pop_used()) {
+            ++completed;
+            bad += reqs[by_head[u->id]].status() != blk::kSOk;
+        }
+    }
+    EXPECT_EQ(completed, submitted);
+    EXPECT_EQ(bad, 0u);
+    EXPECT_GT(submitted, 10000u);
+    EXPECT_GT(daemon_->reactor(0).naps.load() - naps0, 0u) << "adaptive reactor never napped on a 50 k/s stream";
+    // TearDown stops the daemon while the reactor is in nap mode.
+}
+
+TEST_F(BlkFixture, NapDisabledReactorDoesNotNap) {
+    app::DaemonConfig cfg;
+    cfg.threads = 1;
+    cfg.reactor.mode = PollMode::kAdaptive;
+    cfg.reactor.nap.nap_max = std::chrono::microseconds(0);
+    daemon_ = std::make_unique<app::Daemon>(cfg);
+    ASSERT_OK(daemon_->start());
+    auto sock = add_blk("socket=" + path("s.sock") + ",backend=null,size=8M,queues=1");
+    Guest g;
+    connect_guest(g, sock, 1);
+    auto r = driver::make_blk_read(*g.mem, 0, 512);
+    ASSERT_OK(r);
+    auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
+    while (std::chrono::steady_clock::now() < end) {
+        EXPECT_EQ(run(g, 0, r.value()), 513u);
+        usleep(20);
+    }
+    EXPECT_EQ(daemon_->reactor(0).naps.load(), 0u);
+}
+
+}  // namespace
+}  // namespace vhostd::testing
