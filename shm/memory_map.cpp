@@ -84,22 +84,23 @@ Result<std::shared_ptr<const MemoryMap>> MemoryMap::build(std::vector<std::share
     }
     auto m = std::make_shared<MemoryMap>();
     m->regions_ = std::move(regions);
+    m->spans_.reserve(m->regions_.size());
+    for (const auto& r : m->regions_) m->spans_.push_back(Span{r->gpa(), r->size(), r->host()});
     return std::shared_ptr<const MemoryMap>(std::move(m));
 }
 
-const Region* MemoryMap::find(uint64_t gpa) const {
+const MemoryMap::Span* MemoryMap::find(uint64_t gpa) const {
     // Last region with start <= gpa.
-    auto it = std::upper_bound(regions_.begin(), regions_.end(), gpa,
-                               [](uint64_t a, const auto& r) { return a < r->gpa(); });
-    if (it == regions_.begin()) return nullptr;
-    const Region* r = (--it)->get();
-    return (gpa - r->gpa() < r->size()) ? r : nullptr;
+    auto it = std::upper_bound(spans_.begin(), spans_.end(), gpa, [](uint64_t a, const Span& r) { return a < r.gpa; });
+    if (it == spans_.begin()) return nullptr;
+    const Span* r = &*--it;
+    return (gpa - r->gpa < r->size) ? r : nullptr;
 }
 
 uint8_t* MemoryMap::gpa_to_host(uint64_t gpa, uint64_t len) const {
-    const Region* r = find(gpa);
-    if (r == nullptr || !range_within(gpa, len, r->gpa(), r->size())) return nullptr;
-    return r->host() + (gpa - r->gpa());
+    const Span* r = find(gpa);
+    if (r == nullptr || !range_within(gpa, len, r->gpa, r->size)) return nullptr;
+    return r->host + (gpa - r->gpa);
 }
 
 uint8_t* MemoryMap::uva_to_host(uint64_t uva, uint64_t len) const {
@@ -117,12 +118,12 @@ Status MemoryMap::gpa_to_iovecs(uint64_t gpa, uint64_t len, std::span<iovec> out
         return make_error(Errc::kOutOfRange, "range {:#x}+{:#x} wraps the address space", gpa, len);
     size_t n = *used;
     while (len > 0) {
-        const Region* r = find(gpa);
+        const Span* r = find(gpa);
         if (r == nullptr) return make_error(Errc::kOutOfRange, "gpa {:#x} not mapped", gpa);
-        uint64_t off = gpa - r->gpa();
-        uint64_t chunk = std::min(len, r->size() - off);
+        uint64_t off = gpa - r->gpa;
+        uint64_t chunk = std::min(len, r->size - off);
         if (n >= out.size()) return make_error(Errc::kBusy, "more iovecs than the buffer holds");
-        out[n++] = iovec{r->host() + off, static_cast<size_t>(chunk)};
+        out[n++] = iovec{r->host + off, static_cast<size_t>(chunk)};
         len -= chunk;
         gpa += chunk;  // only wraps (to 0) on the last chunk of a range ending at 2^64: loop ends
     }
@@ -135,11 +136,11 @@ Status MemoryMap::read(uint64_t gpa, std::span<uint8_t> dst) const {
     while (done < dst.size()) {
         auto a = checked_add<uint64_t>(gpa, done);
         if (!a) return make_error(Errc::kOutOfRange, "gpa overflow");
-        const Region* r = find(*a);
+        const Span* r = find(*a);
         if (r == nullptr) return make_error(Errc::kOutOfRange, "gpa {:#x} not mapped", *a);
-        uint64_t off = *a - r->gpa();
-        uint64_t chunk = std::min<uint64_t>(dst.size() - done, r->size() - off);
-        std::memcpy(dst.data() + done, r->host() + off, chunk);
+        uint64_t off = *a - r->gpa;
+        uint64_t chunk = std::min<uint64_t>(dst.size() - done, r->size - off);
+        std::memcpy(dst.data() + done, r->host + off, chunk);
         done += chunk;
     }
     return ok_status();

@@ -63,8 +63,15 @@ public:
     size_t region_count() const { return regions_.size(); }
 
 private:
-    const Region* find(uint64_t gpa) const;
+    // The data path's view of a region: what a lookup needs, contiguous (no pointer chasing).
+    struct Span {
+        uint64_t gpa;
+        uint64_t size;
+        uint8_t* host;
+    };
+    const Span* find(uint64_t gpa) const;
     std::vector<std::shared_ptr<const Region>> regions_;  // sorted by gpa
+    std::vector<Span> spans_;                             // same order
 };
 
 }  // namespace vhostd::shm
