@@ -94,6 +94,9 @@ medrange() {
 }
 if [[ -z $OUT ]]; then
   OUT=bench/results/$(date +%F)-$(hostname -s)-guest.md
+  # Never overwrite a recorded result (it may carry hand-written notes): -2, -3, ...
+  n=2
+  while [[ -e $OUT ]]; do OUT=bench/results/$(date +%F)-$(hostname -s)-guest-$n.md; n=$((n + 1)); done
   mkdir -p bench/results
 fi
 {
