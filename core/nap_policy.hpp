@@ -10,8 +10,8 @@
 // schedule) does not mind; a closed-loop client (it submits only after our completions, or its
 // queue is full) loses throughput. Arrival rates alone cannot tell them apart, and epoch rates
 // are far too noisy on a real guest (bursts, stalls of milliseconds) to detect "napping slowed
-// the client down". So the policy asks the question directly: blocks of long naps alternate with
-// blocks of half-length naps, and the batches found after each are compared (medians). An open-loop client's batch
+// the client down". So the policy asks the question directly: among blocks of long naps, one
+// block in four is of half-length naps, and the batches found after each are compared (medians). An open-loop client's batch
 // grows with the nap; a closed-loop client's batch is capped by its depth (or it waits for our
 // completion), so it does not. No growth in two windows running: back to polling, and hold off (doubling each time, so
 // a closed-loop client pays a few milliseconds of napping every few seconds at most).
@@ -39,7 +39,7 @@ struct NapConfig {
     double target_batch = 32;      // naps shorter than nap_max when this many arrive sooner
     double min_gap_us = 2;         // denser streams are polled (closed loops at full speed)
     double growth = 1.25;          // long-nap batch / short-nap batch below this: closed loop
-    unsigned holdoff_epochs = 16;  // after the first closed loop; doubles up to holdoff_max
+    unsigned holdoff_epochs = 8;   // after the first closed loop; doubles up to holdoff_max
     unsigned holdoff_max = 512;
 };
 
@@ -47,6 +47,7 @@ class NapPolicy {
 public:
     using Clock = std::chrono::steady_clock;
     static constexpr unsigned kBlock = 6;    // naps of one length in a row
+    static constexpr unsigned kCycle = 4;    // blocks per cycle; one of them short (the probe)
     static constexpr unsigned kWindow = 10;  // counted naps of each length per verdict
 
     explicit NapPolicy(NapConfig cfg = {}) : cfg_(cfg) {}
@@ -86,8 +87,10 @@ public:
         last_short_ = block_short_;
         last_pos_ = pos_;
         if (++pos_ == kBlock) {
+            // Short naps exist to measure, and cost wakeups: one block in kCycle.
             pos_ = 0;
-            block_short_ = !block_short_;
+            block_ = (block_ + 1) % kCycle;
+            block_short_ = block_ == 1;
         }
         batch_ = 0;
     }
@@ -147,7 +150,7 @@ private:
             ++entered;
             napping_ = true;
             in_nap_ = block_short_ = false;
-            pos_ = 0;
+            pos_ = block_ = 0;
             n_short_ = n_long_ = 0;
             set_nap(rate_per_us);
         }
@@ -182,7 +185,7 @@ private:
     bool napping_ = false;
     bool in_nap_ = false;  // a nap was taken in this nap-mode stint (batch_ belongs to it)
     bool block_short_ = false, last_short_ = false;
-    unsigned pos_ = 0, last_pos_ = 0;
+    unsigned pos_ = 0, last_pos_ = 0, block_ = 0;
     unsigned qualified_ = 0;
     unsigned no_growth_ = 0;  // consecutive verdicts without batch growth
     unsigned holdoff_ = 0;

@@ -56,9 +56,9 @@ enum class PollMode { kAlways, kAdaptive, kNever };
 struct ReactorConfig {
     PollMode mode = PollMode::kAdaptive;
     std::chrono::microseconds poll_budget{50};  // adaptive: busy-poll this long after the last work
-    NapConfig nap{};                            // adaptive: napping on steady sparse streams
     int cpu = -1;                               // pin to this CPU if >= 0
     unsigned ring_entries = 1024;
+    NapConfig nap{};  // adaptive: napping on steady sparse streams
 };
 
 class Reactor {

@@ -23,7 +23,7 @@ using namespace vhostd;
 namespace {
 
 struct Env {
-    Reactor reactor{0, ReactorConfig{PollMode::kNever, std::chrono::microseconds(0), -1, 256}};
+    Reactor reactor{0, ReactorConfig{.mode = PollMode::kNever, .poll_budget = std::chrono::microseconds(0), .cpu = -1, .ring_entries = 256}};
     std::unique_ptr<vhost::VhostUserDevice> dev;
     Env() {
         spdlog::set_level(spdlog::level::off);

@@ -28,7 +28,7 @@ constexpr size_t kMemSize = 1 << 16;
 constexpr uint64_t kUvaBase = 0x7f0000000000ull;
 
 struct Env {
-    Reactor reactor{0, ReactorConfig{PollMode::kNever, std::chrono::microseconds(0), -1, 256}};
+    Reactor reactor{0, ReactorConfig{.mode = PollMode::kNever, .poll_budget = std::chrono::microseconds(0), .cpu = -1, .ring_entries = 256}};
     std::unique_ptr<virtio::BlkDevice> blk;
     Env() {
         spdlog::set_level(spdlog::level::off);

@@ -68,6 +68,11 @@ SimResult simulate(bool open_loop, double rate_per_s, unsigned qd, double think_
             double len = std::chrono::duration<double, std::micro>(r.policy.nap_length()).count();
             r.policy.napped();
             now += len + overshoot_us;
+        } else if (n == 0) {
+            // Idle polling passes until the next arrival change nothing but the clock: skip them
+            // (keeps the simulation fast under sanitizers).
+            double next = open_loop ? next_open : (next_submit.empty() ? now : next_submit.front());
+            if (next > now) now = next;
         }
     }
     r.completed_per_s = static_cast<double>(done) / seconds;
@@ -81,8 +86,9 @@ TEST(NapPolicy, SteadySparseOpenLoopStreamIsBatched) {
     EXPECT_EQ(r.policy.entered, 1u);
     EXPECT_TRUE(r.policy.napping());
     EXPECT_NEAR(r.completed_per_s, 100'000, 2'000);
-    // Naps of 200 and 100 us (+35 us overshoot) at one request per 10 us: >= 13 per wakeup.
-    EXPECT_LT(r.naps_per_request, 1.0 / 13);
+    // Naps of 200 us, one block in four of 100 us (+35 us overshoot), one request per 10 us:
+    // >= 19 per wakeup.
+    EXPECT_LT(r.naps_per_request, 1.0 / 19);
     // Added latency is bounded by one nap.
     EXPECT_LT(r.avg_latency_us, 200 + 35);
     EXPECT_EQ(r.policy.closed_loops, 0u);
@@ -131,18 +137,18 @@ TEST(NapPolicy, FasterOpenLoopStreamGetsShorterNaps) {
 
 TEST(NapPolicy, ClosedLoopClientKeepsItsThroughput) {
     // QD4, 10 us think time: ~350 k/s when polled, far less if every round trip waited for a nap.
-    auto polled = simulate(false, 0, 4, 10, 4.0, NapConfig{.nap_max = 0us});
-    auto adaptive = simulate(false, 0, 4, 10, 4.0);
+    auto polled = simulate(false, 0, 4, 10, 2.0, NapConfig{.nap_max = 0us});
+    auto adaptive = simulate(false, 0, 4, 10, 2.0);
     EXPECT_GT(polled.completed_per_s, 300'000);
     EXPECT_GE(adaptive.policy.closed_loops, 1u);
-    // Hold-offs double: over 4 s, napping costs the client a few percent at most.
+    // Hold-offs double: over 2 s, napping costs the client a few percent at most.
     EXPECT_GT(adaptive.completed_per_s, 0.95 * polled.completed_per_s);
 }
 
 TEST(NapPolicy, DeepClosedLoopWithSlowClient) {
     // QD32, client sleeps on interrupts (think 30 us): a nap collects all 32 whatever its length.
-    auto polled = simulate(false, 0, 32, 30, 4.0, NapConfig{.nap_max = 0us});
-    auto adaptive = simulate(false, 0, 32, 30, 4.0);
+    auto polled = simulate(false, 0, 32, 30, 2.0, NapConfig{.nap_max = 0us});
+    auto adaptive = simulate(false, 0, 32, 30, 2.0);
     EXPECT_GT(adaptive.completed_per_s, 0.95 * polled.completed_per_s);
 }
 
@@ -184,12 +190,12 @@ struct Feeder {
     // Naps until the next verdict: long naps find `lng` requests, short ones `shrt`.
     void window(uint32_t lng, uint32_t shrt) {
         uint64_t v = p.verdicts;
-        for (unsigned i = 0; i < 100 && p.napping() && p.verdicts == v; ++i) {
+        for (unsigned i = 0; i < 200 && p.napping() && p.verdicts == v; ++i) {
             bool is_short = p.nap_length() < nap_long;
             p.napped();
             p.arrivals(is_short ? shrt : lng);
         }
-        EXPECT_EQ(p.verdicts, v + 1) << "no verdict within 100 naps";
+        EXPECT_EQ(p.verdicts, v + 1) << "no verdict within 200 naps";
     }
     std::chrono::nanoseconds nap_long{};
 };
