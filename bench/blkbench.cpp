@@ -47,6 +47,7 @@
 #include <thread>
 
 #include "app/device_spec.hpp"
+#include "bench/histogram.hpp"
 #include "shm/memory_map.hpp"
 #include "vhost/frontend.hpp"
 #include "virtio/blk_driver.hpp"
@@ -59,48 +60,7 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-// Log-linear latency histogram in nanoseconds: 16 sub-buckets per power of two (<= 6% error).
-class Histogram {
-public:
-    void add(uint64_t ns) {
-        ++b_[bucket(ns)];
-        ++n_;
-        sum_ += ns;
-        max_ = std::max(max_, ns);
-    }
-    void merge(const Histogram& o) {
-        for (size_t i = 0; i < b_.size(); ++i) b_[i] += o.b_[i];
-        n_ += o.n_;
-        sum_ += o.sum_;
-        max_ = std::max(max_, o.max_);
-    }
-    uint64_t count() const { return n_; }
-    double avg() const { return n_ ? static_cast<double>(sum_) / static_cast<double>(n_) : 0; }
-    uint64_t max() const { return max_; }
-    uint64_t percentile(double p) const {
-        uint64_t want = static_cast<uint64_t>(std::ceil(p / 100.0 * static_cast<double>(n_)));
-        uint64_t seen = 0;
-        for (size_t i = 0; i < b_.size(); ++i) {
-            seen += b_[i];
-            if (seen >= want && b_[i]) return upper(i);
-        }
-        return max_;
-    }
-
-private:
-    static size_t bucket(uint64_t ns) {
-        if (ns < 16) return ns;
-        int e = 63 - __builtin_clzll(ns);  // >= 4
-        return static_cast<size_t>((e - 3) * 16 + static_cast<int>((ns >> (e - 4)) & 15));
-    }
-    static uint64_t upper(size_t i) {
-        if (i < 16) return i;
-        uint64_t e = i / 16 + 3, sub = i % 16;
-        return ((16 + sub + 1) << (e - 4)) - 1;
-    }
-    std::array<uint64_t, 16 * 62> b_{};
-    uint64_t n_ = 0, sum_ = 0, max_ = 0;
-};
+using vhostd::bench::Histogram;
 
 struct Options {
     std::string socket;

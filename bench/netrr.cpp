@@ -50,6 +50,8 @@
 #include <thread>
 #include <vector>
 
+#include "bench/histogram.hpp"
+
 namespace {
 
 constexpr std::array<uint8_t, 8> kMagic{'n', 'e', 't', 'r', 'r', '/', '1', 0};
@@ -106,54 +108,7 @@ uint64_t now_ns() {
     return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
 }
 
-// Log-linear histogram of nanosecond values: 16 sub-buckets per power of two.
-class Histogram {
-public:
-    void add(uint64_t ns) {
-        ++b_[bucket(ns)];
-        ++n_;
-        sum_ += ns;
-        min_ = std::min(min_, ns);
-        max_ = std::max(max_, ns);
-    }
-    void merge(const Histogram& o) {
-        for (size_t i = 0; i < b_.size(); ++i) b_[i] += o.b_[i];
-        n_ += o.n_;
-        sum_ += o.sum_;
-        min_ = std::min(min_, o.min_);
-        max_ = std::max(max_, o.max_);
-    }
-    uint64_t count() const { return n_; }
-    double avg() const { return n_ ? static_cast<double>(sum_) / static_cast<double>(n_) : 0; }
-    uint64_t min() const { return n_ ? min_ : 0; }
-    uint64_t max() const { return max_; }
-    // The upper bound of the bucket holding the p-th percentile, capped at the largest value seen.
-    uint64_t percentile(double p) const {
-        if (n_ == 0) return 0;
-        auto want = static_cast<uint64_t>(std::ceil(p / 100.0 * static_cast<double>(n_)));
-        want = std::max<uint64_t>(want, 1);
-        uint64_t seen = 0;
-        for (size_t i = 0; i < b_.size(); ++i) {
-            seen += b_[i];
-            if (seen >= want) return std::min(upper(i), max_);
-        }
-        return max_;
-    }
-
-private:
-    static size_t bucket(uint64_t ns) {
-        if (ns < 16) return ns;
-        int e = 63 - __builtin_clzll(ns);  // >= 4
-        return static_cast<size_t>((e - 3) * 16 + static_cast<int>((ns >> (e - 4)) & 15));
-    }
-    static uint64_t upper(size_t i) {
-        if (i < 16) return i;
-        uint64_t e = i / 16 + 3, sub = i % 16;
-        return ((16 + sub + 1) << (e - 4)) - 1;
-    }
-    std::array<uint64_t, 16 * 62> b_{};
-    uint64_t n_ = 0, sum_ = 0, min_ = UINT64_MAX, max_ = 0;
-};
+using vhostd::bench::Histogram;
 
 // --- I/O helpers -------------------------------------------------------------------------------
 

@@ -11,10 +11,11 @@
 // queue is full) loses throughput. Arrival rates alone cannot tell them apart, and epoch rates
 // are far too noisy on a real guest (bursts, stalls of milliseconds) to detect "napping slowed
 // the client down". So the policy asks the question directly: among blocks of long naps, one
-// block in four is of half-length naps, and the batches found after each are compared (medians). An open-loop client's batch
-// grows with the nap; a closed-loop client's batch is capped by its depth (or it waits for our
-// completion), so it does not. No growth in two windows running: back to polling, and hold off (doubling each time, so
-// a closed-loop client pays a few milliseconds of napping every few seconds at most).
+// block in four is of half-length naps, and the batches found after each are compared (medians).
+// An open-loop client's batch grows with the nap; a closed-loop client's batch is capped by its
+// depth (or it waits for our completion), so it does not. No growth in two windows running: back
+// to polling, and hold off (doubling each time, so a closed-loop client pays a few milliseconds of
+// napping every few seconds at most).
 // (The same spirit as dynamic interrupt moderation in NIC drivers: keep a coarser setting only
 // while it costs the client nothing.)
 //
@@ -39,6 +40,7 @@ struct NapConfig {
     double target_batch = 32;      // naps shorter than nap_max when this many arrive sooner
     double min_gap_us = 2;         // denser streams are polled (closed loops at full speed)
     double growth = 1.25;          // long-nap batch / short-nap batch below this: closed loop
+    double min_growth = 2;         // ...or fewer extra requests than this (small batches are noisy)
     unsigned holdoff_epochs = 8;   // after the first closed loop; doubles up to holdoff_max
     unsigned holdoff_max = 512;
 };
@@ -116,7 +118,7 @@ private:
             back_off();
             return;
         }
-        if (l < cfg_.growth * std::max(s, 0.5) || l - s < 2) {  // (small batches: one request is noise)
+        if (l < cfg_.growth * std::max(s, 0.5) || l - s < cfg_.min_growth) {
             // Twice in a row: one window can be fooled by a client's hiccup, and a false
             // verdict costs a whole hold-off of spinning.
             if (++no_growth_ < 2) return;

@@ -195,7 +195,9 @@ void Reactor::run(std::promise<Status>* started) {
                 last_work = now;
                 continue;
             }
-            if (!stopping && nap_.napping() && now - last_work < std::max<Clock::duration>(cfg_.poll_budget, 2 * nap_.nap_length())) {
+            // Nap mode keeps napping while the stream lasts; two naps without work: sleep below.
+            auto nap_window = std::max<Clock::duration>(cfg_.poll_budget, 2 * nap_.nap_length());
+            if (!stopping && nap_.napping() && now - last_work < nap_window) {
                 if (nap_idle()) {
                     // Notifications stay off: requests pile up and are taken as one batch. A
                     // completion or a control message ends the nap early.

@@ -110,6 +110,9 @@ protected:
         cfg.threads = threads;
         cfg.reactor.mode = mode;
         cfg.reactor.ring_entries = ring_entries;
+        start_daemon(cfg);
+    }
+    void start_daemon(const app::DaemonConfig& cfg) {
         daemon_ = std::make_unique<app::Daemon>(cfg);
         ASSERT_OK(daemon_->start());
     }

@@ -546,8 +546,7 @@ TEST_F(BlkFixture, AdaptiveReactorNapsOnSparseStreamAndServesIt) {
     cfg.threads = 1;
     cfg.reactor.mode = PollMode::kAdaptive;
     cfg.reactor.nap.epoch = std::chrono::milliseconds(1);
-    daemon_ = std::make_unique<app::Daemon>(cfg);
-    ASSERT_OK(daemon_->start());
+    start_daemon(cfg);
     auto sock = add_blk("socket=" + path("s.sock") + ",backend=null,size=8M,queues=1");
     Guest g;
     connect_guest(g, sock, 1);
@@ -609,8 +608,7 @@ TEST_F(BlkFixture, NapDisabledReactorDoesNotNap) {
     cfg.threads = 1;
     cfg.reactor.mode = PollMode::kAdaptive;
     cfg.reactor.nap.nap_max = std::chrono::microseconds(0);
-    daemon_ = std::make_unique<app::Daemon>(cfg);
-    ASSERT_OK(daemon_->start());
+    start_daemon(cfg);
     auto sock = add_blk("socket=" + path("s.sock") + ",backend=null,size=8M,queues=1");
     Guest g;
     connect_guest(g, sock, 1);
