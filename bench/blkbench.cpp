@@ -399,6 +399,12 @@ int main(int argc, char** argv) {
             if (!head.ok()) die("submit", head.error());
             slot_of[head.value()] = slot;
             start[head.value()] = Clock::now();
+            // Visible at once, as Linux's virtqueue_add_split() does: the device starts on it
+            // while we prepare the next. (Publishing a whole batch with one store instead makes
+            // the queue's depth travel between the two sides as one convoy, each side idle while
+            // the other works: that measured the generator, not the backend.) Only the kick waits
+            // for the end of the batch.
+            q.dq->publish();
             return head.value();
         };
         // Open loop: requests are due every `interval`; free slots wait on a stack.
@@ -447,6 +453,7 @@ int main(int argc, char** argv) {
                     continue;
                 }
             }
+            if (poll_mode && !paced && !q.dq->has_used()) continue;  // spin on the used index alone
             bool measuring = phase.load(std::memory_order_relaxed) == 1;
             auto now = Clock::now();
             uint32_t n = 0;
