@@ -123,6 +123,9 @@ void QueueWorker::fail(const Error& e) {
 
 bool QueueWorker::poll() {
     bool work = poll_device();
+    // Completions become visible before new requests are taken: the driver refills its ring
+    // while we parse, instead of the whole depth bouncing between the two sides as one batch.
+    if (work) publish_and_notify();
     if (stop_done_ != nullptr) {
         try_finish_stop();
         return work;
@@ -136,8 +139,12 @@ bool QueueWorker::poll() {
     return work;
 }
 
-void QueueWorker::end_pass() {
+void QueueWorker::publish_and_notify() {
     if (vq_.active() && vq_.publish_used() && vq_.needs_notify() && call_ >= 0) eventfd_write(call_, 1);
+}
+
+void QueueWorker::end_pass() {
+    publish_and_notify();
     if (stop_done_ != nullptr) try_finish_stop();
 }
 

@@ -33,6 +33,8 @@ public:
     // ---- reactor thread: Poller ----
     bool poll() final;
     void end_pass() final;
+    // Makes used entries visible and signals the driver if it asked for it.
+    void publish_and_notify();
     bool prepare_sleep() final;
     void after_wake() final;
     bool io_pending() const final { return stop_done_ == nullptr && requests_in_flight(); }
