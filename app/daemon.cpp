@@ -40,8 +40,9 @@ Result<std::string> Daemon::add_blk(const BlkSpec& spec) {
         backend = std::make_shared<backends::NullBackend>(spec.size, spec.block_size ? spec.block_size : 512,
                                                           spec.readonly);
     } else {
-        VHOSTD_ASSIGN_OR_RETURN(auto fb, backends::FileBackend::open(backends::FileOptions{
-                                             spec.path, spec.readonly, spec.direct, spec.block_size}));
+        backends::FileOptions fo{spec.path, spec.readonly, spec.direct, spec.block_size};
+        if (spec.submit_batch != 0) fo.submit_batch = spec.submit_batch;
+        VHOSTD_ASSIGN_OR_RETURN(auto fb, backends::FileBackend::open(fo));
         backend = std::move(fb);
     }
     std::lock_guard lk(mu_);

@@ -4,6 +4,8 @@
 #include <charconv>
 #include <map>
 
+#include "backends/file_backend.hpp"
+
 namespace vhostd::app {
 
 namespace {
@@ -152,6 +154,11 @@ Result<BlkSpec> parse_blk_spec(const std::string& text) {
             VHOSTD_ASSIGN_OR_RETURN(uint64_t b, parse_uint(k, v));
             if (b != 512 && b != 4096) return make_error(Errc::kInvalid, "block-size={} must be 512 or 4096", b);
             s.block_size = static_cast<uint32_t>(b);
+        } else if (k == "submit-batch") {
+            VHOSTD_ASSIGN_OR_RETURN(uint64_t n, parse_uint(k, v));
+            if (n == 0 || n > backends::FileOptions::kMaxSubmitBatch)
+                return make_error(Errc::kInvalid, "submit-batch={} must be 1..{}", n, backends::FileOptions::kMaxSubmitBatch);
+            s.submit_batch = static_cast<uint32_t>(n);
         } else if (k == "serial") {
             if (v.size() > 20) return make_error(Errc::kInvalid, "serial '{}' is longer than 20 bytes", v);
             s.serial = v;
@@ -167,6 +174,7 @@ Result<BlkSpec> parse_blk_spec(const std::string& text) {
         if (s.size == 0) return make_error(Errc::kInvalid, "backend=null needs size=");
         if (!s.path.empty()) return make_error(Errc::kInvalid, "path= does not apply to backend=null");
         if (s.direct) return make_error(Errc::kInvalid, "direct= does not apply to backend=null");
+        if (s.submit_batch != 0) return make_error(Errc::kInvalid, "submit-batch= does not apply to backend=null");
     } else {
         return make_error(Errc::kInvalid, "unknown backend '{}' (file or null)", s.backend);
     }

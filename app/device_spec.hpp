@@ -23,6 +23,7 @@ struct BlkSpec {
     bool direct = false;
     uint32_t block_size = 0;  // 0: backend default
     std::string serial;
+    uint32_t submit_batch = 0;  // file backend: requests per io_uring_enter; 0: backend default
 };
 
 // Queues offered when queues= is not given. QEMU's vhost-user-blk defaults num-queues to the

@@ -36,6 +36,18 @@ TEST(DeviceSpec, Rejections) {
     EXPECT_FALSE(parse_blk_spec("socket=/s,path=/x,path=/y").ok());
     EXPECT_FALSE(parse_blk_spec("socket=/s,path=/x,serial=012345678901234567890").ok());
     EXPECT_FALSE(parse_blk_spec("socket=/s,backend=tape,path=/x").ok());
+    EXPECT_FALSE(parse_blk_spec("socket=/s,path=/x,submit-batch=0").ok());
+    EXPECT_FALSE(parse_blk_spec("socket=/s,path=/x,submit-batch=257").ok());
+    EXPECT_FALSE(parse_blk_spec("socket=/s,backend=null,size=1G,submit-batch=4").ok());  // file backend only
+}
+
+TEST(DeviceSpec, SubmitBatch) {
+    auto r = parse_blk_spec("socket=/s,path=/x,submit-batch=16");
+    ASSERT_TRUE(r.ok()) << r.error().describe();
+    EXPECT_EQ(r->submit_batch, 16u);
+    auto d = parse_blk_spec("socket=/s,path=/x");
+    ASSERT_TRUE(d.ok());
+    EXPECT_EQ(d->submit_batch, 0u);  // the backend's default
 }
 
 TEST(DeviceSpec, SizesAndCpus) {
