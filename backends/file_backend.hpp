@@ -18,8 +18,8 @@ struct FileOptions {
     // device starts on it while the rest of the pass is parsed. N > 1: once N are queued (or
     // at the end of the reactor pass): fewer syscalls, but the device gets bursts (io_uring
     // plugs a submission of more than 2, dispatches them together with one doorbell/kick).
-    // Measured on a VM's virtio disk at QD32 (bench/results/2026-11-22-vm-2.md): 1 reaches
-    // 0.97x native fio, batching per pass 0.85x.
+    // Measured on this project's VM (virtio disk, file randread QD32, rounds interleaved with
+    // native fio): 1 reached 1.02x native, batching per pass 0.90x (bench/results/2026-11-22-vm-2.md).
     uint32_t submit_batch = kDefaultSubmitBatch;
     static constexpr uint32_t kDefaultSubmitBatch = 1;
     static constexpr uint32_t kMaxSubmitBatch = 256;
