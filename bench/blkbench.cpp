@@ -455,9 +455,15 @@ int main(int argc, char** argv) {
             }
             if (poll_mode && !paced && !q.dq->has_used()) continue;  // spin on the used index alone
             bool measuring = phase.load(std::memory_order_relaxed) == 1;
+            // Only what was complete when `now` was read: requests are published as they are
+            // added below, so the device may complete one of them while this loop runs, and its
+            // latency must not be taken against an earlier clock.
+            const uint16_t ready = q.dq->used_ready();
             auto now = Clock::now();
             uint32_t n = 0;
-            while (auto u = q.dq->pop_used()) {
+            for (uint16_t k = 0; k < ready; ++k) {
+                auto u = q.dq->pop_used();
+                if (!u) break;
                 uint32_t slot = slot_of[u->id];
                 Slot& s = q.slots[slot];
                 auto& r = s.write ? q.wr[slot] : q.rd[slot];
@@ -479,6 +485,7 @@ int main(int argc, char** argv) {
                 }
                 if (measuring) {
                     auto t0 = paced ? sched[u->id] : start[u->id];
+                    if (now < t0) die("generator", make_error(Errc::kState, "completion seen before its submission"));
                     auto ns = static_cast<uint64_t>(std::chrono::nanoseconds(now - t0).count());
                     q.res.lat.add(ns);
                     (s.write ? q.res.wlat : q.res.rlat).add(ns);

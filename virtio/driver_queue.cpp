@@ -301,6 +301,10 @@ bool DriverQueue::kick_prepare() {
 
 bool DriverQueue::has_used() const { return load_acquire(used_idx_ptr()) != last_used_; }
 
+uint16_t DriverQueue::used_ready() const {
+    return static_cast<uint16_t>(load_acquire(used_idx_ptr()) - last_used_);
+}
+
 std::optional<virtio::UsedElem> DriverQueue::pop_used() {
     if (broken_) return std::nullopt;
     uint16_t used_idx = load_acquire(used_idx_ptr());

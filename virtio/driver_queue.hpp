@@ -163,6 +163,9 @@ public:
     std::optional<virtio::UsedElem> pop_used();
     // Completions available without consuming them (acquire).
     bool has_used() const;
+    // Used entries the device has published and pop_used() has not taken yet (a corrupt index
+    // shows here as a large count; pop_used() still checks every entry).
+    uint16_t used_ready() const;
     // publish(), then kick_prepare(); if the device wants a kick, writes 1 to the kick eventfd
     // (kick_fd < 0: no write). Returns whether a kick was wanted.
     Result<bool> publish_and_kick(int kick_fd);

@@ -179,7 +179,7 @@ void QueueWorker::try_finish_stop() {
     if (kick_armed_ && !kick_cancel_sent_) begin_stop(stop_done_);
     if (inflight() > 0 || kick_armed_ || !device_idle()) return;
     // All requests completed: make their used entries visible before we let go.
-    if (vq_.active() && vq_.publish_used() && vq_.needs_notify() && call_ >= 0) eventfd_write(call_, 1);
+    publish_and_notify();
     reactor_.remove_poller(this);
     kick_cancel_sent_ = false;
     auto* done = stop_done_;

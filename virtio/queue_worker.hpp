@@ -33,8 +33,6 @@ public:
     // ---- reactor thread: Poller ----
     bool poll() final;
     void end_pass() final;
-    // Makes used entries visible and signals the driver if it asked for it.
-    void publish_and_notify();
     bool prepare_sleep() final;
     void after_wake() final;
     bool io_pending() const final { return stop_done_ == nullptr && requests_in_flight(); }
@@ -64,7 +62,7 @@ protected:
     bool stopping() const { return stop_done_ != nullptr; }
     // Marks the queue broken (guest error): stop processing until reset; signal the err fd.
     void fail(const Error& e);
-    // Request completion path: publish happens in end_pass.
+    // Request completion path: published after the device poll and in end_pass.
     void push_used(uint16_t head, uint32_t len) { vq_.push_used(head, len); }
 
     SplitQueue vq_;
@@ -72,6 +70,8 @@ protected:
 
 private:
     void complete(int32_t res) override;  // kick read finished
+    // Makes used entries visible and signals the driver if it asked for it.
+    void publish_and_notify();
     void arm_kick();
     uint16_t detach();  // drain and leave the reactor; keeps fds and device state
     void begin_stop(std::promise<void>* done);

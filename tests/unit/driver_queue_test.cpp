@@ -145,8 +145,11 @@ TEST(DriverQueue, ChainWritesDescriptorsAndFreeListReuse) {
     EXPECT_EQ(heads[1], *h2);
 
     // Complete out of order; pop_used returns used-ring order and frees the descriptors.
+    EXPECT_EQ(q->used_ready(), 0);
     dev.complete(*h2, 7);
+    EXPECT_EQ(q->used_ready(), 1);
     auto u = q->pop_used();
+    EXPECT_EQ(q->used_ready(), 0);
     ASSERT_TRUE(u.has_value());
     EXPECT_EQ(u->id, *h2);
     EXPECT_EQ(u->len, 7u);
@@ -181,6 +184,7 @@ TEST(DriverQueue, IndicesWrapPast65535) {
         auto heads = dev.take();
         ASSERT_EQ(heads.size(), 2u) << "round " << round;
         for (auto h : heads) dev.complete(h, 1);
+        ASSERT_EQ(q->used_ready(), 2) << "round " << round;  // counts across the 16-bit wrap
         while (auto u = q->pop_used()) ++done;
         ASSERT_EQ(q->num_free(), 8);
     }
