@@ -8,8 +8,9 @@
 #
 # Every cell: a fresh backend process per run, backends alternating A B (C = native fio on the
 # file cells) per round, N rounds, median with min-max. The two file target cells (randread QD32
-# and QD1, 1 queue, poll) get --target-rounds (default 8): the VM's disk drifts by 20 % between
-# minutes, and the targets are judged on per-round paired ratios, which need more than 3 pairs. Backend pinned to CPU 0 (vhostd: one
+# and QD1, 1 queue, poll) and the fixed-rate cell get --target-rounds (default 8): the VM's disk
+# drifts by 20 % between minutes, wakeup costs vary from run to run, and the targets are judged
+# on per-round paired ratios, which need more than 3 pairs. Backend pinned to CPU 0 (vhostd: one
 # reactor, --threads 1 --cpus 0; qemu-storage-daemon: taskset), blkbench (and fio) on CPU 1; two
 # queues are two blkbench threads, both on CPU 1.
 # Before any measurement: verify checks (blkbench --verify must pass on vhostd's and
@@ -73,6 +74,8 @@ rounds_of() {  # cell -> its number of rounds
 }
 N_EXTRA=0
 for cell in "${CELLS[@]}"; do N_EXTRA=$(( N_EXTRA + 3 * ($(rounds_of "$cell") - ROUNDS) )); done
+RATE_ROUNDS=$(( TARGET_ROUNDS > ROUNDS ? TARGET_ROUNDS : ROUNDS ))
+N_EXTRA=$(( N_EXTRA + 2 * (RATE_ROUNDS - ROUNDS) ))
 N_RUNS=$(( ROUNDS * (2 * N_CLOSED + N_NATIVE + ${#SELF_QDS[@]} + 2 + 2) + N_EXTRA + 4 ))
 echo "run.sh: $N_CLOSED closed-loop cells x 2 backends, $N_NATIVE native, ${#SELF_QDS[@]} generator, fixed rate, idle;" \
      "$ROUNDS round(s) of ${SECONDS_PER} s + ${RAMP} s ramp: $N_RUNS runs," \
@@ -197,7 +200,7 @@ done
 # Up to 128 outstanding, so the generator stays open loop: at 100 k/s a QD32 cap is hit as soon as
 # requests take 320 us (generator wakeup + backend batching on this VM), and a capped client is a
 # closed loop, which vhostd's adaptive mode rightly refuses to nap on (core/nap_policy.hpp).
-for round in $(seq "$ROUNDS"); do
+for round in $(seq "$RATE_ROUNDS"); do
   for kind in vhostd qsd; do
     bench "$kind" null default "rate $RATE" "$round" -- --rw randread --qd 128 --queues 1 --notify call --rate "$RATE"
   done
