@@ -17,6 +17,7 @@ using Clock = NapPolicy::Clock;
 
 struct SimResult {
     double completed_per_s = 0;
+    double last_half_s_completed_per_s = 0;  // over the last 0.5 s of the run
     double naps_per_request = 0;
     double avg_latency_us = 0;
     NapPolicy policy;
@@ -26,18 +27,21 @@ struct SimResult {
 // completion and the next submission. Server: a pass costs `pass_us`; an idle pass naps when the
 // policy says so (the nap lasts its length + `overshoot_us`); otherwise it polls (no sleeping:
 // the 50 us poll budget of adaptive mode is not modelled, it does not matter for rates here).
+// closed_from_s >= 0: an open-loop client that turns closed-loop (qd, think_us) at that time.
 SimResult simulate(bool open_loop, double rate_per_s, unsigned qd, double think_us, double seconds,
-                   NapConfig cfg = {}, double overshoot_us = 35, double pass_us = 0.2) {
+                   NapConfig cfg = {}, double overshoot_us = 35, double pass_us = 0.2, double closed_from_s = -1) {
     SimResult r{.policy = NapPolicy(cfg)};
+    if (closed_from_s >= 0) open_loop = true;
     auto t0 = Clock::time_point{} + 1s;
     double now = 0;  // us
     std::deque<double> pending;  // submission times of requests not yet seen by the server
     std::deque<double> next_submit;  // closed loop: when each slot submits again
     for (unsigned i = 0; i < qd; ++i) next_submit.push_back(think_us * i / qd);
     double next_open = 0, gap = 1e6 / rate_per_s;
-    uint64_t done = 0, naps = 0;
+    uint64_t done = 0, naps = 0, tail_done = 0;
     double lat_sum = 0;
     const double end = seconds * 1e6;
+    if (closed_from_s >= 0) next_submit.clear();
     auto arrive_until = [&](double t) {
         if (open_loop) {
             while (next_open <= t) {
@@ -52,6 +56,10 @@ SimResult simulate(bool open_loop, double rate_per_s, unsigned qd, double think_
         }
     };
     while (now < end) {
+        if (open_loop && closed_from_s >= 0 && now >= closed_from_s * 1e6) {
+            open_loop = false;
+            for (unsigned i = 0; i < qd; ++i) next_submit.push_back(now + think_us * i / qd);
+        }
         arrive_until(now);
         uint32_t n = static_cast<uint32_t>(pending.size());
         r.policy.arrivals(n);
@@ -59,6 +67,7 @@ SimResult simulate(bool open_loop, double rate_per_s, unsigned qd, double think_
         for (double s : pending) {
             lat_sum += now - s;
             ++done;
+            if (now >= end - 0.5e6) ++tail_done;
             if (!open_loop) next_submit.push_back(now + think_us);
         }
         pending.clear();
@@ -76,6 +85,7 @@ SimResult simulate(bool open_loop, double rate_per_s, unsigned qd, double think_
         }
     }
     r.completed_per_s = static_cast<double>(done) / seconds;
+    r.last_half_s_completed_per_s = static_cast<double>(tail_done) / 0.5;
     r.naps_per_request = done ? static_cast<double>(naps) / static_cast<double>(done) : 0;
     r.avg_latency_us = done ? lat_sum / static_cast<double>(done) : 0;
     return r;
@@ -93,6 +103,27 @@ TEST(NapPolicy, SteadySparseOpenLoopStreamIsBatched) {
     EXPECT_LT(r.avg_latency_us, 200 + 35);
     EXPECT_EQ(r.policy.closed_loops, 0u);
     EXPECT_GE(r.policy.verdicts, 10u);  // it kept re-checking that napping costs nothing
+}
+
+TEST(NapPolicy, ConfirmedOpenLoopIsProbedLessOften) {
+    // Every window that confirms the open loop halves how often short naps come: after a while
+    // one block in 16, so a steady stream pays fewer wakeups than with one block in 4.
+    auto r = simulate(true, 100'000, 0, 0, 2.0);
+    EXPECT_EQ(r.policy.probe_cycle(), NapPolicy::kCycleMax);
+    EXPECT_EQ(r.policy.closed_loops, 0u);
+    // One block in 4 of 100 us naps: 21 requests per wakeup (175 us + 35 us overshoot on
+    // average); one in 16: about 22.6.
+    EXPECT_LT(r.naps_per_request, 1.0 / 22);
+}
+
+TEST(NapPolicy, ClientTurningClosedLoopAfterALongOpenStretchIsStillCaught) {
+    // 1.5 s of a confirmed open loop (probing at its rarest), then the client becomes a QD4
+    // closed loop: napping must be given up soon enough that the last half second runs at the
+    // polled rate.
+    auto polled = simulate(false, 0, 4, 10, 1.0, NapConfig{.nap_max = 0us});
+    auto r = simulate(true, 100'000, 4, 10, 2.5, {}, 35, 0.2, 1.5);
+    EXPECT_GE(r.policy.closed_loops, 1u);
+    EXPECT_GT(r.last_half_s_completed_per_s, 0.95 * polled.completed_per_s);
 }
 
 TEST(NapPolicy, BurstyOpenLoopStreamIsStillBatched) {
