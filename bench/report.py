@@ -162,6 +162,10 @@ def main():
     def ratio(x, y):
         return x / y if x is not None and y not in (None, 0) else None
 
+    def paired_txt(p, x, y):
+        """A paired-ratio Stat as 'median× (min×–max×) (of medians x/y×)'."""
+        return p.fmt(lambda z: f"{z:.2f}×") + f" (of medians {ratio(x, y):.2f}×)"
+
     # (a) null randread 1 queue QD32 poll: IOPS >= 2.5x qsd; and against the generator ceiling
     c = "null randread 32 1 poll"
     v, q, g = med("vhostd", c, "iops"), med("qsd", c, "iops"), med("self", "self 32", "iops")
@@ -170,8 +174,7 @@ def main():
     extra = f"; {ratio(v, g):.0%} of the generator's ceiling ({f_int(g)})" if ratio(v, g) is not None else ""
     target_row("a", "IOPS ≥ 2.5× qsd", "null randread QD32, 1 queue, poll",
                f"{f_int(v)} IOPS" if v else "–", f"qsd {f_int(q)} IOPS" if q else "–",
-               (p.fmt(lambda x: f"{x:.2f}×") + f" (of medians {ratio(v, q):.2f}×)" + extra) if r is not None else "–",
-               None if r is None else r >= 2.5)
+               (paired_txt(p, v, q) + extra) if r is not None else "–", None if r is None else r >= 2.5)
     # (b) null QD1 poll: p50 <= 0.5x qsd
     c = "null randread 1 1 poll"
     v, q = med("vhostd", c, "lat_p50_us"), med("qsd", c, "lat_p50_us")
@@ -186,9 +189,9 @@ def main():
     r = p.med
     measured = "–"
     if r is not None:
-        measured = p.fmt(lambda x: f"{x:.2f}×") + f" (of medians {ratio(v, n):.2f}×)"
+        measured = paired_txt(p, v, n)
         if pq.med is not None:
-            measured += f"; qsd {pq.fmt(lambda x: f'{x:.2f}×')}"
+            measured += f"; qsd {paired_txt(pq, q, n)}"
     target_row("c", "IOPS ≥ 0.95× native fio", "file randread QD32, 1 queue, poll",
                f"{f_int(v)} IOPS" if v else "–", f"native {f_int(n)} IOPS" if n else "–", measured,
                None if r is None else r >= 0.95)
@@ -209,8 +212,7 @@ def main():
     rate_txt = c.split()[1] + "/s" if rate_cells else "100000/s"
     target_row("e", "backend CPU per request ≤ 0.5× qsd", f"null randread, fixed {rate_txt}, call, vhostd adaptive",
                f"{f_2(v)} µs CPU/req" if v is not None else "–", f"qsd {f_2(q)} µs CPU/req" if q is not None else "–",
-               (p.fmt(lambda x: f"{x:.2f}×") + f" (of medians {ratio(v, q):.2f}×)") if r is not None else "–",
-               None if r is None else r <= 0.5)
+               paired_txt(p, v, q) if r is not None else "–", None if r is None else r <= 0.5)
     # (f) idle vhostd < 1% CPU
     v, q = med("vhostd", "idle", "backend_cpu_pct"), med("qsd", "idle", "backend_cpu_pct")
     target_row("f", "idle < 1 % of a CPU", "2 queues started, no I/O, vhostd adaptive",

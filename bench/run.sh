@@ -66,16 +66,17 @@ done
 SELF_QDS=(32 1)
 N_CLOSED=${#CELLS[@]}
 N_NATIVE=$(printf '%s\n' "${CELLS[@]}" | awk '$1 == "file" { print $2, $3, $4 }' | sort -u | wc -l)
+# The target cells never get fewer rounds than the rest.
+(( TARGET_ROUNDS < ROUNDS )) && TARGET_ROUNDS=$ROUNDS
 TARGET_CELLS=("file randread 32 1 poll" "file randread 1 1 poll")
 rounds_of() {  # cell -> its number of rounds
   local t
-  for t in "${TARGET_CELLS[@]}"; do [[ $1 == "$t" ]] && { echo $(( TARGET_ROUNDS > ROUNDS ? TARGET_ROUNDS : ROUNDS )); return; }; done
+  for t in "${TARGET_CELLS[@]}"; do [[ $1 == "$t" ]] && { echo "$TARGET_ROUNDS"; return; }; done
   echo "$ROUNDS"
 }
 N_EXTRA=0
 for cell in "${CELLS[@]}"; do N_EXTRA=$(( N_EXTRA + 3 * ($(rounds_of "$cell") - ROUNDS) )); done
-RATE_ROUNDS=$(( TARGET_ROUNDS > ROUNDS ? TARGET_ROUNDS : ROUNDS ))
-N_EXTRA=$(( N_EXTRA + 2 * (RATE_ROUNDS - ROUNDS) ))
+N_EXTRA=$(( N_EXTRA + 2 * (TARGET_ROUNDS - ROUNDS) ))  # the fixed-rate cell
 N_RUNS=$(( ROUNDS * (2 * N_CLOSED + N_NATIVE + ${#SELF_QDS[@]} + 2 + 2) + N_EXTRA + 4 ))
 echo "run.sh: $N_CLOSED closed-loop cells x 2 backends, $N_NATIVE native, ${#SELF_QDS[@]} generator, fixed rate, idle;" \
      "$ROUNDS round(s) of ${SECONDS_PER} s + ${RAMP} s ramp: $N_RUNS runs," \
@@ -200,7 +201,7 @@ done
 # Up to 128 outstanding, so the generator stays open loop: at 100 k/s a QD32 cap is hit as soon as
 # requests take 320 us (generator wakeup + backend batching on this VM), and a capped client is a
 # closed loop, which vhostd's adaptive mode rightly refuses to nap on (core/nap_policy.hpp).
-for round in $(seq "$RATE_ROUNDS"); do
+for round in $(seq "$TARGET_ROUNDS"); do
   for kind in vhostd qsd; do
     bench "$kind" null default "rate $RATE" "$round" -- --rw randread --qd 128 --queues 1 --notify call --rate "$RATE"
   done
@@ -233,6 +234,6 @@ else
 fi
 cp "$RUNS" "${OUT%.md}-runs.jsonl"
 python3 bench/report.py --runs "${OUT%.md}-runs.jsonl" --out "$OUT" --rounds "$ROUNDS" \
-  --target-rounds "$(rounds_of "file randread 32 1 poll")" --seconds "$SECONDS_PER" \
+  --target-rounds "$TARGET_ROUNDS" --seconds "$SECONDS_PER" \
   --ramp "$RAMP" --vhostd-poll "$VPOLL" --file-mb "$FILE_MB" --build "$BUILD" $([[ $QUICK == 1 ]] && echo --quick)
 cat "$OUT"
