@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "app/device_spec.hpp"
-#include "core/reactor.hpp"
+#include "reactor/reactor.hpp"
 #include "vhost/server.hpp"
 
 namespace vhostd::app {

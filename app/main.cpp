@@ -23,9 +23,13 @@ int main(int argc, char** argv) {
     unsigned nap_us = 200;
     std::string cpus;
     std::string log_level = "info";
+    cli.set_version_flag("--version", std::string("vhostd ") + VHOSTD_VERSION);
     cli.add_option("--blk", blk_specs,
-                   "virtio-blk device: socket=PATH,path=FILE[,queues=N][,readonly=on][,direct=on]"
-                   "[,block-size=512|4096][,serial=ID][,client=on]  or  socket=PATH,backend=null,size=1G[,queues=N]")
+                   "virtio-blk device on a file or block device: "
+                   "socket=PATH,path=FILE[,queues=N][,readonly=on][,direct=on][,block-size=512|4096]"
+                   "[,serial=ID][,submit-batch=N][,client=on]  or a null device: "
+                   "socket=PATH,backend=null,size=SIZE[,queues=N][,readonly=on][,block-size=512|4096]"
+                   "[,serial=ID][,client=on]")
         ->take_all();
     cli.add_option("--net", net_specs,
                    "virtio-net device on a tap: socket=PATH,tap=NAME[,queues=PAIRS][,mac=MAC][,mtu=N][,client=on]")
@@ -41,7 +45,7 @@ int main(int argc, char** argv) {
                    "adaptive mode: longest nap on a steady sparse request stream (0: never nap)")
         ->check(CLI::Range(0u, 10000u))
         ->capture_default_str();
-    cli.add_option("--cpus", cpus, "pin reactors to these CPUs, e.g. 2,3 or 0-3 (reactor i -> i-th CPU)");
+    cli.add_option("--cpus", cpus, "pin reactors to these CPUs, e.g. 2,3 or 0-3 (reactor i -> entry i mod the list's length)");
     cli.add_option("--log-level", log_level, "trace | debug | info | warn | error | off")->capture_default_str();
     CLI11_PARSE(cli, argc, argv);
 

@@ -10,7 +10,7 @@
 #include <memory>
 #include <string>
 
-#include "core/reactor.hpp"
+#include "reactor/reactor.hpp"
 #include "core/result.hpp"
 
 namespace vhostd::backends {

@@ -49,9 +49,9 @@
 #include "app/device_spec.hpp"
 #include "bench/histogram.hpp"
 #include "shm/memory_map.hpp"
-#include "vhost/frontend.hpp"
-#include "virtio/blk_driver.hpp"
-#include "virtio/driver_queue.hpp"
+#include "testing/frontend.hpp"
+#include "testing/blk_driver.hpp"
+#include "testing/driver_queue.hpp"
 #include "virtio/iov.hpp"
 #include "virtio/virtqueue.hpp"
 
@@ -212,13 +212,13 @@ int main(int argc, char** argv) {
     uint32_t qsize = 256;
     while (qsize < o.qd * 3) qsize *= 2;
 
-    std::unique_ptr<driver::Frontend> fe_holder;
+    std::unique_ptr<testing::Frontend> fe_holder;
     uint64_t f = virtio::kFVersion1 | virtio::kFEventIdx | virtio::kFIndirectDesc;
     uint64_t capacity = (1ull << 30) / 512;
     bool inflight_on = false;
-    driver::InflightFd inflight;
+    testing::InflightFd inflight;
     if (!o.self) {
-        auto fe_r = driver::Frontend::connect(o.socket);
+        auto fe_r = testing::Frontend::connect(o.socket);
         CHECK(fe_r, "connect");
         fe_holder = std::move(fe_r).value();
         auto& fe = *fe_holder;
@@ -242,7 +242,7 @@ int main(int argc, char** argv) {
         CHECK(fe.set_owner(), "SET_OWNER");
         auto cfg = fe.get_config(0, 60);
         CHECK(cfg, "GET_CONFIG");
-        capacity = driver::parse_blk_config(cfg.value()).capacity;
+        capacity = testing::parse_blk_config(cfg.value()).capacity;
         CHECK(fe.set_features(f), "SET_FEATURES");
     }
 
@@ -276,7 +276,7 @@ int main(int argc, char** argv) {
     const bool any_write = o.rw == "randwrite" || o.rw == "write" || o.rw == "randrw";
     uint64_t mem_bytes = 64ull << 20;
     while (mem_bytes < uint64_t{o.queues} * o.qd * (o.bs + 8192) * 3) mem_bytes *= 2;
-    auto mem_r = driver::GuestMemory::create({{0, mem_bytes}});
+    auto mem_r = testing::GuestRam::create({{0, mem_bytes}});
     CHECK(mem_r, "guest memory");
     auto& mem = *mem_r.value();
     if (inflight_on) {
@@ -296,9 +296,9 @@ int main(int argc, char** argv) {
         bool write = false;
     };
     struct Q {
-        std::unique_ptr<driver::DriverQueue> dq;
+        std::unique_ptr<testing::DriverQueue> dq;
         UniqueFd kick, call;
-        std::vector<driver::BlkRequest> rd, wr;  // indexed by slot (empty if the mix has none)
+        std::vector<testing::GuestBlkRequest> rd, wr;  // indexed by slot (empty if the mix has none)
         std::vector<Slot> slots;
         // verify state of the queue's own blocks
         std::vector<uint64_t> gen;  // generation of the last completed write, 0: not written by this run
@@ -308,7 +308,7 @@ int main(int argc, char** argv) {
     };
     std::vector<Q> qs(o.queues);
     for (uint32_t i = 0; i < o.queues; ++i) {
-        auto dq = driver::DriverQueue::create(mem, static_cast<uint16_t>(qsize), (f & virtio::kFEventIdx) != 0);
+        auto dq = testing::DriverQueue::create(mem, static_cast<uint16_t>(qsize), (f & virtio::kFEventIdx) != 0);
         CHECK(dq, "driver queue");
         qs[i].dq = std::move(dq).value();
         qs[i].kick.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
@@ -319,13 +319,13 @@ int main(int argc, char** argv) {
         qs[i].slots.resize(o.qd);
         for (uint32_t k = 0; k < o.qd; ++k) {
             if (any_read) {
-                auto r = driver::make_blk_read(mem, 0, o.bs);
+                auto r = testing::make_blk_read(mem, 0, o.bs);
                 CHECK(r, "request");
                 qs[i].rd.push_back(std::move(r).value());
             }
             if (any_write) {
                 std::vector<uint8_t> data(o.bs, 0x5a);
-                auto r = driver::make_blk_write(mem, 0, data);
+                auto r = testing::make_blk_write(mem, 0, data);
                 CHECK(r, "request");
                 qs[i].wr.push_back(std::move(r).value());
             }

@@ -200,7 +200,7 @@ done
 # ---- fixed rate (open loop, call mode): backend CPU per request; vhostd in its default adaptive mode.
 # Up to 128 outstanding, so the generator stays open loop: at 100 k/s a QD32 cap is hit as soon as
 # requests take 320 us (generator wakeup + backend batching on this VM), and a capped client is a
-# closed loop, which vhostd's adaptive mode rightly refuses to nap on (core/nap_policy.hpp).
+# closed loop, which vhostd's adaptive mode rightly refuses to nap on (reactor/nap_policy.hpp).
 for round in $(seq "$TARGET_ROUNDS"); do
   for kind in vhostd qsd; do
     bench "$kind" null default "rate $RATE" "$round" -- --rw randread --qd 128 --queues 1 --notify call --rate "$RATE"

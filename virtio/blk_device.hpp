@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "backends/block_backend.hpp"
-#include "core/reactor.hpp"
+#include "reactor/reactor.hpp"
 #include "virtio/blk_types.hpp"
 #include "virtio/device.hpp"
 

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "backends/tap.hpp"
-#include "core/reactor.hpp"
+#include "reactor/reactor.hpp"
 #include "virtio/device.hpp"
 #include "virtio/net_types.hpp"
 

@@ -8,7 +8,7 @@
 
 #include <future>
 
-#include "core/reactor.hpp"
+#include "reactor/reactor.hpp"
 #include "virtio/device.hpp"
 #include "virtio/virtqueue.hpp"
 

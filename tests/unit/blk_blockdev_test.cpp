@@ -4,7 +4,7 @@
 #include <cstdio>
 #include <cstring>
 
-#include "tests/unit/blk_fixture.hpp"
+#include "testing/blk_fixture.hpp"
 
 namespace vhostd::testing {
 namespace {
@@ -44,22 +44,22 @@ TEST_P(BlkBlockDevice, DirectIoDiscardAndWriteZeroesOnALoopDevice) {
     connect_guest(g, sock, 1);
     auto cfg = g.fe->get_config(0, sizeof(blk::Config));
     ASSERT_OK(cfg);
-    auto c = driver::parse_blk_config(cfg.value());
+    auto c = testing::parse_blk_config(cfg.value());
     EXPECT_EQ(c.capacity, kDiskBytes / 512);
     EXPECT_EQ(c.blk_size, ss) << "logical block size comes from the device";
 
     // O_DIRECT write + read back, multi-segment, buffers page-aligned as a guest's are.
     std::vector<uint8_t> data(64 * 1024);
     for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(i * 31 + 7);
-    auto w = driver::make_blk_write(*g.mem, 64, data, {.data_segments = 4});
+    auto w = testing::make_blk_write(*g.mem, 64, data, {.data_segments = 4});
     ASSERT_OK(w);
     run(g, 0, w.value());
     EXPECT_EQ(w.value().status(), blk::kSOk);
-    auto fl = driver::make_blk_flush(*g.mem);
+    auto fl = testing::make_blk_flush(*g.mem);
     ASSERT_OK(fl);
     run(g, 0, fl.value());
     EXPECT_EQ(fl.value().status(), blk::kSOk);
-    auto r = driver::make_blk_read(*g.mem, 64, static_cast<uint32_t>(data.size()));
+    auto r = testing::make_blk_read(*g.mem, 64, static_cast<uint32_t>(data.size()));
     ASSERT_OK(r);
     run(g, 0, r.value());
     EXPECT_EQ(r.value().status(), blk::kSOk);
@@ -68,26 +68,26 @@ TEST_P(BlkBlockDevice, DirectIoDiscardAndWriteZeroesOnALoopDevice) {
 
     // Write-zeroes (both flavours) reads back zeroes on the device.
     for (bool unmap : {false, true}) {
-        blk::DiscardSegment seg = driver::blk_segment(64, 32, unmap);
-        auto wz = driver::make_blk_write_zeroes(*g.mem, {&seg, 1});
+        blk::DiscardSegment seg = testing::blk_segment(64, 32, unmap);
+        auto wz = testing::make_blk_write_zeroes(*g.mem, {&seg, 1});
         ASSERT_OK(wz);
         run(g, 0, wz.value());
         EXPECT_EQ(wz.value().status(), blk::kSOk) << "unmap=" << unmap;
-        auto z = driver::make_blk_read(*g.mem, 64, 32 * 512);
+        auto z = testing::make_blk_read(*g.mem, 64, 32 * 512);
         ASSERT_OK(z);
         run(g, 0, z.value());
         EXPECT_TRUE(std::all_of(z.value().data().begin(), z.value().data().end(), [](uint8_t b) { return b == 0; }))
             << "unmap=" << unmap;
     }
     // Discard is accepted.
-    blk::DiscardSegment d = driver::blk_segment(1024, 256);
-    auto dc = driver::make_blk_discard(*g.mem, {&d, 1});
+    blk::DiscardSegment d = testing::blk_segment(1024, 256);
+    auto dc = testing::make_blk_discard(*g.mem, {&d, 1});
     ASSERT_OK(dc);
     run(g, 0, dc.value());
     EXPECT_EQ(dc.value().status(), blk::kSOk);
     // A 512-byte read on a 4K device is misaligned: IOERR, not a kernel EINVAL surprise.
     if (ss == 4096) {
-        auto bad = driver::make_blk_read(*g.mem, 1, 512);
+        auto bad = testing::make_blk_read(*g.mem, 1, 512);
         ASSERT_OK(bad);
         run(g, 0, bad.value());
         EXPECT_EQ(bad.value().status(), blk::kSIoErr);

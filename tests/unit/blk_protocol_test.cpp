@@ -3,7 +3,7 @@
 #include <cstring>
 #include <numeric>
 
-#include "tests/unit/blk_fixture.hpp"
+#include "testing/blk_fixture.hpp"
 #include "virtio/blk_device.hpp"
 
 namespace vhostd::testing {
@@ -47,7 +47,7 @@ TEST_F(BlkProtocol, NegotiationFeaturesAndConfig) {
     auto cfg = f.get_config(0, 60);
     ASSERT_OK(cfg);
     ASSERT_EQ(cfg.value().size(), 60u);
-    auto c = driver::parse_blk_config(cfg.value());
+    auto c = testing::parse_blk_config(cfg.value());
     EXPECT_EQ(c.capacity, kDiskBytes / 512);
     EXPECT_EQ(c.blk_size, 512u);
     EXPECT_EQ(c.seg_max, virtio::BlkDevice::kSegMax);
@@ -80,7 +80,7 @@ TEST_F(BlkProtocol, VerifiedReadWriteOnTwoQueuesReachesTheFile) {
     struct Shape {
         uint64_t sector;
         size_t len;
-        driver::BlkReqOptions o;
+        testing::BlkReqOptions o;
     };
     std::vector<Shape> shapes = {{8, 4096, {}},
                                  {100, 65536, {.data_segments = 7}},
@@ -89,13 +89,13 @@ TEST_F(BlkProtocol, VerifiedReadWriteOnTwoQueuesReachesTheFile) {
     uint8_t seed = 1;
     for (auto& s : shapes) {
         auto data = pattern(s.len, seed++);
-        auto w = driver::make_blk_write(*g.mem, s.sector, data, s.o);
+        auto w = testing::make_blk_write(*g.mem, s.sector, data, s.o);
         ASSERT_OK(w);
         EXPECT_EQ(run(g, 0, w.value()), 1u);
         EXPECT_EQ(w.value().status(), blk::kSOk);
-        driver::BlkReqOptions ro = s.o;
+        testing::BlkReqOptions ro = s.o;
         ro.merge_status = true;  // status byte inside the last data descriptor
-        auto r = driver::make_blk_read(*g.mem, s.sector, static_cast<uint32_t>(s.len), ro);
+        auto r = testing::make_blk_read(*g.mem, s.sector, static_cast<uint32_t>(s.len), ro);
         ASSERT_OK(r);
         EXPECT_EQ(run(g, 1, r.value()), s.len + 1);
         EXPECT_EQ(r.value().status(), blk::kSOk);
@@ -104,7 +104,7 @@ TEST_F(BlkProtocol, VerifiedReadWriteOnTwoQueuesReachesTheFile) {
         EXPECT_EQ(read_file(disk, s.sector * 512, s.len), data) << "file differs at sector " << s.sector;
     }
     // Untouched data reads as the file's original pattern.
-    auto r = driver::make_blk_read(*g.mem, 5000, 4096);
+    auto r = testing::make_blk_read(*g.mem, 5000, 4096);
     ASSERT_OK(r);
     EXPECT_EQ(run(g, 0, r.value()), 4097u);
     auto orig = read_file(disk, 5000 * 512, 4096);
@@ -119,12 +119,12 @@ TEST_F(BlkProtocol, EveryRequestTypeAndStatus) {
     connect_guest(g, sock, 1);
     auto& mem = *g.mem;
 
-    auto fl = driver::make_blk_flush(mem);
+    auto fl = testing::make_blk_flush(mem);
     ASSERT_OK(fl);
     EXPECT_EQ(run(g, 0, fl.value()), 1u);
     EXPECT_EQ(fl.value().status(), blk::kSOk);
 
-    auto id = driver::make_blk_get_id(mem);
+    auto id = testing::make_blk_get_id(mem);
     ASSERT_OK(id);
     EXPECT_EQ(run(g, 0, id.value()), 21u);
     EXPECT_EQ(id.value().status(), blk::kSOk);
@@ -132,45 +132,45 @@ TEST_F(BlkProtocol, EveryRequestTypeAndStatus) {
 
     // WRITE_ZEROES with and without unmap reads back zeroes; DISCARD succeeds.
     for (bool unmap : {false, true}) {
-        blk::DiscardSegment seg = driver::blk_segment(64, 16, unmap);
-        auto wz = driver::make_blk_write_zeroes(mem, {&seg, 1});
+        blk::DiscardSegment seg = testing::blk_segment(64, 16, unmap);
+        auto wz = testing::make_blk_write_zeroes(mem, {&seg, 1});
         ASSERT_OK(wz);
         EXPECT_EQ(run(g, 0, wz.value()), 1u);
         EXPECT_EQ(wz.value().status(), blk::kSOk);
         auto file = read_file(disk, 64 * 512, 16 * 512);
         EXPECT_TRUE(std::all_of(file.begin(), file.end(), [](uint8_t b) { return b == 0; })) << "unmap=" << unmap;
     }
-    blk::DiscardSegment dseg = driver::blk_segment(128, 8);
-    auto dc = driver::make_blk_discard(mem, {&dseg, 1});
+    blk::DiscardSegment dseg = testing::blk_segment(128, 8);
+    auto dc = testing::make_blk_discard(mem, {&dseg, 1});
     ASSERT_OK(dc);
     run(g, 0, dc.value());
     EXPECT_EQ(dc.value().status(), blk::kSOk);
 
-    auto expect_status = [&](const Result<BlkRequest>& req, uint8_t st, const char* what) {
+    auto expect_status = [&](const Result<GuestBlkRequest>& req, uint8_t st, const char* what) {
         EXPECT_EQ(status_of(g, 0, req), st) << what;
     };
     // Spec: unmap on DISCARD and unknown flags are UNSUPP; more segments than max_discard_seg UNSUPP.
-    blk::DiscardSegment bad = driver::blk_segment(0, 8, true);
-    expect_status(driver::make_blk_discard(mem, {&bad, 1}), blk::kSUnsupp, "discard with unmap");
-    bad = driver::blk_segment(0, 8);
+    blk::DiscardSegment bad = testing::blk_segment(0, 8, true);
+    expect_status(testing::make_blk_discard(mem, {&bad, 1}), blk::kSUnsupp, "discard with unmap");
+    bad = testing::blk_segment(0, 8);
     bad.flags = 0x4;
-    expect_status(driver::make_blk_write_zeroes(mem, {&bad, 1}), blk::kSUnsupp, "write zeroes, unknown flag");
-    blk::DiscardSegment two[2] = {driver::blk_segment(0, 8), driver::blk_segment(16, 8)};
-    expect_status(driver::make_blk_discard(mem, two), blk::kSUnsupp, "two discard segments");
-    bad = driver::blk_segment(kDiskBytes / 512 - 4, 8);
-    expect_status(driver::make_blk_write_zeroes(mem, {&bad, 1}), blk::kSIoErr, "write zeroes past the end");
+    expect_status(testing::make_blk_write_zeroes(mem, {&bad, 1}), blk::kSUnsupp, "write zeroes, unknown flag");
+    blk::DiscardSegment two[2] = {testing::blk_segment(0, 8), testing::blk_segment(16, 8)};
+    expect_status(testing::make_blk_discard(mem, two), blk::kSUnsupp, "two discard segments");
+    bad = testing::blk_segment(kDiskBytes / 512 - 4, 8);
+    expect_status(testing::make_blk_write_zeroes(mem, {&bad, 1}), blk::kSIoErr, "write zeroes past the end");
 
     // Out of range I/O is IOERR, including sector * 512 overflowing.
-    expect_status(driver::make_blk_read(mem, kDiskBytes / 512 - 1, 1024), blk::kSIoErr, "read past the end");
-    expect_status(driver::make_blk_read(mem, UINT64_MAX / 256, 512), blk::kSIoErr, "sector overflow");
+    expect_status(testing::make_blk_read(mem, kDiskBytes / 512 - 1, 1024), blk::kSIoErr, "read past the end");
+    expect_status(testing::make_blk_read(mem, UINT64_MAX / 256, 512), blk::kSIoErr, "sector overflow");
     auto data = pattern(512, 9);
-    expect_status(driver::make_blk_write(mem, kDiskBytes / 512, data), blk::kSIoErr, "write past the end");
+    expect_status(testing::make_blk_write(mem, kDiskBytes / 512, data), blk::kSIoErr, "write past the end");
     // Not a multiple of 512.
-    expect_status(driver::make_blk_read(mem, 0, 100), blk::kSIoErr, "partial sector read");
+    expect_status(testing::make_blk_read(mem, 0, 100), blk::kSIoErr, "partial sector read");
     // Unknown request types are UNSUPP.
-    auto unk = BlkRequest::create(mem, 99, 0, 0);
+    auto unk = GuestBlkRequest::create(mem, 99, 0, 0);
     expect_status(unk, blk::kSUnsupp, "unknown type 99");
-    auto se = BlkRequest::create(mem, blk::kTSecureErase, 0, 16);
+    auto se = GuestBlkRequest::create(mem, blk::kTSecureErase, 0, 16);
     expect_status(se, blk::kSUnsupp, "secure erase (not offered)");
 }
 
@@ -184,7 +184,7 @@ TEST_F(BlkProtocol, MalformedChainsGetAnErrorNotACrash) {
     auto buf = g.mem->alloc(4096, 16);
     ASSERT_OK(buf);
     uint64_t b = buf.value();
-    auto submit = [&](std::vector<driver::DriverBuf> bufs) -> std::optional<virtio::UsedElem> {
+    auto submit = [&](std::vector<testing::DriverBuf> bufs) -> std::optional<virtio::UsedElem> {
         auto h = q.add_chain(bufs);
         EXPECT_TRUE(h.ok());
         EXPECT_TRUE(q.publish_and_kick(g.kicks[0].get()).ok());
@@ -211,7 +211,7 @@ TEST_F(BlkProtocol, MalformedChainsGetAnErrorNotACrash) {
     u = submit({{b, 16, false}, {0x7000000000ull, 512, true}, {b + 100, 1, true}});
     ASSERT_TRUE(u);
     EXPECT_EQ(u->len, 0u);
-    auto r = driver::make_blk_read(*g.mem, 0, 512);
+    auto r = testing::make_blk_read(*g.mem, 0, 512);
     ASSERT_OK(r);
     EXPECT_EQ(run(g, 0, r.value()), 513u);
     EXPECT_EQ(r.value().status(), blk::kSOk);
@@ -230,10 +230,10 @@ TEST_F(BlkProtocol, ReadOnlyDeviceRefusesWrites) {
     EXPECT_FALSE(feats.value() & blk::kFDiscard);
     EXPECT_FALSE(feats.value() & blk::kFWriteZeroes);
     auto data = pattern(4096, 3);
-    EXPECT_EQ(status_of(g, 0, driver::make_blk_write(*g.mem, 0, data)), blk::kSIoErr);
-    blk::DiscardSegment seg = driver::blk_segment(0, 8);
-    EXPECT_EQ(status_of(g, 0, driver::make_blk_write_zeroes(*g.mem, {&seg, 1})), blk::kSUnsupp);
-    auto r = driver::make_blk_read(*g.mem, 0, 4096);
+    EXPECT_EQ(status_of(g, 0, testing::make_blk_write(*g.mem, 0, data)), blk::kSIoErr);
+    blk::DiscardSegment seg = testing::blk_segment(0, 8);
+    EXPECT_EQ(status_of(g, 0, testing::make_blk_write_zeroes(*g.mem, {&seg, 1})), blk::kSUnsupp);
+    auto r = testing::make_blk_read(*g.mem, 0, 4096);
     ASSERT_OK(r);
     run(g, 0, r.value());
     EXPECT_EQ(r.value().status(), blk::kSOk);
@@ -249,14 +249,14 @@ TEST_F(BlkProtocol, FourKLogicalBlocks) {
     connect_guest(g, sock, 1);
     auto cfg = g.fe->get_config(0, sizeof(blk::Config));
     ASSERT_OK(cfg);
-    auto c = driver::parse_blk_config(cfg.value());
+    auto c = testing::parse_blk_config(cfg.value());
     EXPECT_EQ(c.blk_size, 4096u);
     EXPECT_EQ(c.capacity, kDiskBytes / 512);  // capacity is always in 512-byte sectors
     EXPECT_EQ(c.discard_sector_alignment, 8u);
     auto data = pattern(4096, 5);
-    EXPECT_EQ(status_of(g, 0, driver::make_blk_write(*g.mem, 1, data)), blk::kSIoErr) << "512- but not 4K-aligned";
-    EXPECT_EQ(status_of(g, 0, driver::make_blk_read(*g.mem, 8, 512)), blk::kSIoErr) << "shorter than a block";
-    EXPECT_EQ(status_of(g, 0, driver::make_blk_write(*g.mem, 8, data)), blk::kSOk);
+    EXPECT_EQ(status_of(g, 0, testing::make_blk_write(*g.mem, 1, data)), blk::kSIoErr) << "512- but not 4K-aligned";
+    EXPECT_EQ(status_of(g, 0, testing::make_blk_read(*g.mem, 8, 512)), blk::kSIoErr) << "shorter than a block";
+    EXPECT_EQ(status_of(g, 0, testing::make_blk_write(*g.mem, 8, data)), blk::kSOk);
     EXPECT_EQ(read_file(disk, 4096, 4096), data);
 }
 
@@ -274,7 +274,7 @@ TEST_F(BlkProtocol, WriteCacheToggleNeedsConfigWce) {
         EXPECT_EQ(cfg.value()[0], 0u);
         // Writes still work in write-through mode (RWF_DSYNC).
         auto data = pattern(4096, 7);
-        auto w = driver::make_blk_write(*g.mem, 16, data);
+        auto w = testing::make_blk_write(*g.mem, 16, data);
         ASSERT_OK(w);
         run(g, 0, w.value());
         EXPECT_EQ(w.value().status(), blk::kSOk);
@@ -296,9 +296,9 @@ TEST_F(BlkProtocol, GetVringBaseStopsAfterDrainAndRingRestartsFromBase) {
     Guest g;
     connect_guest(g, sock, 1);
     auto& q = *g.queues[0];
-    std::vector<BlkRequest> reqs;
+    std::vector<GuestBlkRequest> reqs;
     for (int i = 0; i < 40; ++i) {
-        auto r = driver::make_blk_read(*g.mem, static_cast<uint64_t>(i) * 8, 4096);
+        auto r = testing::make_blk_read(*g.mem, static_cast<uint64_t>(i) * 8, 4096);
         ASSERT_OK(r);
         ASSERT_OK(r.value().submit(q));
         reqs.push_back(std::move(r).value());
@@ -324,7 +324,7 @@ TEST_F(BlkProtocol, GetVringBaseStopsAfterDrainAndRingRestartsFromBase) {
     ASSERT_OK(g.fe->set_vring_enable(0, true));
     // The requests left on the ring are taken now, then a new write.
     auto data = pattern(4096, 11);
-    auto w = driver::make_blk_write(*g.mem, 0, data);
+    auto w = testing::make_blk_write(*g.mem, 0, data);
     ASSERT_OK(w);
     ASSERT_OK(w.value().submit(q));
     ASSERT_OK(q.publish_and_kick(g.kicks[0].get()));
@@ -347,7 +347,7 @@ TEST_F(BlkProtocol, WithoutProtocolFeaturesRingsAreEnabledImplicitly) {
     g.fe = std::move(fe).value();
     ASSERT_OK(g.fe->set_owner());
     ASSERT_OK(g.fe->set_features(kGuestFeatures & ~vhost::kFProtocolFeatures));
-    auto mem = GuestMemory::create({{0, 8ull << 20}});
+    auto mem = GuestRam::create({{0, 8ull << 20}});
     ASSERT_OK(mem);
     g.mem = std::move(mem).value();
     ASSERT_OK(g.fe->set_mem_table(*g.mem));
@@ -361,7 +361,7 @@ TEST_F(BlkProtocol, WithoutProtocolFeaturesRingsAreEnabledImplicitly) {
     ASSERT_OK(g.fe->set_vring_addr(0, *g.queues[0]));
     ASSERT_OK(g.fe->set_vring_call(0, g.calls[0].get()));
     ASSERT_OK(g.fe->set_vring_kick(0, g.kicks[0].get()));
-    auto r = driver::make_blk_read(*g.mem, 0, 4096);
+    auto r = testing::make_blk_read(*g.mem, 0, 4096);
     ASSERT_OK(r);
     std::memset(r.value().data().data(), 0xaa, 4096);
     EXPECT_EQ(run(g, 0, r.value()), 4097u);
@@ -383,7 +383,7 @@ TEST_F(BlkProtocol, RealFrontendOrderings) {
     ASSERT_OK(f.set_vring_enable(1, true));
     ASSERT_OK(f.set_features(kGuestFeatures));
     ASSERT_OK(f.set_features(kGuestFeatures));
-    auto mem = GuestMemory::create({{0, 8ull << 20}});
+    auto mem = GuestRam::create({{0, 8ull << 20}});
     ASSERT_OK(mem);
     ASSERT_OK(f.set_mem_table(*mem.value()));
     auto q = DriverQueue::create(*mem.value(), 64, true);
@@ -399,7 +399,7 @@ TEST_F(BlkProtocol, RealFrontendOrderings) {
     std::atomic_ref<uint16_t>(*reinterpret_cast<uint16_t*>(q.value()->used_host() + 2)).store(500);
     ASSERT_OK(f.set_vring_call(1, call.get()));
     ASSERT_OK(f.set_vring_kick(1, kick.get()));
-    auto r = driver::make_blk_read(*mem.value(), 0, 512);
+    auto r = testing::make_blk_read(*mem.value(), 0, 512);
     ASSERT_OK(r);
     auto head = r.value().submit(*q.value());
     ASSERT_OK(head);
@@ -421,9 +421,9 @@ TEST_F(BlkProtocol, TinySubmissionQueueIsBackPressureNotFailure) {
     Guest g;
     connect_guest(g, sock, 1, kGuestFeatures, 128);
     auto& q = *g.queues[0];
-    std::vector<BlkRequest> reqs;
+    std::vector<GuestBlkRequest> reqs;
     for (int i = 0; i < 100; ++i) {
-        auto r = driver::make_blk_read(*g.mem, static_cast<uint64_t>(i) * 8, 4096, {.indirect = true});
+        auto r = testing::make_blk_read(*g.mem, static_cast<uint64_t>(i) * 8, 4096, {.indirect = true});
         ASSERT_OK(r);
         ASSERT_OK(r.value().submit(q));
         reqs.push_back(std::move(r).value());
@@ -447,7 +447,7 @@ TEST_P(BlkPollModes, IoWorksInEveryPollingMode) {
     connect_guest(g, sock, 1);
     for (int i = 0; i < 20; ++i) {
         auto data = pattern(4096, static_cast<uint8_t>(i));
-        auto w = driver::make_blk_write(*g.mem, static_cast<uint64_t>(i) * 8, data);
+        auto w = testing::make_blk_write(*g.mem, static_cast<uint64_t>(i) * 8, data);
         ASSERT_OK(w);
         run(g, 0, w.value());
         ASSERT_EQ(w.value().status(), blk::kSOk);
@@ -475,7 +475,7 @@ TEST_P(BlkIdle, IdleReactorSleepsAndWakesOnKick) {
     auto sock = add_blk("socket=" + path("s.sock") + ",backend=null,size=8M,queues=2");
     Guest g;
     connect_guest(g, sock, 2);
-    auto r = driver::make_blk_read(*g.mem, 0, 4096);
+    auto r = testing::make_blk_read(*g.mem, 0, 4096);
     ASSERT_OK(r);
     EXPECT_EQ(run(g, 0, r.value()), 4097u);
     usleep(50000);
@@ -485,7 +485,7 @@ TEST_P(BlkIdle, IdleReactorSleepsAndWakesOnKick) {
     EXPECT_LT(p1 - p0, 50u) << "reactor kept looping while idle";
     EXPECT_LE(s1 - s0, 5u);
     // And it wakes up for the next request.
-    auto r2 = driver::make_blk_read(*g.mem, 8, 4096);
+    auto r2 = testing::make_blk_read(*g.mem, 8, 4096);
     ASSERT_OK(r2);
     EXPECT_EQ(run(g, 1, r2.value()), 4097u);
     usleep(50000);
@@ -510,7 +510,7 @@ TEST_P(BlkKickSuppression, KicksWantedOnlyWhenTheReactorSleeps) {
     Guest g;
     connect_guest(g, sock, 1, event_idx ? kGuestFeatures : kGuestFeatures & ~virtio::kFEventIdx);
     auto& q = *g.queues[0];
-    auto r = driver::make_blk_read(*g.mem, 0, 512);
+    auto r = testing::make_blk_read(*g.mem, 0, 512);
     ASSERT_OK(r);
     int wanted = 0;
     for (int i = 0; i < 50; ++i) {
@@ -538,7 +538,7 @@ namespace vhostd::testing {
 namespace {
 
 // Adaptive polling on a steady sparse stream (open loop, one request every 20 us): the reactor
-// must switch to napping (core/nap_policy.hpp) and still complete every request, and stopping
+// must switch to napping (reactor/nap_policy.hpp) and still complete every request, and stopping
 // the daemon while it naps must not hang. How much CPU this saves is a benchmark matter
 // (bench/run.sh, fixed-rate cell), not asserted here.
 TEST_F(BlkFixture, AdaptiveReactorNapsOnSparseStreamAndServesIt) {
@@ -552,11 +552,11 @@ TEST_F(BlkFixture, AdaptiveReactorNapsOnSparseStreamAndServesIt) {
     connect_guest(g, sock, 1);
     auto& q = *g.queues[0];
     q.enable_call(false);  // the driver polls its used ring, like blkbench --notify poll
-    std::vector<BlkRequest> reqs;
+    std::vector<GuestBlkRequest> reqs;
     std::vector<int> by_head(256, -1);
     std::vector<int> free_list;
     for (int i = 0; i < 32; ++i) {
-        auto r = driver::make_blk_read(*g.mem, static_cast<uint64_t>(i) * 8, 512);
+        auto r = testing::make_blk_read(*g.mem, static_cast<uint64_t>(i) * 8, 512);
         ASSERT_OK(r);
         reqs.push_back(std::move(r).value());
         free_list.push_back(i);
@@ -612,7 +612,7 @@ TEST_F(BlkFixture, NapDisabledReactorDoesNotNap) {
     auto sock = add_blk("socket=" + path("s.sock") + ",backend=null,size=8M,queues=1");
     Guest g;
     connect_guest(g, sock, 1);
-    auto r = driver::make_blk_read(*g.mem, 0, 512);
+    auto r = testing::make_blk_read(*g.mem, 0, 512);
     ASSERT_OK(r);
     auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
     while (std::chrono::steady_clock::now() < end) {

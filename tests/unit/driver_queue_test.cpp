@@ -9,15 +9,15 @@
 #include <cstring>
 #include <thread>
 
-#include "vhost/frontend.hpp"
-#include "virtio/blk_driver.hpp"
-#include "virtio/driver_queue.hpp"
+#include "testing/frontend.hpp"
+#include "testing/blk_driver.hpp"
+#include "testing/driver_queue.hpp"
 
-namespace vhostd::driver {
+namespace vhostd::testing {
 namespace {
 
-std::unique_ptr<GuestMemory> make_mem(uint64_t size = 1 << 20) {
-    auto m = GuestMemory::create({{0, size}});
+std::unique_ptr<GuestRam> make_mem(uint64_t size = 1 << 20) {
+    auto m = GuestRam::create({{0, size}});
     EXPECT_TRUE(m.ok()) << m.error().describe();
     return std::move(m).value();
 }
@@ -50,7 +50,7 @@ struct FakeDevice {
 };
 
 TEST(DriverGuestMemory, RegionsHostUvaAlloc) {
-    auto m = GuestMemory::create({{0, 0x10000}, {0x100000, 0x10000, 0x3000}});
+    auto m = GuestRam::create({{0, 0x10000}, {0x100000, 0x10000, 0x3000}});
     ASSERT_TRUE(m.ok()) << m.error().describe();
     auto& mem = **m;
     ASSERT_EQ(mem.regions().size(), 2u);
@@ -473,7 +473,7 @@ TEST(DriverFrontend, ListenAndAcceptAndFdPassing) {
     });
     auto fe = Frontend::listen_and_accept(path, std::chrono::milliseconds(3000));
     ASSERT_TRUE(fe.ok()) << fe.error().describe();
-    auto mem = std::move(GuestMemory::create({{0, 0x10000}, {0x100000, 0x10000, 0x2000}})).value();
+    auto mem = std::move(GuestRam::create({{0, 0x10000}, {0x100000, 0x10000, 0x2000}})).value();
     mem->host(0x100000, 1)[0] = 0x77;
     EXPECT_TRUE((*fe)->set_mem_table(*mem).ok());
     backend.join();
@@ -484,4 +484,4 @@ TEST(DriverFrontend, ListenAndAcceptAndFdPassing) {
 }
 
 }  // namespace
-}  // namespace vhostd::driver
+}  // namespace vhostd::testing

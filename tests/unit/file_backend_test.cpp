@@ -12,7 +12,7 @@
 #include <thread>
 
 #include "backends/file_backend.hpp"
-#include "core/reactor.hpp"
+#include "reactor/reactor.hpp"
 
 using namespace vhostd;
 

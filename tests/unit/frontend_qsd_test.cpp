@@ -21,13 +21,13 @@
 #include <thread>
 #include <vector>
 
-#include "vhost/frontend.hpp"
-#include "virtio/blk_driver.hpp"
-#include "virtio/driver_queue.hpp"
+#include "testing/frontend.hpp"
+#include "testing/blk_driver.hpp"
+#include "testing/driver_queue.hpp"
 
 extern char** environ;
 
-namespace vhostd::driver {
+namespace vhostd::testing {
 namespace {
 
 namespace blk = virtio::blk;
@@ -142,7 +142,7 @@ void kick_if_wanted(QueueCtx& c) {
 std::optional<virtio::UsedElem> wait_used(QueueCtx& c) { return c.q->wait_used(c.call.get(), 5000ms); }
 
 // Submits one request, kicks if needed, waits for its completion; checks id and used len.
-void run(QueueCtx& c, BlkRequest& req, const char* what) {
+void run(QueueCtx& c, GuestBlkRequest& req, const char* what) {
     SCOPED_TRACE(what);
     auto head = req.submit(*c.q);
     ASSERT_TRUE(head.ok()) << head.error().describe();
@@ -236,7 +236,7 @@ TEST(DriverFrontendQsd, NegotiateSetupAndVerifiedIo) {
     ASSERT_TRUE(fe.set_features(acked).ok());
 
     // --- Memory: two regions, the second at a high gpa and 64 KiB into its memfd ---
-    auto mem_r = GuestMemory::create({{0, 8ull << 20}, {1ull << 32, 8ull << 20, 64 * 1024}});
+    auto mem_r = GuestRam::create({{0, 8ull << 20}, {1ull << 32, 8ull << 20, 64 * 1024}});
     ASSERT_TRUE(mem_r.ok()) << mem_r.error().describe();
     auto& mem = **mem_r;
     auto st = fe.set_mem_table(mem);
@@ -308,7 +308,7 @@ TEST(DriverFrontendQsd, NegotiateSetupAndVerifiedIo) {
     }
     {
         // Several requests in flight at once, one publish and (at most) one kick.
-        std::vector<BlkRequest> reqs;
+        std::vector<GuestBlkRequest> reqs;
         for (uint32_t i = 0; i < 8; ++i) {
             auto r = make_blk_read(mem, s3, 4096, {.indirect = (i % 2) == 1});
             ASSERT_TRUE(r.ok());
@@ -424,7 +424,7 @@ TEST(DriverFrontendQsd, MemSlotsHotAddRemove) {
     ASSERT_TRUE(fe.set_features(*feats & (virtio::kFVersion1 | vhost::kFProtocolFeatures | blk::kFFlush)).ok());
 
     // Start with one region, hot-add a second one via ADD_MEM_REG and put the rings there.
-    auto mem = std::move(GuestMemory::create({{0, 1 << 20}})).value();
+    auto mem = std::move(GuestRam::create({{0, 1 << 20}})).value();
     ASSERT_TRUE(fe.set_mem_table(*mem).ok());
     auto idx = mem->add_region({1ull << 30, 1 << 20});
     ASSERT_TRUE(idx.ok());
@@ -458,4 +458,4 @@ TEST(DriverFrontendQsd, MemSlotsHotAddRemove) {
 }
 
 }  // namespace
-}  // namespace vhostd::driver
+}  // namespace vhostd::testing

@@ -17,10 +17,10 @@
 #include <algorithm>
 #include <thread>
 
-#include "backends/block_backend.hpp"
+#include "testing/fake_block_backend.hpp"
 #include "shm/memory_map.hpp"
 #include "shm/shared_buffer.hpp"
-#include "tests/unit/blk_fixture.hpp"
+#include "testing/blk_fixture.hpp"
 #include "vhost/server.hpp"
 #include "virtio/blk_device.hpp"
 #include "virtio/inflight.hpp"
@@ -29,7 +29,6 @@
 namespace vhostd::testing {
 namespace {
 
-using driver::DriverBuf;
 using virtio::InflightQueue;
 
 // ---- ring level ---------------------------------------------------------------------------
@@ -39,7 +38,7 @@ protected:
     static constexpr uint16_t kSize = 8;
 
     void SetUp() override {
-        auto g = GuestMemory::create({{0, 1ull << 20}});
+        auto g = GuestRam::create({{0, 1ull << 20}});
         ASSERT_OK(g);
         gm_ = std::move(g).value();
         std::vector<std::shared_ptr<const shm::Region>> regs;
@@ -97,7 +96,7 @@ protected:
         return out;
     }
 
-    std::unique_ptr<GuestMemory> gm_;
+    std::unique_ptr<GuestRam> gm_;
     std::shared_ptr<const shm::MemoryMap> map_;
     std::unique_ptr<DriverQueue> dq_;
     std::shared_ptr<shm::SharedBuffer> buf_;
@@ -218,49 +217,6 @@ TEST_F(InflightRing, HostileRegionsAreRefused) {
 
 // ---- process level -------------------------------------------------------------------------
 
-// Completes writes to even sectors at once (into the backing file) and never completes the
-// others: after these, a crash leaves completions out of order.
-class HoldOddChannel final : public backends::BlockChannel {
-public:
-    explicit HoldOddChannel(int fd) : fd_(fd) {}
-    bool ready() override { return true; }
-    Status submit(const backends::BlockRequest& r, Completion* c) override {
-        if (r.op == backends::BlockOp::kWrite && (r.offset / 512) % 2 == 1) return ok_status();  // held
-        int32_t res = 0;
-        if (r.op == backends::BlockOp::kWrite)
-            res = static_cast<int32_t>(::pwritev(fd_, r.iov, static_cast<int>(r.iovcnt), static_cast<off_t>(r.offset)));
-        done_.push_back({c, res});
-        return ok_status();
-    }
-    bool poll() override {
-        auto d = std::move(done_);
-        done_.clear();
-        for (auto& [c, res] : d) c->complete(res);
-        return !d.empty();
-    }
-    bool idle() const override { return done_.empty(); }
-
-private:
-    int fd_;
-    std::vector<std::pair<Completion*, int32_t>> done_;
-};
-
-class HoldOddBackend final : public backends::BlockBackend {
-public:
-    HoldOddBackend(int fd, uint64_t size) : fd_(fd) {
-        info_.size_bytes = size;
-        info_.description = "hold-odd";
-    }
-    const backends::BlockInfo& info() const override { return info_; }
-    Result<std::unique_ptr<backends::BlockChannel>> open_channel(Reactor&, uint32_t) override {
-        return std::unique_ptr<backends::BlockChannel>(std::make_unique<HoldOddChannel>(fd_));
-    }
-
-private:
-    int fd_;
-    backends::BlockInfo info_;
-};
-
 class InflightRestart : public BlkFixture {
 protected:
     static constexpr int kWrites = 8;
@@ -284,7 +240,10 @@ protected:
                 Reactor r(0, ReactorConfig{});
                 if (!r.start().ok()) _exit(2);
                 int fd = ::open(disk_.c_str(), O_RDWR | O_CLOEXEC);
-                auto be = std::make_shared<HoldOddBackend>(fd, kDiskBytes);
+                // Writes to even sectors complete at once, the others never: after these, a crash
+                // leaves completions out of order.
+                auto be = std::make_shared<FakeBlockBackend>(
+                    FakeBlockOptions{.size_bytes = kDiskBytes, .fd = fd, .hold_odd_writes = true, .description = "hold-odd"});
                 auto dev = std::make_unique<virtio::BlkDevice>("blk0", be, virtio::BlkOptions{1, "x"},
                                                                std::vector<Reactor*>{&r});
                 vhost::SocketServer s(sock_, false, std::make_unique<vhost::VhostUserDevice>(std::move(dev)));
@@ -336,7 +295,7 @@ protected:
             ASSERT_OK(g_.fe->set_inflight_fd(inflight_.fd.get(), inflight_.desc));
         }
         if (!g_.mem) {
-            auto mem = GuestMemory::create({{0, 16ull << 20}});
+            auto mem = GuestRam::create({{0, 16ull << 20}});
             ASSERT_OK(mem);
             g_.mem = std::move(mem).value();
             auto q = DriverQueue::create(*g_.mem, kQ, true);
@@ -359,7 +318,7 @@ protected:
     void submit_writes() {
         for (int i = 0; i < kWrites; ++i) {
             std::vector<uint8_t> data(512, static_cast<uint8_t>(i + 1));
-            reqs_.push_back(driver::make_blk_write(*g_.mem, static_cast<uint64_t>(i), data).value());
+            reqs_.push_back(testing::make_blk_write(*g_.mem, static_cast<uint64_t>(i), data).value());
             heads_.push_back(reqs_.back().submit(*g_.queues[0]).value());
         }
         ASSERT_OK(g_.queues[0]->publish_and_kick(g_.kicks[0].get()));
@@ -386,8 +345,8 @@ protected:
     std::string disk_, sock_;
     std::vector<pid_t> children_;
     Guest g_;
-    driver::InflightFd inflight_;
-    std::vector<BlkRequest> reqs_;
+    testing::InflightFd inflight_;
+    std::vector<GuestBlkRequest> reqs_;
     std::vector<uint16_t> heads_;
 };
 

@@ -1,4 +1,4 @@
-// shm::Region / shm::MemoryMap against real memfd-backed guest memory (driver::GuestMemory).
+// shm::Region / shm::MemoryMap against real memfd-backed guest memory (testing::GuestRam).
 // The frontend's memory table and the guest's addresses are both treated as hostile: every test
 // names the corner or the attack it covers and asserts exact pointers, lengths and error kinds.
 #include <gtest/gtest.h>
@@ -14,26 +14,26 @@
 
 #include "core/result.hpp"
 #include "shm/memory_map.hpp"
-#include "virtio/driver_queue.hpp"
+#include "testing/driver_queue.hpp"
 
 namespace vhostd::shm {
 namespace {
 
-using driver::GuestMemory;
-using driver::RegionSpec;
+using testing::GuestRam;
+using testing::RegionSpec;
 using RegionPtr = std::shared_ptr<const Region>;
 using MapPtr = std::shared_ptr<const MemoryMap>;
 
 constexpr uint64_t kPage = 4096;
 constexpr uint64_t kTop = ~0ull;  // 2^64 - 1
 
-std::unique_ptr<GuestMemory> make_guest(std::vector<RegionSpec> specs) {
-    auto m = GuestMemory::create(std::move(specs));
+std::unique_ptr<GuestRam> make_guest(std::vector<RegionSpec> specs) {
+    auto m = GuestRam::create(std::move(specs));
     EXPECT_TRUE(m.ok()) << m.error().describe();
     return m.ok() ? std::move(m).value() : nullptr;
 }
 
-RegionPtr map_region(const GuestMemory::Region& r) {
+RegionPtr map_region(const GuestRam::Region& r) {
     auto m = Region::map(r.desc(), r.fd());
     EXPECT_TRUE(m.ok()) << m.error().describe();
     return m.ok() ? m.value() : nullptr;
@@ -46,7 +46,7 @@ RegionPtr map_desc(const vhost::MemRegion& d, int fd) {
 }
 
 // Maps every region of the guest (same order as gm.regions()).
-std::vector<RegionPtr> map_all(const GuestMemory& gm) {
+std::vector<RegionPtr> map_all(const GuestRam& gm) {
     std::vector<RegionPtr> out;
     for (const auto& r : gm.regions()) out.push_back(map_region(r));
     return out;
@@ -68,7 +68,7 @@ MapPtr build(std::vector<RegionPtr> regions) {
 // Two adjacent regions (separate memfds, so their host mappings are not contiguous) and a
 // third one after a gap: [0, 64K) [64K, 128K) gap [1M, 1M+64K).
 struct ThreeRegions {
-    std::unique_ptr<GuestMemory> gm = make_guest({{0, 0x10000, 0}, {0x10000, 0x10000, 0x3000}, {0x100000, 0x10000, 0}});
+    std::unique_ptr<GuestRam> gm = make_guest({{0, 0x10000, 0}, {0x10000, 0x10000, 0x3000}, {0x100000, 0x10000, 0}});
     std::vector<RegionPtr> regs = map_all(*gm);
     MapPtr map = build(regs);
 };

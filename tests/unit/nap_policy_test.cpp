@@ -3,7 +3,7 @@
 // (requests on their own schedule) or closed-loop (a new request only after a completion).
 // The properties: open-loop sparse streams are batched (few wakeups per request); closed-loop
 // clients lose next to no throughput; dense and very sparse streams are never napped.
-#include "core/nap_policy.hpp"
+#include "reactor/nap_policy.hpp"
 
 #include <gtest/gtest.h>
 

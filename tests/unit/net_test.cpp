@@ -17,7 +17,7 @@
 #include <optional>
 
 #include "backends/tap.hpp"
-#include "blk_fixture.hpp"
+#include "testing/blk_fixture.hpp"
 #include "virtio/net_device.hpp"
 #include "virtio/net_types.hpp"
 
@@ -144,7 +144,7 @@ protected:
         for (int i = 0; i < n; ++i) {
             auto gpa = g.mem->alloc(size, 64);
             ASSERT_OK(gpa);
-            driver::DriverBuf b{gpa.value(), size, true};
+            testing::DriverBuf b{gpa.value(), size, true};
             auto head = g.queues[qi]->add_chain({&b, 1});
             ASSERT_OK(head);
             rx_bufs_[{qi, head.value()}] = b;
@@ -202,7 +202,7 @@ protected:
         auto gpa = g.mem->alloc(bytes.size(), 64);
         EXPECT_TRUE(gpa.ok());
         std::memcpy(g.mem->host(gpa.value(), bytes.size()), bytes.data(), bytes.size());
-        std::vector<driver::DriverBuf> bufs;
+        std::vector<testing::DriverBuf> bufs;
         uint64_t off = 0;
         for (int i = 0; i < split; ++i) {
             uint64_t len = i == split - 1 ? bytes.size() - off : std::min<uint64_t>(bytes.size() - off, i == 0 ? 5 : 100);
@@ -224,7 +224,7 @@ protected:
     }
 
     uint32_t hdr_ = sizeof(net::Hdr);
-    std::map<std::pair<uint32_t, uint16_t>, driver::DriverBuf> rx_bufs_;
+    std::map<std::pair<uint32_t, uint16_t>, testing::DriverBuf> rx_bufs_;
 };
 
 // An Ethernet + IPv4 + TCP frame of `payload` bytes for kernel GSO tests; checksums partial.
@@ -598,12 +598,12 @@ TEST_F(NetTest, MalformedRxChainIsReturnedEmpty) {
     PacketSocket ps("vtq0");
     // First buffer is device-readable (wrong for RX), second one is too short for the header.
     auto gpa = g.mem->alloc(1536, 64);
-    driver::DriverBuf ro{gpa.value(), 1536, false};
+    testing::DriverBuf ro{gpa.value(), 1536, false};
     auto h1 = g.queues[0]->add_chain({&ro, 1});
     ASSERT_OK(h1);
     rx_bufs_[{0, h1.value()}] = ro;
     auto gpa2 = g.mem->alloc(64, 64);
-    driver::DriverBuf tiny{gpa2.value(), 4, true};
+    testing::DriverBuf tiny{gpa2.value(), 4, true};
     auto h2 = g.queues[0]->add_chain({&tiny, 1});
     ASSERT_OK(h2);
     rx_bufs_[{0, h2.value()}] = tiny;

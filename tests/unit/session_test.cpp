@@ -10,7 +10,7 @@
 #include <cstring>
 #include <functional>
 
-#include "tests/unit/blk_fixture.hpp"
+#include "testing/blk_fixture.hpp"
 #include "virtio/inflight.hpp"
 
 namespace vhostd::testing {
@@ -71,7 +71,7 @@ TEST_F(Sessions, DisconnectAfterEveryStepOfTheStartSequence) {
     // QEMU's vhost-user-blk start, one step at a time; the frontend goes away after step k,
     // for every k, with requests in flight at the end.
     using Step = std::function<void(Guest&)>;
-    driver::InflightFd inflight;
+    testing::InflightFd inflight;
     std::vector<Step> steps = {
         [&](Guest& g) { ASSERT_OK(g.fe->get_features()); },
         [&](Guest& g) { ASSERT_OK(g.fe->get_protocol_features()); },
@@ -90,7 +90,7 @@ TEST_F(Sessions, DisconnectAfterEveryStepOfTheStartSequence) {
         },
         [&](Guest& g) { ASSERT_OK(g.fe->set_inflight_fd(inflight.fd.get(), inflight.desc)); },
         [&](Guest& g) {
-            auto mem = GuestMemory::create({{0, 16ull << 20}});
+            auto mem = GuestRam::create({{0, 16ull << 20}});
             ASSERT_OK(mem);
             g.mem = std::move(mem).value();
             ASSERT_OK(g.fe->set_mem_table(*g.mem));
@@ -122,7 +122,7 @@ TEST_F(Sessions, DisconnectAfterEveryStepOfTheStartSequence) {
             // Requests in flight when the frontend vanishes.
             for (uint32_t q = 0; q < 2; ++q) {
                 for (int i = 0; i < 8; ++i) {
-                    auto r = driver::make_blk_read(*g.mem, static_cast<uint64_t>(i) * 8, 4096);
+                    auto r = testing::make_blk_read(*g.mem, static_cast<uint64_t>(i) * 8, 4096);
                     ASSERT_OK(r);
                     ASSERT_OK(r.value().submit(*g.queues[q]));
                 }
@@ -139,7 +139,7 @@ TEST_F(Sessions, DisconnectAfterEveryStepOfTheStartSequence) {
             steps[i](g);
             if (HasFatalFailure()) return;
         }
-        inflight = driver::InflightFd{};
+        inflight = testing::InflightFd{};
     };
     for (int round = 0; round < 2; ++round) {  // the first round warms up lazily created state
         size_t fds0 = 0;
@@ -161,16 +161,16 @@ TEST_F(Sessions, DisconnectAfterEveryStepOfTheStartSequence) {
 }
 
 TEST_F(Sessions, ThousandSessionsKeepFdsAndRssFlat) {
-    driver::InflightFd inflight;
+    testing::InflightFd inflight;
     auto cycle = [&] {
         Guest g;
         connect_guest(g, sock_, 2);
         auto data = std::vector<uint8_t>(4096, 0x5a);
-        auto w = driver::make_blk_write(*g.mem, 8, data);
+        auto w = testing::make_blk_write(*g.mem, 8, data);
         ASSERT_OK(w);
         EXPECT_EQ(run(g, 1, w.value()), 1u);
         // One left in flight: the disconnect drains it.
-        auto r = driver::make_blk_read(*g.mem, 16, 4096);
+        auto r = testing::make_blk_read(*g.mem, 16, 4096);
         ASSERT_OK(r);
         ASSERT_OK(r.value().submit(*g.queues[0]));
         ASSERT_OK(g.queues[0]->publish_and_kick(g.kicks[0].get()));
@@ -244,7 +244,7 @@ TEST_F(Sessions, HostileInflightMessagesClose) {
         auto i = g.fe->get_inflight_fd(2, 64);
         ASSERT_OK(i);
         ASSERT_OK(g.fe->set_inflight_fd(i.value().fd.get(), i.value().desc));
-        auto mem = GuestMemory::create({{0, 16ull << 20}});
+        auto mem = GuestRam::create({{0, 16ull << 20}});
         ASSERT_OK(mem);
         g.mem = std::move(mem).value();
         ASSERT_OK(g.fe->set_mem_table(*g.mem));

@@ -8,7 +8,7 @@
 
 #include <cstring>
 
-#include "tests/unit/blk_fixture.hpp"
+#include "testing/blk_fixture.hpp"
 
 namespace vhostd::testing {
 namespace {
@@ -170,7 +170,7 @@ TEST_F(VhostProtocol, BadRingParametersAreRejected) {
     ASSERT_OK(rep);
     EXPECT_NE(rep.value().payload.at(0), 0);
     // Queue 0 still works after all of that.
-    auto r = driver::make_blk_read(*g.mem, 0, 512);
+    auto r = testing::make_blk_read(*g.mem, 0, 512);
     ASSERT_OK(r);
     EXPECT_EQ(run(g, 0, r.value()), 513u);
 }
@@ -184,11 +184,11 @@ TEST_F(VhostProtocol, ReconnectCyclesLeakNothing) {
         UniqueFd a(sv[0]), b(sv[1]);
         ASSERT_OK(g.fe->set_backend_req_fd(b.get()));  // QEMU sends one; vhostd keeps a dup
         auto data = std::vector<uint8_t>(4096, 0x5a);
-        auto w = driver::make_blk_write(*g.mem, 8, data);
+        auto w = testing::make_blk_write(*g.mem, 8, data);
         ASSERT_OK(w);
         EXPECT_EQ(run(g, 1, w.value()), 1u);
         // Leave a request in flight on purpose: the disconnect must drain it.
-        auto r = driver::make_blk_read(*g.mem, 16, 4096);
+        auto r = testing::make_blk_read(*g.mem, 16, 4096);
         ASSERT_OK(r);
         ASSERT_OK(r.value().submit(*g.queues[0]));
         ASSERT_OK(g.queues[0]->publish_and_kick(g.kicks[0].get()));
@@ -219,7 +219,7 @@ TEST_F(VhostProtocol, GarbageOnOneDeviceDoesNotDisturbAnother) {
     for (int i = 0; i < 20; ++i) {
         expect_closed(hdr(static_cast<Request>(1000 + i), 0), {}, {}, "unknown request without ack");
         auto data = std::vector<uint8_t>(4096, static_cast<uint8_t>(i));
-        auto w = driver::make_blk_write(*g.mem, static_cast<uint64_t>(i) * 8, data);
+        auto w = testing::make_blk_write(*g.mem, static_cast<uint64_t>(i) * 8, data);
         ASSERT_OK(w);
         EXPECT_EQ(run(g, 0, w.value()), 1u);
         EXPECT_EQ(w.value().status(), blk::kSOk);
@@ -239,7 +239,7 @@ TEST_F(VhostProtocol, ClientModeConnectsAndReconnects) {
         auto f = g.fe->get_features();
         ASSERT_OK(f);
         ASSERT_OK(g.fe->set_features(f.value() & kGuestFeatures & ~vhost::kFProtocolFeatures));
-        auto mem = GuestMemory::create({{0, 4ull << 20}});
+        auto mem = GuestRam::create({{0, 4ull << 20}});
         ASSERT_OK(mem);
         g.mem = std::move(mem).value();
         ASSERT_OK(g.fe->set_mem_table(*g.mem));
@@ -253,7 +253,7 @@ TEST_F(VhostProtocol, ClientModeConnectsAndReconnects) {
         ASSERT_OK(g.fe->set_vring_addr(0, *g.queues[0]));
         ASSERT_OK(g.fe->set_vring_call(0, g.calls[0].get()));
         ASSERT_OK(g.fe->set_vring_kick(0, g.kicks[0].get()));
-        auto r = driver::make_blk_read(*g.mem, 0, 512);
+        auto r = testing::make_blk_read(*g.mem, 0, 512);
         ASSERT_OK(r);
         EXPECT_EQ(run(g, 0, r.value()), 513u) << "round " << round;
         unlink(csock.c_str());
@@ -278,7 +278,7 @@ TEST_F(VhostProtocol, MemoryHotplugUnderRunningQueues) {
     uint8_t* status = g.mem->host(b + 100, 1);
     *status = 0xff;
     auto& q = *g.queues[0];
-    ASSERT_OK(q.add_chain(std::vector<driver::DriverBuf>{{b, 16, false}, {b + 4096, 8192, false}, {b + 100, 1, true}}));
+    ASSERT_OK(q.add_chain(std::vector<testing::DriverBuf>{{b, 16, false}, {b + 4096, 8192, false}, {b + 100, 1, true}}));
     ASSERT_OK(q.publish_and_kick(g.kicks[0].get()));
     ASSERT_TRUE(q.wait_used(g.calls[0].get(), std::chrono::seconds(5)));
     EXPECT_EQ(*status, blk::kSOk);
@@ -286,12 +286,12 @@ TEST_F(VhostProtocol, MemoryHotplugUnderRunningQueues) {
     // Remove it again: I/O in the remaining memory still works; buffers in the removed region
     // are now "outside guest memory" (chain returned with length 0), not a wild access.
     ASSERT_OK(g.fe->rem_mem_reg(g.mem->regions()[idx.value()]));
-    ASSERT_OK(q.add_chain(std::vector<driver::DriverBuf>{{b, 16, false}, {b + 4096, 512, false}, {b + 100, 1, true}}));
+    ASSERT_OK(q.add_chain(std::vector<testing::DriverBuf>{{b, 16, false}, {b + 4096, 512, false}, {b + 100, 1, true}}));
     ASSERT_OK(q.publish_and_kick(g.kicks[0].get()));
     auto u = q.wait_used(g.calls[0].get(), std::chrono::seconds(5));
     ASSERT_TRUE(u);
     EXPECT_EQ(u->len, 0u);
-    auto r = driver::make_blk_read(*g.mem, 40, 4096);
+    auto r = testing::make_blk_read(*g.mem, 40, 4096);
     ASSERT_OK(r);
     EXPECT_EQ(run(g, 0, r.value()), 4097u);
     EXPECT_TRUE(std::equal(data.begin(), data.begin() + 4096, r.value().data().begin()));
@@ -314,7 +314,7 @@ TEST_F(VhostProtocol, DuplicateAddMemRegIsCountedNotRejected) {
     auto read_into_region = [&]() -> uint32_t {
         std::memcpy(g.mem->host(b, 16), &h, sizeof(h));
         auto& q = *g.queues[0];
-        EXPECT_TRUE(q.add_chain(std::vector<driver::DriverBuf>{{b, 16, false}, {b + 4096, 512, true}, {b + 100, 1, true}}).ok());
+        EXPECT_TRUE(q.add_chain(std::vector<testing::DriverBuf>{{b, 16, false}, {b + 4096, 512, true}, {b + 100, 1, true}}).ok());
         EXPECT_TRUE(q.publish_and_kick(g.kicks[0].get()).ok());
         auto u = q.wait_used(g.calls[0].get(), std::chrono::seconds(5));
         return u ? u->len : UINT32_MAX;
@@ -340,7 +340,7 @@ TEST_F(VhostProtocol, GuestRingAbuseStopsOnlyThatQueue) {
     ASSERT_OK(g.fe->set_vring_err(0, err0.get()));
     auto& q = *g.queues[0];
     // A head made available twice in one batch while the first is in flight.
-    auto r = driver::make_blk_read(*g.mem, 0, 4096);
+    auto r = testing::make_blk_read(*g.mem, 0, 4096);
     ASSERT_OK(r);
     auto head = r.value().submit(q);
     ASSERT_OK(head);
@@ -351,7 +351,7 @@ TEST_F(VhostProtocol, GuestRingAbuseStopsOnlyThatQueue) {
     pollfd p{err0.get(), POLLIN, 0};
     EXPECT_EQ(poll(&p, 1, 3000), 1) << "err eventfd not signalled for a duplicate head";
     // Queue 1 keeps working.
-    auto r1 = driver::make_blk_read(*g.mem, 8, 4096);
+    auto r1 = testing::make_blk_read(*g.mem, 8, 4096);
     ASSERT_OK(r1);
     EXPECT_EQ(run(g, 1, r1.value()), 4097u);
     // Avail index jumping by more than the queue size on queue 1's neighbour, then reset:
@@ -363,7 +363,7 @@ TEST_F(VhostProtocol, GuestRingAbuseStopsOnlyThatQueue) {
     g.queues[0] = std::move(fresh).value();
     g.kicks[0] = make_eventfd();
     ASSERT_OK(g.fe->setup_queue(0, *g.queues[0], g.kicks[0].get(), g.calls[0].get(), true));
-    auto r2 = driver::make_blk_read(*g.mem, 8, 4096);
+    auto r2 = testing::make_blk_read(*g.mem, 8, 4096);
     ASSERT_OK(r2);
     EXPECT_EQ(run(g, 0, r2.value()), 4097u);
 }
@@ -388,12 +388,12 @@ TEST_F(VhostProtocol, StatusAndResetsStopRingsAndTheDeviceWorksAfterwards) {
     auto& q = *g.queues[0];
     auto reset_and_reuse = [&](const char* how, auto&& reset) {
         // A request completes, then the reset stops the ring...
-        auto r = driver::make_blk_read(*g.mem, 0, 512);
+        auto r = testing::make_blk_read(*g.mem, 0, 512);
         ASSERT_OK(r);
         EXPECT_EQ(run(g, 0, r.value()), 513u) << how;
         ASSERT_OK(reset());
         // ...so a request published now is not taken (the queue no longer runs).
-        auto r2 = driver::make_blk_read(*g.mem, 8, 512);
+        auto r2 = testing::make_blk_read(*g.mem, 8, 512);
         ASSERT_OK(r2);
         ASSERT_OK(r2.value().submit(q));
         ASSERT_OK(q.publish_and_kick(g.kicks[0].get()));
@@ -405,7 +405,7 @@ TEST_F(VhostProtocol, StatusAndResetsStopRingsAndTheDeviceWorksAfterwards) {
         g.queues[0] = std::move(fresh).value();
         g.kicks[0] = make_eventfd();
         ASSERT_OK(g.fe->setup_queue(0, *g.queues[0], g.kicks[0].get(), g.calls[0].get(), true));
-        auto r3 = driver::make_blk_read(*g.mem, 16, 512);
+        auto r3 = testing::make_blk_read(*g.mem, 16, 512);
         ASSERT_OK(r3);
         EXPECT_EQ(run(g, 0, r3.value()), 513u) << how << ": device did not work after the reset";
     };
@@ -419,11 +419,11 @@ TEST_F(VhostProtocol, ResetDeviceAndResetOwnerStopRings) {
     for (int which = 0; which < 2; ++which) {
         Guest g;
         connect_guest(g, sock_, 1);
-        auto r = driver::make_blk_read(*g.mem, 0, 512);
+        auto r = testing::make_blk_read(*g.mem, 0, 512);
         ASSERT_OK(r);
         EXPECT_EQ(run(g, 0, r.value()), 513u);
         ASSERT_OK(which == 0 ? g.fe->reset_device() : g.fe->reset_owner());
-        auto r2 = driver::make_blk_read(*g.mem, 8, 512);
+        auto r2 = testing::make_blk_read(*g.mem, 8, 512);
         ASSERT_OK(r2);
         ASSERT_OK(r2.value().submit(*g.queues[0]));
         ASSERT_OK(g.queues[0]->publish_and_kick(g.kicks[0].get()));
@@ -435,7 +435,7 @@ TEST_F(VhostProtocol, ResetDeviceAndResetOwnerStopRings) {
         UniqueFd k = make_eventfd();
         ASSERT_OK(g.fe->setup_queue(0, *fresh.value(), k.get(), g.calls[0].get(), true));
         ASSERT_OK(g.fe->set_features(g.features));  // now it starts
-        auto r3 = driver::make_blk_read(*g.mem, 16, 512);
+        auto r3 = testing::make_blk_read(*g.mem, 16, 512);
         ASSERT_OK(r3);
         ASSERT_OK(r3.value().submit(*fresh.value()));
         ASSERT_OK(fresh.value()->publish_and_kick(k.get()));
@@ -455,9 +455,9 @@ TEST_F(VhostProtocol, RemovingADeviceAtRuntimeDrainsItAndLeavesOthersServing) {
     Guest g;
     connect_guest(g, sock_, 1);
     // Requests in flight on the device being removed.
-    std::vector<BlkRequest> reqs;
+    std::vector<GuestBlkRequest> reqs;
     for (int i = 0; i < 16; ++i) {
-        auto r = driver::make_blk_read(*g.mem, static_cast<uint64_t>(i) * 8, 4096);
+        auto r = testing::make_blk_read(*g.mem, static_cast<uint64_t>(i) * 8, 4096);
         ASSERT_OK(r);
         ASSERT_OK(r.value().submit(*g.queues[0]));
         reqs.push_back(std::move(r).value());
@@ -478,7 +478,7 @@ TEST_F(VhostProtocol, RemovingADeviceAtRuntimeDrainsItAndLeavesOthersServing) {
     // The other device is untouched.
     Guest g2;
     connect_guest(g2, sock2, 1);
-    auto r = driver::make_blk_read(*g2.mem, 0, 4096);
+    auto r = testing::make_blk_read(*g2.mem, 0, 4096);
     ASSERT_OK(r);
     EXPECT_EQ(run(g2, 0, r.value()), 4097u);
     EXPECT_EQ(r.value().status(), blk::kSOk);

@@ -1,5 +1,5 @@
 // Device-side split ring (virtio::SplitQueue) against a guest driver's view of the same ring
-// (driver::DriverQueue) over real memfd guest memory mapped the way the daemon maps it
+// (testing::DriverQueue) over real memfd guest memory mapped the way the daemon maps it
 // (shm::Region::map + shm::MemoryMap::build). The guest is an adversary: each test names the
 // attack or corner it covers and asserts exact iovecs, used-ring contents and ChainErrors.
 //
@@ -18,17 +18,17 @@
 
 #include "core/result.hpp"
 #include "shm/memory_map.hpp"
-#include "virtio/driver_queue.hpp"
+#include "testing/driver_queue.hpp"
 #include "virtio/virtio_types.hpp"
 #include "virtio/virtqueue.hpp"
 
 namespace vhostd::virtio {
 namespace {
 
-using driver::DriverBuf;
-using driver::DriverQueue;
-using driver::GuestMemory;
-using driver::RegionSpec;
+using testing::DriverBuf;
+using testing::DriverQueue;
+using testing::GuestRam;
+using testing::RegionSpec;
 
 constexpr uint64_t kMiB = 1ull << 20;
 constexpr uint64_t kR0 = 0;                // [0, 1M): rings and buffers
@@ -46,14 +46,14 @@ struct Cfg {
     bool ind;
 };
 
-std::string cfg_name(const testing::TestParamInfo<Cfg>& i) {
+std::string cfg_name(const ::testing::TestParamInfo<Cfg>& i) {
     return "q" + std::to_string(i.param.size) + (i.param.evt ? "_evt" : "_noevt") + (i.param.ind ? "_ind" : "_noind");
 }
 
 #define EXPECT_CHAIN_ERR(got, want) \
     EXPECT_EQ((got), (want)) << "got '" << chain_error_name(got) << "', want '" << chain_error_name(want) << "'"
 
-class SplitQueue : public testing::TestWithParam<Cfg> {
+class SplitQueue : public ::testing::TestWithParam<Cfg> {
 protected:
     void SetUp() override {
         cfg_ = GetParam();
@@ -67,7 +67,7 @@ protected:
         dq_.reset();
         map_.reset();
         regs_.clear();
-        auto g = GuestMemory::create(std::move(specs));
+        auto g = GuestRam::create(std::move(specs));
         ASSERT_TRUE(g.ok()) << g.error().describe();
         gm_ = std::move(g).value();
         for (const auto& r : gm_->regions()) {
@@ -161,7 +161,7 @@ protected:
     }
 
     Cfg cfg_{};
-    std::unique_ptr<GuestMemory> gm_;
+    std::unique_ptr<GuestRam> gm_;
     std::vector<std::shared_ptr<const shm::Region>> regs_;
     std::shared_ptr<const shm::MemoryMap> map_;
     std::unique_ptr<DriverQueue> dq_;
@@ -172,7 +172,7 @@ protected:
 };
 
 INSTANTIATE_TEST_SUITE_P(, SplitQueue,
-                         testing::Values(Cfg{8, false, false}, Cfg{8, false, true}, Cfg{8, true, false},
+                         ::testing::Values(Cfg{8, false, false}, Cfg{8, false, true}, Cfg{8, true, false},
                                          Cfg{8, true, true}, Cfg{16, false, false}, Cfg{16, false, true},
                                          Cfg{16, true, false}, Cfg{16, true, true}, Cfg{256, false, false},
                                          Cfg{256, false, true}, Cfg{256, true, false}, Cfg{256, true, true}),
@@ -829,7 +829,7 @@ TEST_P(SplitQueue, NeedsNotifyFollowsNoInterruptOrUsedEventExactly) {
         EXPECT_EQ(vq_->ring_used_idx(), used);
         EXPECT_EQ(got, c.want) << "old=" << old << " new=" << used << " used_event=" << ev;
         if (&c != &cases[0]) {
-            EXPECT_EQ(c.want, driver::vring_need_event(ev, used, old)) << "test table wrong";
+            EXPECT_EQ(c.want, testing::vring_need_event(ev, used, old)) << "test table wrong";
         }
     }
     // Re-activation (e.g. after reconnect) makes the next decision a "first" one again.

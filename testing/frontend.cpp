@@ -1,4 +1,4 @@
-#include "vhost/frontend.hpp"
+#include "testing/frontend.hpp"
 
 #include <poll.h>
 #include <sys/socket.h>
@@ -8,7 +8,7 @@
 #include <cstring>
 #include <thread>
 
-namespace vhostd::driver {
+namespace vhostd::testing {
 
 using vhost::MsgHeader;
 using vhost::Request;
@@ -290,7 +290,7 @@ Status Frontend::reset_device() { return send_noreply(Request::kResetDevice, {})
 Result<uint64_t> Frontend::get_queue_num() { return get_u64(Request::kGetQueueNum); }
 Result<uint64_t> Frontend::get_max_mem_slots() { return get_u64(Request::kGetMaxMemSlots); }
 
-Status Frontend::set_mem_table(const GuestMemory& mem) {
+Status Frontend::set_mem_table(const GuestRam& mem) {
     auto regs = mem.regions();
     if (regs.size() > vhost::kMaxMemTableRegions)
         return make_error(Errc::kInvalid, "{} regions > {}", regs.size(), vhost::kMaxMemTableRegions);
@@ -311,7 +311,7 @@ Status Frontend::set_mem_table(std::span<const vhost::MemRegion> regions, std::s
     return send_noreply(Request::kSetMemTable, p, fds);
 }
 
-Status Frontend::add_mem_reg(const GuestMemory::Region& region) { return add_mem_reg(region.desc(), region.fd()); }
+Status Frontend::add_mem_reg(const GuestRam::Region& region) { return add_mem_reg(region.desc(), region.fd()); }
 
 Status Frontend::add_mem_reg(const vhost::MemRegion& region, int fd) {
     vhost::SingleMemRegion m{0, region};
@@ -319,7 +319,7 @@ Status Frontend::add_mem_reg(const vhost::MemRegion& region, int fd) {
     return send_noreply(Request::kAddMemReg, bytes_of(m), std::span(&fd, 1));
 }
 
-Status Frontend::rem_mem_reg(const GuestMemory::Region& region, bool send_fd) {
+Status Frontend::rem_mem_reg(const GuestRam::Region& region, bool send_fd) {
     return rem_mem_reg(region.desc(), send_fd ? region.fd() : -1);
 }
 
@@ -436,4 +436,4 @@ Status Frontend::setup_queue(uint32_t index, DriverQueue& q, int kick_fd, int ca
     return set_vring_enable(index, enable);
 }
 
-}  // namespace vhostd::driver
+}  // namespace vhostd::testing

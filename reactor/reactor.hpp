@@ -6,7 +6,7 @@
 // pollers publish (used rings, interrupts) once per pass. When idle for longer than the poll
 // budget, arm notifications, re-check, and block in io_uring_enter until a kick, a completion
 // or a message arrives. Adaptive mode also naps (a bounded io_uring wait with notifications
-// left off) when requests arrive as a steady sparse stream: see core/nap_policy.hpp.
+// left off) when requests arrive as a steady sparse stream: see reactor/nap_policy.hpp.
 #pragma once
 
 #include <liburing.h>
@@ -20,7 +20,7 @@
 #include <thread>
 #include <vector>
 
-#include "core/nap_policy.hpp"
+#include "reactor/nap_policy.hpp"
 #include "core/result.hpp"
 #include "core/unique_fd.hpp"
 

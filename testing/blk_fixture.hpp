@@ -17,18 +17,14 @@
 
 #include "app/daemon.hpp"
 #include "core/log.hpp"
-#include "vhost/frontend.hpp"
-#include "virtio/blk_driver.hpp"
+#include "testing/frontend.hpp"
+#include "testing/blk_driver.hpp"
 #include "virtio/blk_types.hpp"
-#include "virtio/driver_queue.hpp"
+#include "testing/driver_queue.hpp"
 
 namespace vhostd::testing {
 
 namespace blk = virtio::blk;
-using driver::BlkRequest;
-using driver::DriverQueue;
-using driver::Frontend;
-using driver::GuestMemory;
 
 inline constexpr uint64_t kGuestFeatures = virtio::kFVersion1 | virtio::kFEventIdx | virtio::kFIndirectDesc |
                                            blk::kFFlush | blk::kFBlkSize | blk::kFSegMax | blk::kFMq |
@@ -62,7 +58,7 @@ inline size_t count_memfd_mappings() {
 // One guest's view of a device: memory, queues with their kick/call eventfds.
 struct Guest {
     std::unique_ptr<Frontend> fe;
-    std::unique_ptr<GuestMemory> mem;
+    std::unique_ptr<GuestRam> mem;
     std::vector<std::unique_ptr<DriverQueue>> queues;
     std::vector<UniqueFd> kicks, calls;
     uint64_t features = 0;
@@ -145,7 +141,7 @@ protected:
         }
         ASSERT_OK(g.fe->set_owner());
         ASSERT_OK(g.fe->set_features(g.features));
-        auto mem = GuestMemory::create({{0, 16ull << 20}, {1ull << 32, 16ull << 20}});
+        auto mem = GuestRam::create({{0, 16ull << 20}, {1ull << 32, 16ull << 20}});
         ASSERT_OK(mem);
         g.mem = std::move(mem).value();
         ASSERT_OK(g.fe->set_mem_table(*g.mem));
@@ -164,14 +160,14 @@ protected:
     void expect_blk_serves(const std::string& sock) {
         Guest g;
         connect_guest(g, sock, 1);
-        auto r = driver::make_blk_read(*g.mem, 0, 4096);
+        auto r = testing::make_blk_read(*g.mem, 0, 4096);
         ASSERT_TRUE(r.ok());
         EXPECT_EQ(run(g, 0, r.value()), 4097u);
         EXPECT_EQ(r.value().status(), blk::kSOk);
     }
 
     // Submits one request on queue qi and waits for its completion; returns the used length.
-    uint32_t run(Guest& g, uint32_t qi, const BlkRequest& req) {
+    uint32_t run(Guest& g, uint32_t qi, const GuestBlkRequest& req) {
         auto head = req.submit(*g.queues[qi]);
         EXPECT_TRUE(head.ok()) << head.error().describe();
         auto k = g.queues[qi]->publish_and_kick(g.kicks[qi].get());
@@ -184,7 +180,7 @@ protected:
     }
 
     // Runs a request built by one of the driver's make_blk_* helpers; returns its status byte.
-    uint8_t status_of(Guest& g, uint32_t qi, const Result<BlkRequest>& req) {
+    uint8_t status_of(Guest& g, uint32_t qi, const Result<GuestBlkRequest>& req) {
         EXPECT_TRUE(req.ok()) << (req.ok() ? "" : req.error().describe());
         if (!req.ok()) return 0xee;
         run(g, qi, req.value());

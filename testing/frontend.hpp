@@ -15,9 +15,9 @@
 #include "core/result.hpp"
 #include "core/unique_fd.hpp"
 #include "vhost/protocol.hpp"
-#include "virtio/driver_queue.hpp"
+#include "testing/driver_queue.hpp"
 
-namespace vhostd::driver {
+namespace vhostd::testing {
 
 inline constexpr std::chrono::milliseconds kDefaultFrontendTimeout{5000};
 
@@ -65,13 +65,13 @@ public:
     Result<uint64_t> get_max_mem_slots();
 
     // All regions of `mem` (max 8) with their fds.
-    Status set_mem_table(const GuestMemory& mem);
+    Status set_mem_table(const GuestRam& mem);
     // Arbitrary table (hostile tests): regions.size() may differ from fds.size().
     Status set_mem_table(std::span<const vhost::MemRegion> regions, std::span<const int> fds);
-    Status add_mem_reg(const GuestMemory::Region& region);
+    Status add_mem_reg(const GuestRam::Region& region);
     Status add_mem_reg(const vhost::MemRegion& region, int fd);
     // QEMU sends REM_MEM_REG without an fd; send_fd=true attaches the region's fd anyway.
-    Status rem_mem_reg(const GuestMemory::Region& region, bool send_fd = false);
+    Status rem_mem_reg(const GuestRam::Region& region, bool send_fd = false);
     Status rem_mem_reg(const vhost::MemRegion& region, int fd = -1);
 
     Status set_vring_num(uint32_t index, uint32_t num);
@@ -126,4 +126,4 @@ private:
     int reply_ack_forced_ = -1;
 };
 
-}  // namespace vhostd::driver
+}  // namespace vhostd::testing

@@ -1,4 +1,4 @@
-#include "core/reactor.hpp"
+#include "reactor/reactor.hpp"
 
 #include <pthread.h>
 #include <sched.h>

@@ -1,9 +1,9 @@
-#include "virtio/blk_driver.hpp"
+#include "testing/blk_driver.hpp"
 
 #include <algorithm>
 #include <cstring>
 
-namespace vhostd::driver {
+namespace vhostd::testing {
 
 namespace blk = virtio::blk;
 
@@ -23,7 +23,7 @@ void cut(std::vector<DriverBuf>& out, uint64_t gpa, uint32_t len, uint32_t n, bo
 
 }  // namespace
 
-Result<BlkRequest> BlkRequest::create(GuestMemory& mem, uint32_t type, uint64_t sector, uint32_t data_len,
+Result<GuestBlkRequest> GuestBlkRequest::create(GuestRam& mem, uint32_t type, uint64_t sector, uint32_t data_len,
                                       const BlkReqOptions& opts) {
     constexpr uint64_t kPage = 4096;
     constexpr uint32_t kHdr = sizeof(blk::ReqHeader);
@@ -35,7 +35,7 @@ Result<BlkRequest> BlkRequest::create(GuestMemory& mem, uint32_t type, uint64_t 
 
     // Data page aligned, header right before it, status right after it.
     VHOSTD_ASSIGN_OR_RETURN(uint64_t base, mem.alloc(kPage + uint64_t{data_len} + 1, kPage));
-    BlkRequest r;
+    GuestBlkRequest r;
     r.mem_ = &mem;
     r.data_len_ = data_len;
     r.data_writable_ = writable;
@@ -55,7 +55,7 @@ Result<BlkRequest> BlkRequest::create(GuestMemory& mem, uint32_t type, uint64_t 
     return r;
 }
 
-void BlkRequest::rearm(uint32_t type, uint64_t sector) {
+void GuestBlkRequest::rearm(uint32_t type, uint64_t sector) {
     type_ = type;
     sector_ = sector;
     blk::ReqHeader h{type, 0, sector};
@@ -63,55 +63,55 @@ void BlkRequest::rearm(uint32_t type, uint64_t sector) {
     reset_status();
 }
 
-std::span<uint8_t> BlkRequest::data() const {
+std::span<uint8_t> GuestBlkRequest::data() const {
     if (data_len_ == 0) return {};
     return {mem_->host(data_gpa(), data_len_), data_len_};
 }
 
-uint8_t BlkRequest::status() const {
+uint8_t GuestBlkRequest::status() const {
     // The device wrote it before its release store of used->idx, which pop_used() acquired.
     return *mem_->host(status_gpa(), 1);
 }
 
-void BlkRequest::reset_status() const { *mem_->host(status_gpa(), 1) = kBlkStatusUnset; }
+void GuestBlkRequest::reset_status() const { *mem_->host(status_gpa(), 1) = kBlkStatusUnset; }
 
-Result<BlkRequest> make_blk_read(GuestMemory& mem, uint64_t sector, uint32_t len, const BlkReqOptions& opts) {
-    return BlkRequest::create(mem, blk::kTIn, sector, len, opts);
+Result<GuestBlkRequest> make_blk_read(GuestRam& mem, uint64_t sector, uint32_t len, const BlkReqOptions& opts) {
+    return GuestBlkRequest::create(mem, blk::kTIn, sector, len, opts);
 }
 
-Result<BlkRequest> make_blk_write(GuestMemory& mem, uint64_t sector, std::span<const uint8_t> data,
+Result<GuestBlkRequest> make_blk_write(GuestRam& mem, uint64_t sector, std::span<const uint8_t> data,
                                   const BlkReqOptions& opts) {
     if (data.size() > UINT32_MAX) return make_error(Errc::kOutOfRange, "write too large");
-    auto r = BlkRequest::create(mem, blk::kTOut, sector, static_cast<uint32_t>(data.size()), opts);
+    auto r = GuestBlkRequest::create(mem, blk::kTOut, sector, static_cast<uint32_t>(data.size()), opts);
     if (r && !data.empty()) std::memcpy(r->data().data(), data.data(), data.size());
     return r;
 }
 
-Result<BlkRequest> make_blk_flush(GuestMemory& mem, const BlkReqOptions& opts) {
-    return BlkRequest::create(mem, blk::kTFlush, 0, 0, opts);
+Result<GuestBlkRequest> make_blk_flush(GuestRam& mem, const BlkReqOptions& opts) {
+    return GuestBlkRequest::create(mem, blk::kTFlush, 0, 0, opts);
 }
 
-Result<BlkRequest> make_blk_get_id(GuestMemory& mem, const BlkReqOptions& opts) {
-    return BlkRequest::create(mem, blk::kTGetId, 0, blk::kIdBytes, opts);
+Result<GuestBlkRequest> make_blk_get_id(GuestRam& mem, const BlkReqOptions& opts) {
+    return GuestBlkRequest::create(mem, blk::kTGetId, 0, blk::kIdBytes, opts);
 }
 
 namespace {
-Result<BlkRequest> make_segments_req(GuestMemory& mem, uint32_t type, std::span<const blk::DiscardSegment> segs,
+Result<GuestBlkRequest> make_segments_req(GuestRam& mem, uint32_t type, std::span<const blk::DiscardSegment> segs,
                                      const BlkReqOptions& opts) {
     uint64_t bytes = segs.size() * sizeof(blk::DiscardSegment);
     if (bytes > UINT32_MAX) return make_error(Errc::kOutOfRange, "too many segments");
-    auto r = BlkRequest::create(mem, type, 0, static_cast<uint32_t>(bytes), opts);
+    auto r = GuestBlkRequest::create(mem, type, 0, static_cast<uint32_t>(bytes), opts);
     if (r && bytes != 0) std::memcpy(r->data().data(), segs.data(), bytes);
     return r;
 }
 }  // namespace
 
-Result<BlkRequest> make_blk_discard(GuestMemory& mem, std::span<const blk::DiscardSegment> segs,
+Result<GuestBlkRequest> make_blk_discard(GuestRam& mem, std::span<const blk::DiscardSegment> segs,
                                     const BlkReqOptions& opts) {
     return make_segments_req(mem, blk::kTDiscard, segs, opts);
 }
 
-Result<BlkRequest> make_blk_write_zeroes(GuestMemory& mem, std::span<const blk::DiscardSegment> segs,
+Result<GuestBlkRequest> make_blk_write_zeroes(GuestRam& mem, std::span<const blk::DiscardSegment> segs,
                                          const BlkReqOptions& opts) {
     return make_segments_req(mem, blk::kTWriteZeroes, segs, opts);
 }
@@ -122,4 +122,4 @@ blk::Config parse_blk_config(std::span<const uint8_t> bytes) {
     return c;
 }
 
-}  // namespace vhostd::driver
+}  // namespace vhostd::testing

@@ -21,90 +21,10 @@
 
 #include "core/result.hpp"
 #include "core/unique_fd.hpp"
-#include "vhost/protocol.hpp"
+#include "testing/guest_ram.hpp"
 #include "virtio/virtio_types.hpp"
 
-namespace vhostd::driver {
-
-struct RegionSpec {
-    uint64_t gpa = 0;
-    uint64_t size = 0;
-    // Offset of the region inside its memfd (QEMU's mmap_offset). The memfd is sized
-    // mmap_offset + size and mapped whole; the region starts mmap_offset bytes in.
-    uint64_t mmap_offset = 0;
-};
-
-// Guest RAM: memfd-backed regions (MFD_ALLOW_SEALING, sealed F_SEAL_SHRINK|F_SEAL_GROW like
-// QEMU's memory-backend-memfd), each mapped MAP_SHARED in this process. The host virtual
-// address of a region doubles as the "userspace_addr" a frontend reports (as QEMU does).
-class GuestMemory {
-public:
-    class Region {
-    public:
-        Region(Region&& o) noexcept;
-        Region& operator=(Region&& o) noexcept;
-        Region(const Region&) = delete;
-        Region& operator=(const Region&) = delete;
-        ~Region();
-
-        uint64_t gpa() const { return gpa_; }
-        uint64_t size() const { return size_; }
-        uint64_t mmap_offset() const { return mmap_offset_; }
-        int fd() const { return fd_.get(); }
-        uint8_t* host() const { return host_; }
-        uint64_t uva() const { return reinterpret_cast<uint64_t>(host_); }
-        // The region as SET_MEM_TABLE / ADD_MEM_REG describe it.
-        vhost::MemRegion desc() const { return {gpa_, size_, uva(), mmap_offset_}; }
-
-    private:
-        friend class GuestMemory;
-        Region() = default;
-        uint64_t gpa_ = 0;
-        uint64_t size_ = 0;
-        uint64_t mmap_offset_ = 0;
-        UniqueFd fd_;
-        void* map_base_ = nullptr;
-        size_t map_len_ = 0;
-        uint8_t* host_ = nullptr;
-        uint64_t next_free_ = 0;  // bump-allocator offset inside the region
-    };
-
-    // Regions must not overlap in gpa and must have size > 0 (page-multiple sizes recommended).
-    static Result<std::unique_ptr<GuestMemory>> create(std::vector<RegionSpec> specs);
-
-    GuestMemory(const GuestMemory&) = delete;
-    GuestMemory& operator=(const GuestMemory&) = delete;
-    ~GuestMemory() = default;
-
-    // Adds a region later (for ADD_MEM_REG tests). Returns its index in regions().
-    // Note: invalidates previously obtained regions() spans (host pointers stay valid).
-    Result<size_t> add_region(RegionSpec spec);
-    // Unmaps and closes region `index` (for REM_MEM_REG tests). Host pointers into it dangle.
-    Status remove_region(size_t index);
-
-    std::span<const Region> regions() const { return regions_; }
-    const Region* find_region(uint64_t gpa) const;
-
-    // Host pointer for [gpa, gpa+len) if wholly inside one region, else nullptr.
-    uint8_t* host(uint64_t gpa, uint64_t len) const;
-    // Frontend virtual address ("userspace_addr" space) of gpa; 0 if gpa is unmapped.
-    uint64_t uva_of(uint64_t gpa) const;
-
-    // Bump allocator: returns a gpa of `size` bytes aligned to `align` (power of two), inside
-    // one region (never crossing a region boundary), first fit in region order. Memory is
-    // zeroed. Never freed.
-    Result<uint64_t> alloc(uint64_t size, uint64_t align);
-    // Same, but only from region `index`.
-    Result<uint64_t> alloc_in(size_t index, uint64_t size, uint64_t align);
-    // Bytes not yet handed out by the allocator in region `index` (0 if no such region).
-    uint64_t available(size_t index) const;
-
-private:
-    GuestMemory() = default;
-    static Result<Region> make_region(const RegionSpec& spec);
-    static std::optional<uint64_t> bump(Region& r, uint64_t size, uint64_t align);
-    std::vector<Region> regions_;
-};
+namespace vhostd::testing {
 
 struct DriverBuf {
     uint64_t gpa = 0;
@@ -123,10 +43,10 @@ public:
     // Allocates and zeroes desc table (align 16), avail ring (align 2) and used ring (align 4)
     // in `mem`. size must be a power of two in [1, 32768]. Indirect chains (add_chain with
     // indirect=true) may hold up to indirect_max descriptors.
-    static Result<std::unique_ptr<DriverQueue>> create(GuestMemory& mem, uint16_t size, bool event_idx,
+    static Result<std::unique_ptr<DriverQueue>> create(GuestRam& mem, uint16_t size, bool event_idx,
                                                        uint16_t indirect_max = 64);
     // Same, but with rings at caller-chosen gpas (each must lie inside one region and be aligned).
-    static Result<std::unique_ptr<DriverQueue>> create_at(GuestMemory& mem, uint16_t size, bool event_idx,
+    static Result<std::unique_ptr<DriverQueue>> create_at(GuestRam& mem, uint16_t size, bool event_idx,
                                                           uint64_t desc_gpa, uint64_t avail_gpa,
                                                           uint64_t used_gpa, uint16_t indirect_max = 64);
 
@@ -135,7 +55,7 @@ public:
 
     uint16_t size() const { return size_; }
     bool event_idx() const { return event_idx_; }
-    GuestMemory& memory() const { return mem_; }
+    GuestRam& memory() const { return mem_; }
     uint64_t desc_gpa() const { return desc_gpa_; }
     uint64_t avail_gpa() const { return avail_gpa_; }
     uint64_t used_gpa() const { return used_gpa_; }
@@ -214,7 +134,7 @@ public:
     uint8_t* used_host() const { return used_; }
 
 private:
-    DriverQueue(GuestMemory& mem, uint16_t size, bool event_idx, uint16_t indirect_max);
+    DriverQueue(GuestRam& mem, uint16_t size, bool event_idx, uint16_t indirect_max);
     Status init_rings(uint64_t desc_gpa, uint64_t avail_gpa, uint64_t used_gpa);
     Result<uint64_t> indirect_table(uint16_t head);
 
@@ -234,7 +154,7 @@ private:
         bool in_flight = false;
     };
 
-    GuestMemory& mem_;
+    GuestRam& mem_;
     uint16_t size_;
     bool event_idx_;
     uint16_t indirect_max_;
@@ -258,4 +178,4 @@ private:
     const char* broken_reason_ = "";
 };
 
-}  // namespace vhostd::driver
+}  // namespace vhostd::testing

@@ -1,4 +1,4 @@
-// virtio-blk requests as a guest driver builds them, on top of DriverQueue / GuestMemory.
+// virtio-blk requests as a guest driver builds them, on top of DriverQueue / GuestRam.
 // Device constants and wire structs come from virtio/blk_types.hpp (virtio::blk).
 //
 // A request occupies one contiguous guest range (so any descriptor framing is just a set of
@@ -15,9 +15,9 @@
 
 #include "core/result.hpp"
 #include "virtio/blk_types.hpp"
-#include "virtio/driver_queue.hpp"
+#include "testing/driver_queue.hpp"
 
-namespace vhostd::driver {
+namespace vhostd::testing {
 
 inline constexpr uint8_t kBlkStatusUnset = 0xff;
 
@@ -29,10 +29,10 @@ struct BlkReqOptions {
     std::optional<bool> data_writable;  // override the natural direction (hostile tests)
 };
 
-class BlkRequest {
+class GuestBlkRequest {
 public:
     // Allocates the request in guest memory, writes the header, zeroes data, presets status.
-    static Result<BlkRequest> create(GuestMemory& mem, uint32_t type, uint64_t sector, uint32_t data_len,
+    static Result<GuestBlkRequest> create(GuestRam& mem, uint32_t type, uint64_t sector, uint32_t data_len,
                                      const BlkReqOptions& opts = {});
 
     // Rewrites type/sector and resets the status byte; keeps layout and data (for reuse in loops).
@@ -56,8 +56,8 @@ public:
     uint64_t status_gpa() const { return data_gpa() + data_len_; }
 
 private:
-    BlkRequest() = default;
-    GuestMemory* mem_ = nullptr;
+    GuestBlkRequest() = default;
+    GuestRam* mem_ = nullptr;
     uint32_t type_ = 0;
     uint64_t sector_ = 0;
     uint32_t data_len_ = 0;
@@ -67,14 +67,14 @@ private:
     std::vector<DriverBuf> bufs_;
 };
 
-Result<BlkRequest> make_blk_read(GuestMemory& mem, uint64_t sector, uint32_t len, const BlkReqOptions& opts = {});
-Result<BlkRequest> make_blk_write(GuestMemory& mem, uint64_t sector, std::span<const uint8_t> data,
+Result<GuestBlkRequest> make_blk_read(GuestRam& mem, uint64_t sector, uint32_t len, const BlkReqOptions& opts = {});
+Result<GuestBlkRequest> make_blk_write(GuestRam& mem, uint64_t sector, std::span<const uint8_t> data,
                                   const BlkReqOptions& opts = {});
-Result<BlkRequest> make_blk_flush(GuestMemory& mem, const BlkReqOptions& opts = {});
-Result<BlkRequest> make_blk_get_id(GuestMemory& mem, const BlkReqOptions& opts = {});  // 20-byte id buffer
-Result<BlkRequest> make_blk_discard(GuestMemory& mem, std::span<const virtio::blk::DiscardSegment> segs,
+Result<GuestBlkRequest> make_blk_flush(GuestRam& mem, const BlkReqOptions& opts = {});
+Result<GuestBlkRequest> make_blk_get_id(GuestRam& mem, const BlkReqOptions& opts = {});  // 20-byte id buffer
+Result<GuestBlkRequest> make_blk_discard(GuestRam& mem, std::span<const virtio::blk::DiscardSegment> segs,
                                     const BlkReqOptions& opts = {});
-Result<BlkRequest> make_blk_write_zeroes(GuestMemory& mem, std::span<const virtio::blk::DiscardSegment> segs,
+Result<GuestBlkRequest> make_blk_write_zeroes(GuestRam& mem, std::span<const virtio::blk::DiscardSegment> segs,
                                          const BlkReqOptions& opts = {});
 
 constexpr virtio::blk::DiscardSegment blk_segment(uint64_t sector, uint32_t num_sectors, bool unmap = false) {
@@ -84,4 +84,4 @@ constexpr virtio::blk::DiscardSegment blk_segment(uint64_t sector, uint32_t num_
 // Parses a GET_CONFIG payload (any length; missing trailing fields read as zero).
 virtio::blk::Config parse_blk_config(std::span<const uint8_t> bytes);
 
-}  // namespace vhostd::driver
+}  // namespace vhostd::testing

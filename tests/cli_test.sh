@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The command line tells the truth: --version prints a version, and --help names every device
+# key that app/device_spec.cpp accepts (a key added there but not to the help text fails here).
+set -euo pipefail
+bin=$1
+src=$2/app/device_spec.cpp
+ver=$("$bin" --version)
+[[ $ver =~ ^vhostd\ [0-9]+\.[0-9]+\.[0-9]+ ]] || { echo "--version printed '$ver'"; exit 1; }
+help=$("$bin" --help)
+keys=$(grep -oE 'k == "[a-z-]+"' "$src" | sed -E 's/k == "(.*)"/\1/' | sort -u)
+[[ -n $keys ]] || { echo "no device keys found in $src"; exit 1; }
+missing=0
+for k in $keys; do
+  grep -qE "(^|[^a-z-])$k=" <<<"$help" || { echo "--help does not mention device key '$k'"; missing=1; }
+done
+[[ $missing == 0 ]] && echo "cli: version '$ver', all $(wc -w <<<"$keys") device keys in --help"
+exit $missing
