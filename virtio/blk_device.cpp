@@ -4,6 +4,7 @@
 
 #include "core/checked.hpp"
 #include "core/log.hpp"
+#include "virtio/blk_request.hpp"
 #include "virtio/iov.hpp"
 #include "virtio/queue_worker.hpp"
 
@@ -137,77 +138,27 @@ private:
         iovec* in_iov = s.iov + c.n_readable;
         auto n_in = static_cast<unsigned>(c.n_writable);
 
-        const auto& info = dev_.info();
         s.busy = true;
         ++inflight_;
-        switch (h.type) {
-            case blk::kTIn:
-            case blk::kTOut: {
-                bool is_read = h.type == blk::kTIn;
-                if (is_read ? out_bytes != 0 : in_bytes != 0)
-                    return bad_request(s, blk::kSIoErr, "data buffers in the wrong direction");
-                if (!is_read && info.readonly) return bad_request(s, blk::kSIoErr, "write to a read-only device");
-                uint64_t len = is_read ? in_bytes : out_bytes;
-                if (!range_ok(h.sector, len)) return bad_request(s, blk::kSIoErr, "I/O beyond the end of the device");
-                if (len % info.block_size != 0 || (h.sector * blk::kSectorSize) % info.block_size != 0)
-                    return bad_request(s, blk::kSIoErr, "I/O not aligned to the logical block size");
-                s.used_len = static_cast<uint32_t>((is_read ? len : 0) + 1);
-                if (len == 0) return finish(s, blk::kSOk);
-                s.req = BlockRequest{is_read ? BlockOp::kRead : BlockOp::kWrite, is_read ? in_iov : out_iov,
-                                     is_read ? n_in : n_out, h.sector * blk::kSectorSize, len,
-                                     !is_read && dev_.writethrough()};
-                s.remaining = len;
+        blk::Buffers bufs{out_iov, n_out, out_bytes, in_iov, n_in, in_bytes};
+        blk::Parsed p = blk::parse_request(h, bufs, dev_.limits());
+        s.used_len = p.used_len;
+        switch (p.action) {
+            case blk::Action::kSubmit:
+                s.req = p.op;
+                s.remaining = p.op.len;
                 return submit(s);
-            }
-            case blk::kTFlush:
-                s.used_len = 1;
-                if (info.readonly) return finish(s, blk::kSOk);
-                s.req = BlockRequest{BlockOp::kFlush};
-                return submit(s);
-            case blk::kTGetId: {
+            case blk::Action::kGetId: {
                 char id[blk::kIdBytes] = {};
                 std::memcpy(id, dev_.serial().data(), std::min<size_t>(dev_.serial().size(), sizeof(id)));
                 size_t n = iov_copy_to(in_iov, n_in, id, std::min<uint64_t>(in_bytes, sizeof(id)));
                 s.used_len = static_cast<uint32_t>(n + 1);
                 return finish(s, blk::kSOk);
             }
-            case blk::kTDiscard:
-            case blk::kTWriteZeroes:
-                return handle_range_op(s, h.type == blk::kTDiscard, out_iov, n_out, out_bytes);
-            default:
-                s.used_len = 1;
-                return finish(s, blk::kSUnsupp);
+            case blk::Action::kComplete:
+                if (p.error != nullptr) return bad_request(s, p.status, p.error);
+                return finish(s, p.status);
         }
-    }
-
-    bool range_ok(uint64_t sector, uint64_t len) const {
-        auto off = checked_mul<uint64_t>(sector, blk::kSectorSize);
-        if (!off) return false;
-        return range_within(*off, len, 0, dev_.info().size_bytes);
-    }
-
-    void handle_range_op(Slot& s, bool discard, const iovec* out_iov, unsigned n_out, uint64_t out_bytes) {
-        const auto& info = dev_.info();
-        s.used_len = 1;
-        if (discard ? !info.discard : !info.write_zeroes) return finish(s, blk::kSUnsupp);
-        if (out_bytes == 0 || out_bytes % sizeof(blk::DiscardSegment) != 0)
-            return bad_request(s, blk::kSUnsupp, "discard/write-zeroes payload is not a whole number of segments");
-        if (out_bytes > sizeof(blk::DiscardSegment)) return finish(s, blk::kSUnsupp);  // max_*_seg is 1
-        blk::DiscardSegment seg{};
-        iov_copy_from(out_iov, n_out, &seg, sizeof(seg));
-        if (seg.flags & ~blk::kDiscardFlagUnmap) return finish(s, blk::kSUnsupp);
-        if (discard && (seg.flags & blk::kDiscardFlagUnmap)) return finish(s, blk::kSUnsupp);
-        if (seg.num_sectors > BlkDevice::kMaxDiscardSectors)
-            return bad_request(s, blk::kSIoErr, "discard/write-zeroes larger than advertised");
-        uint64_t len = uint64_t{seg.num_sectors} * blk::kSectorSize;
-        if (!range_ok(seg.sector, len)) return bad_request(s, blk::kSIoErr, "discard/write-zeroes beyond the end");
-        if ((seg.sector * blk::kSectorSize) % info.block_size != 0 || len % info.block_size != 0)
-            return bad_request(s, blk::kSIoErr, "discard/write-zeroes not block aligned");
-        if (len == 0) return finish(s, blk::kSOk);
-        BlockOp op = discard ? BlockOp::kDiscard
-                             : ((seg.flags & blk::kDiscardFlagUnmap) ? BlockOp::kWriteZeroesUnmap : BlockOp::kWriteZeroes);
-        s.req = BlockRequest{op, nullptr, 0, seg.sector * blk::kSectorSize, len};
-        submit(s);
     }
 
     void submit(Slot& s) {
@@ -264,6 +215,9 @@ private:
 BlkDevice::BlkDevice(std::string name, std::shared_ptr<backends::BlockBackend> backend, BlkOptions opts,
                      std::vector<Reactor*> queue_reactors)
     : name_(std::move(name)), backend_(std::move(backend)), opts_(std::move(opts)) {
+    const auto& in = backend_->info();
+    limits_ = blk::DeviceLimits{in.size_bytes, in.block_size, in.readonly, in.discard, in.write_zeroes,
+                                kMaxDiscardSectors};
     for (uint32_t i = 0; i < queue_reactors.size(); ++i)
         queues_.push_back(std::make_unique<BlkQueue>(*queue_reactors[i], i, *this));
     update_writethrough();

@@ -8,6 +8,7 @@
 
 #include "backends/block_backend.hpp"
 #include "reactor/reactor.hpp"
+#include "virtio/blk_request.hpp"
 #include "virtio/blk_types.hpp"
 #include "virtio/device.hpp"
 
@@ -50,6 +51,13 @@ public:
 
     // Data path (any reactor): true if writes must be durable on completion (write cache off).
     bool writethrough() const { return writethrough_.load(std::memory_order_relaxed); }
+    // Data path: what a request is checked against (the backend's fixed description, and the
+    // cache mode of the moment).
+    blk::DeviceLimits limits() const {
+        blk::DeviceLimits l = limits_;
+        l.writethrough = writethrough();
+        return l;
+    }
     const backends::BlockInfo& info() const { return backend_->info(); }
     backends::BlockBackend& backend() { return *backend_; }
     const std::string& serial() const { return opts_.serial; }
@@ -60,6 +68,7 @@ private:
     std::string name_;
     std::shared_ptr<backends::BlockBackend> backend_;
     BlkOptions opts_;
+    blk::DeviceLimits limits_;
     std::vector<std::unique_ptr<BlkQueue>> queues_;
     uint64_t acked_ = 0;
     std::atomic<uint8_t> wce_{1};  // guest-written config byte (CONFIG_WCE)

@@ -1,0 +1,171 @@
+// virtio-blk request parsing on its own: header + buffers in, operation or status out. No queue,
+// no reactor, no guest memory model: plain iovecs over local arrays.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "virtio/blk_request.hpp"
+
+namespace vhostd::virtio::blk {
+namespace {
+
+using backends::BlockOp;
+
+constexpr uint64_t kDisk = 1 << 20;  // 1 MiB: 2048 sectors
+
+DeviceLimits disk(uint32_t block_size = 512) {
+    return DeviceLimits{.size_bytes = kDisk, .block_size = block_size, .discard = true, .write_zeroes = true,
+                        .max_discard_sectors = 1024};
+}
+
+struct Req {
+    ReqHeader h{};
+    std::vector<uint8_t> out_data, in_data;
+    iovec out{}, in{};
+    Buffers bufs() {
+        out = {out_data.data(), out_data.size()};
+        in = {in_data.data(), in_data.size()};
+        return Buffers{&out, out_data.empty() ? 0u : 1u, out_data.size(), &in, in_data.empty() ? 0u : 1u,
+                       in_data.size()};
+    }
+};
+
+Req io(uint32_t type, uint64_t sector, size_t out_bytes, size_t in_bytes) {
+    Req r;
+    r.h = ReqHeader{type, 0, sector};
+    r.out_data.resize(out_bytes);
+    r.in_data.resize(in_bytes);
+    return r;
+}
+
+Req range(uint32_t type, uint64_t sector, uint32_t sectors, uint32_t flags, size_t segments = 1) {
+    Req r;
+    r.h = ReqHeader{type, 0, 0};
+    r.out_data.resize(segments * sizeof(DiscardSegment));
+    for (size_t i = 0; i < segments; ++i) {
+        DiscardSegment s{sector, sectors, flags};
+        std::memcpy(r.out_data.data() + i * sizeof(s), &s, sizeof(s));
+    }
+    return r;
+}
+
+Parsed parse(Req r, const DeviceLimits& d = disk()) { return parse_request(r.h, r.bufs(), d); }
+
+TEST(BlkRequest, ReadBecomesABackendReadOfTheWritableBuffers) {
+    Req r = io(kTIn, 8, 0, 4096);
+    Parsed p = parse_request(r.h, r.bufs(), disk());
+    ASSERT_EQ(p.action, Action::kSubmit);
+    EXPECT_EQ(p.op.op, BlockOp::kRead);
+    EXPECT_EQ(p.op.offset, 8u * 512);
+    EXPECT_EQ(p.op.len, 4096u);
+    EXPECT_EQ(p.op.iov, &r.in);
+    EXPECT_EQ(p.op.iovcnt, 1u);
+    EXPECT_EQ(p.used_len, 4097u) << "data and status byte";
+    EXPECT_FALSE(p.op.fua);
+}
+
+TEST(BlkRequest, WriteCarriesFuaOnlyWhenTheCacheIsWritethrough) {
+    Parsed wb = parse(io(kTOut, 0, 512, 0));
+    ASSERT_EQ(wb.action, Action::kSubmit);
+    EXPECT_EQ(wb.op.op, BlockOp::kWrite);
+    EXPECT_EQ(wb.used_len, 1u) << "a write writes only the status byte";
+    EXPECT_FALSE(wb.op.fua);
+    DeviceLimits wt = disk();
+    wt.writethrough = true;
+    EXPECT_TRUE(parse(io(kTOut, 0, 512, 0), wt).op.fua);
+    EXPECT_FALSE(parse(io(kTIn, 0, 0, 512), wt).op.fua);
+}
+
+TEST(BlkRequest, ZeroLengthIoCompletesAtOnce) {
+    Parsed p = parse(io(kTIn, 0, 0, 0));
+    EXPECT_EQ(p.action, Action::kComplete);
+    EXPECT_EQ(p.status, kSOk);
+}
+
+TEST(BlkRequest, MalformedIoIsAnIoErrorWithAReason) {
+    DeviceLimits ro = disk();
+    ro.readonly = true;
+    struct Case {
+        const char* name;
+        Req r;
+        DeviceLimits d;
+    } cases[] = {
+        {"write to a read-only device", io(kTOut, 0, 512, 0), ro},
+        {"read with device-readable data", io(kTIn, 0, 512, 512), disk()},
+        {"write with device-writable data", io(kTOut, 0, 512, 512), disk()},
+        {"read past the end", io(kTIn, kDisk / 512 - 1, 0, 1024), disk()},
+        {"sector * 512 overflows", io(kTIn, UINT64_MAX / 256, 0, 512), disk()},
+        {"sector at the very top", io(kTOut, UINT64_MAX, 512, 0), disk()},
+        {"length not a multiple of 4K", io(kTIn, 0, 0, 512), disk(4096)},
+        {"offset not 4K aligned", io(kTIn, 1, 0, 4096), disk(4096)},
+    };
+    for (auto& c : cases) {
+        Parsed p = parse(c.r, c.d);
+        EXPECT_EQ(p.action, Action::kComplete) << c.name;
+        EXPECT_EQ(p.status, kSIoErr) << c.name;
+        EXPECT_NE(p.error, nullptr) << c.name;
+    }
+}
+
+TEST(BlkRequest, FlushIsABackendFlushExceptOnReadOnlyDevices) {
+    Parsed p = parse(io(kTFlush, 0, 0, 0));
+    ASSERT_EQ(p.action, Action::kSubmit);
+    EXPECT_EQ(p.op.op, BlockOp::kFlush);
+    DeviceLimits ro = disk();
+    ro.readonly = true;
+    Parsed q = parse(io(kTFlush, 0, 0, 0), ro);
+    EXPECT_EQ(q.action, Action::kComplete);
+    EXPECT_EQ(q.status, kSOk);
+}
+
+TEST(BlkRequest, GetIdIsAnsweredByTheCaller) { EXPECT_EQ(parse(io(kTGetId, 0, 0, 20)).action, Action::kGetId); }
+
+TEST(BlkRequest, UnknownTypesAreUnsupportedWithoutComplaint) {
+    for (uint32_t t : {kTGetLifetime, kTSecureErase, 2u, 0xffffffffu}) {
+        Parsed p = parse(io(t, 0, 0, 0));
+        EXPECT_EQ(p.status, kSUnsupp) << t;
+        EXPECT_EQ(p.error, nullptr) << "a correct driver may probe types: " << t;
+    }
+}
+
+TEST(BlkRequest, DiscardAndWriteZeroesBecomeRangeOperations) {
+    Parsed d = parse(range(kTDiscard, 8, 16, 0));
+    ASSERT_EQ(d.action, Action::kSubmit);
+    EXPECT_EQ(d.op.op, BlockOp::kDiscard);
+    EXPECT_EQ(d.op.offset, 8u * 512);
+    EXPECT_EQ(d.op.len, 16u * 512);
+    EXPECT_EQ(d.op.iov, nullptr);
+    EXPECT_EQ(parse(range(kTWriteZeroes, 0, 8, 0)).op.op, BlockOp::kWriteZeroes);
+    EXPECT_EQ(parse(range(kTWriteZeroes, 0, 8, kDiscardFlagUnmap)).op.op, BlockOp::kWriteZeroesUnmap);
+    Parsed empty = parse(range(kTDiscard, 8, 0, 0));
+    EXPECT_EQ(empty.action, Action::kComplete);
+    EXPECT_EQ(empty.status, kSOk);
+}
+
+TEST(BlkRequest, RangeOperationsOutsideTheContractAreRefused) {
+    DeviceLimits none = disk();
+    none.discard = none.write_zeroes = false;
+    EXPECT_EQ(parse(range(kTDiscard, 0, 8, 0), none).status, kSUnsupp) << "discard not offered";
+    EXPECT_EQ(parse(range(kTWriteZeroes, 0, 8, 0), none).status, kSUnsupp) << "write-zeroes not offered";
+    EXPECT_EQ(parse(range(kTDiscard, 0, 8, kDiscardFlagUnmap)).status, kSUnsupp) << "discard with UNMAP";
+    EXPECT_EQ(parse(range(kTDiscard, 0, 8, 0x4)).status, kSUnsupp) << "unknown segment flags";
+    EXPECT_EQ(parse(range(kTDiscard, 0, 8, 0, 2)).status, kSUnsupp) << "two segments (max_discard_seg is 1)";
+    Req partial = range(kTDiscard, 0, 8, 0);
+    partial.out_data.resize(10);
+    Parsed p = parse(partial);
+    EXPECT_EQ(p.status, kSUnsupp) << "a partial segment";
+    EXPECT_NE(p.error, nullptr);
+    EXPECT_EQ(parse(io(kTDiscard, 0, 0, 0)).status, kSUnsupp) << "no segment at all";
+
+    Parsed big = parse(range(kTWriteZeroes, 0, 1025, 0));
+    EXPECT_EQ(big.status, kSIoErr) << "larger than advertised";
+    EXPECT_EQ(parse(range(kTDiscard, kDisk / 512 - 4, 8, 0)).status, kSIoErr) << "past the end";
+    EXPECT_EQ(parse(range(kTDiscard, UINT64_MAX / 2, 8, 0)).status, kSIoErr) << "sector overflows";
+    EXPECT_EQ(parse(range(kTDiscard, 1, 8, 0), disk(4096)).status, kSIoErr) << "start not block aligned";
+    EXPECT_EQ(parse(range(kTDiscard, 0, 9, 0), disk(4096)).status, kSIoErr) << "length not block aligned";
+}
+
+}  // namespace
+}  // namespace vhostd::virtio::blk
