@@ -218,14 +218,14 @@ BlkDevice::BlkDevice(std::string name, std::shared_ptr<backends::BlockBackend> b
     const auto& in = backend_->info();
     limits_ = blk::DeviceLimits{in.size_bytes, in.block_size, in.readonly, in.discard, in.write_zeroes,
                                 kMaxDiscardSectors};
-    for (uint32_t i = 0; i < queue_reactors.size(); ++i)
+    for (uint32_t i = 0; i < queue_reactors.size(); ++i) {
         queues_.push_back(std::make_unique<BlkQueue>(*queue_reactors[i], i, *this));
+        add_queue(*queues_.back());
+    }
     update_writethrough();
 }
 
-BlkDevice::~BlkDevice() {
-    for (uint32_t i = 0; i < queues_.size(); ++i) stop_queue(i);
-}
+BlkDevice::~BlkDevice() { stop_all_queues(); }
 
 uint64_t BlkDevice::features() const {
     uint64_t f = blk::kFSizeMax | blk::kFSegMax | blk::kFBlkSize | blk::kFFlush | blk::kFTopology |
@@ -249,7 +249,7 @@ void BlkDevice::read_config(uint32_t offset, std::span<uint8_t> out) const {
     c.min_io_size = 1;
     c.opt_io_size = 0;
     c.writeback = wce_.load();
-    c.num_queues = static_cast<uint16_t>(queues_.size());
+    c.num_queues = static_cast<uint16_t>(num_queues());
     uint32_t align_sectors = in.block_size / blk::kSectorSize;
     if (in.discard) {
         c.max_discard_sectors = kMaxDiscardSectors;
@@ -284,25 +284,6 @@ void BlkDevice::update_writethrough() {
     // write-through so that a completed write is durable.
     bool wb = (acked_ & blk::kFConfigWce) ? wce_.load() != 0 : (acked_ & blk::kFFlush) != 0;
     writethrough_.store(!wb, std::memory_order_relaxed);
-}
-
-Status BlkDevice::start_queue(uint32_t index, QueueStart&& start) {
-    return queues_.at(index)->start(std::move(start));
-}
-
-uint16_t BlkDevice::stop_queue(uint32_t index) { return queues_.at(index)->stop(); }
-
-bool BlkDevice::queue_running(uint32_t index) const { return queues_.at(index)->running(); }
-
-void BlkDevice::set_call_fd(uint32_t index, int fd) { queues_.at(index)->set_call(fd); }
-
-Status BlkDevice::set_memory(std::shared_ptr<const shm::MemoryMap> mem) {
-    Status result;
-    for (auto& q : queues_) {
-        Status st = q->set_memory(mem);
-        if (!st.ok() && result.ok()) result = std::move(st);
-    }
-    return result;
 }
 
 }  // namespace vhostd::virtio

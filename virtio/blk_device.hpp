@@ -10,7 +10,7 @@
 #include "reactor/reactor.hpp"
 #include "virtio/blk_request.hpp"
 #include "virtio/blk_types.hpp"
-#include "virtio/device.hpp"
+#include "virtio/queued_device.hpp"
 
 namespace vhostd::virtio {
 
@@ -21,7 +21,7 @@ struct BlkOptions {
 
 class BlkQueue;
 
-class BlkDevice final : public VirtioDevice {
+class BlkDevice final : public QueuedDevice {
 public:
     // Request slots hold this many iovecs; seg_max tells the guest how many data segments fit.
     static constexpr size_t kSlotIovecs = 136;
@@ -38,16 +38,10 @@ public:
     uint32_t device_id() const override { return blk::kDeviceId; }
     uint64_t features() const override;
     bool supports_inflight() const override { return true; }
-    uint32_t num_queues() const override { return static_cast<uint32_t>(queues_.size()); }
     uint32_t config_size() const override { return sizeof(blk::Config); }
     void read_config(uint32_t offset, std::span<uint8_t> out) const override;
     Status write_config(uint32_t offset, std::span<const uint8_t> in) override;
     void set_features(uint64_t features) override;
-    Status start_queue(uint32_t index, QueueStart&& start) override;
-    uint16_t stop_queue(uint32_t index) override;
-    bool queue_running(uint32_t index) const override;
-    void set_call_fd(uint32_t index, int fd) override;
-    Status set_memory(std::shared_ptr<const shm::MemoryMap> mem) override;
 
     // Data path (any reactor): true if writes must be durable on completion (write cache off).
     bool writethrough() const { return writethrough_.load(std::memory_order_relaxed); }
