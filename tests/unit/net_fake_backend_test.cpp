@@ -42,6 +42,7 @@ struct FakeQueue {
     std::atomic<uint64_t> receives{0}, sends{0}, arms{0};
     std::atomic<int> open_channels{0};
     std::atomic<int> destroyed_armed{0};  // channels destroyed with a wake-up outstanding: a bug
+    std::atomic<int> cancel_refusals{0};  // cancel() calls that act as if the SQ were full
 };
 
 // Readiness: an io_uring read on the direction's eventfd, armed only when the device waits.
@@ -55,6 +56,10 @@ public:
     }
     void cancel() override {
         if (!armed_ || cancel_sent_) return;
+        if (q_.cancel_refusals > 0) {  // "SQ full": the device must call again on a later pass
+            --q_.cancel_refusals;
+            return;
+        }
         io_uring_sqe* sqe = reactor_.get_sqe();
         if (sqe == nullptr) return;
         io_uring_prep_cancel(sqe, static_cast<Completion*>(this), 0);
@@ -484,8 +489,12 @@ TEST_F(NetFakeBackend, StopWaitsForArmedWakeups) {
             add_tx(g, 1, eth_frame(100, 1));  // TX waits for room that never comes
             ASSERT_OK(g.queues[1]->publish_and_kick(g.kicks[1].get()));
             ASSERT_TRUE(eventually([&] { return fake_->queue(0).arms.load() >= 2u * (round + 1); }));
-            // Stop both while their wake-ups are armed: the stop cancels them and waits.
+            // Stop both while their wake-ups are armed: the stop cancels them (retrying when the
+            // first try finds no SQ space) and waits for the cancelled operation to complete. The
+            // queue's kick read is cancelled at once, so only this ordering tells the two apart.
+            fake_->queue(0).cancel_refusals = 2;
             ASSERT_OK(g.fe->get_vring_base(0));
+            fake_->queue(0).cancel_refusals = 2;
             auto base = g.fe->get_vring_base(1);
             ASSERT_OK(base);
             EXPECT_EQ(base.value(), 0) << "the frame the backend refused must go back to the ring";
