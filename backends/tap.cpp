@@ -3,31 +3,91 @@
 #include <fcntl.h>
 #include <net/if.h>  // before linux/if_tun.h: glibc's ifreq, not the kernel's
 #include <linux/if_tun.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include <cstring>
 
 #include "core/log.hpp"
-#include "virtio/net_types.hpp"
 
 namespace vhostd::backends {
 
-namespace net = virtio::net;
-
-unsigned tap_offload_flags(uint64_t f) {
-    // Without GUEST_CSUM the guest wants fully checksummed frames, and GSO frames always need
-    // partial-checksum support, so nothing else may be enabled either.
-    if (!(f & net::kFGuestCsum)) return 0;
+unsigned tun_offload_flags(const NetOffloads& o) {
+    // GSO frames always carry a partial checksum: without csum the tap may use nothing else
+    // (the device's mapping never asks for that; this keeps the tap safe on its own).
+    if (!o.csum) return 0;
     unsigned t = TUN_F_CSUM;
-    if (f & net::kFGuestTso4) t |= TUN_F_TSO4;
-    if (f & net::kFGuestTso6) t |= TUN_F_TSO6;
-    if ((f & net::kFGuestEcn) && (t & (TUN_F_TSO4 | TUN_F_TSO6))) t |= TUN_F_TSO_ECN;
-    if (f & net::kFGuestUfo) t |= TUN_F_UFO;
+    if (o.tso4) t |= TUN_F_TSO4;
+    if (o.tso6) t |= TUN_F_TSO6;
+    if (o.tso_ecn && (t & (TUN_F_TSO4 | TUN_F_TSO6))) t |= TUN_F_TSO_ECN;
+    if (o.ufo) t |= TUN_F_UFO;
     return t;
 }
 
 namespace {
+
+// A channel on one tap queue fd. Readiness is an io_uring poll on the fd, armed only after the
+// fd ran dry (EAGAIN): while a queue is busy it costs nothing, and a sleeping reactor wakes when
+// the tap has frames / room.
+template <class Base>
+class TapChannel : public Base, private Completion {
+public:
+    TapChannel(Reactor& r, int fd, short events) : reactor_(r), fd_(fd), events_(events) {}
+    ~TapChannel() override = default;
+
+    void cancel() override {
+        if (!armed_ || cancel_sent_) return;
+        io_uring_sqe* sqe = reactor_.get_sqe();
+        if (sqe == nullptr) return;  // the stop path calls again
+        io_uring_prep_poll_remove(sqe, reinterpret_cast<uint64_t>(static_cast<Completion*>(this)));
+        io_uring_sqe_set_data(sqe, nullptr);
+        cancel_sent_ = true;
+    }
+    bool armed() const override { return armed_; }
+
+protected:
+    void arm() override {
+        if (armed_) return;
+        io_uring_sqe* sqe = reactor_.get_sqe();
+        if (sqe == nullptr) return;  // the caller polls again next pass
+        io_uring_prep_poll_add(sqe, fd_, static_cast<unsigned>(events_));
+        io_uring_sqe_set_data(sqe, static_cast<Completion*>(this));
+        armed_ = true;
+        cancel_sent_ = false;
+    }
+
+    Reactor& reactor_;
+    const int fd_;  // borrowed from the Tap, which outlives its channels
+
+private:
+    void complete(int32_t) override {
+        armed_ = false;
+        this->set_ready();  // readable/writable, or cancelled: either way try the fd again
+    }
+
+    const short events_;
+    bool armed_ = false;
+    bool cancel_sent_ = false;
+};
+
+class TapRx final : public TapChannel<NetRxChannel> {
+public:
+    TapRx(Reactor& r, int fd) : TapChannel(r, fd, POLLIN) {}
+    ssize_t receive(const iovec* iov, unsigned iovcnt) override {
+        ssize_t n = ::readv(fd_, iov, static_cast<int>(iovcnt));
+        return n < 0 ? -errno : n;
+    }
+};
+
+class TapTx final : public TapChannel<NetTxChannel> {
+public:
+    TapTx(Reactor& r, int fd) : TapChannel(r, fd, POLLOUT) {}
+    ssize_t send(const iovec* iov, unsigned iovcnt) override {
+        ssize_t n = ::writev(fd_, iov, static_cast<int>(iovcnt));
+        return n < 0 ? -errno : n;
+    }
+};
 
 Status if_ioctl(unsigned long req, ifreq* ifr, const char* what) {
     UniqueFd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
@@ -49,6 +109,7 @@ Result<std::unique_ptr<Tap>> Tap::open(const TapOptions& opts) {
     if (opts.queues == 0 || opts.queues > 256) return make_error(Errc::kInvalid, "tap queues {} (1..256)", opts.queues);
     std::unique_ptr<Tap> t(new Tap());
     t->name_ = opts.name;
+    t->label_ = "tap " + opts.name;
     t->created_ = ::if_nametoindex(opts.name.c_str()) == 0;
     for (uint32_t i = 0; i < opts.queues; ++i) {
         UniqueFd fd(::open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC));
@@ -94,13 +155,32 @@ Status Tap::set_queue_attached(uint32_t i, bool attached) {
     return ok_status();
 }
 
-Status Tap::configure(uint32_t via, int vnet_hdr_size, unsigned offload_flags) {
+Status Tap::configure(uint32_t via, uint32_t vnet_hdr_bytes, const NetOffloads& offloads) {
     if (via >= fds_.size() || !attached_[via]) return make_error(Errc::kState, "tap queue {} is not attached", via);
     int fd = fds_[via].get();
+    int vnet_hdr_size = static_cast<int>(vnet_hdr_bytes);
+    unsigned offload_flags = tun_offload_flags(offloads);
     if (::ioctl(fd, TUNSETVNETHDRSZ, &vnet_hdr_size) < 0) return sys_error("TUNSETVNETHDRSZ {} on {}", vnet_hdr_size, name_);
     if (::ioctl(fd, TUNSETOFFLOAD, static_cast<unsigned long>(offload_flags)) < 0)
         return sys_error("TUNSETOFFLOAD {:#x} on {}", offload_flags, name_);
     return ok_status();
+}
+
+Status Tap::send_frame(uint32_t queue, const iovec* iov, unsigned iovcnt) {
+    if (queue >= fds_.size() || !attached_[queue])
+        return make_error(Errc::kState, "tap queue {} is not attached", queue);
+    if (::writev(fds_[queue].get(), iov, static_cast<int>(iovcnt)) < 0) return sys_error("frame to {}", name_);
+    return ok_status();
+}
+
+Result<std::unique_ptr<NetRxChannel>> Tap::open_rx(uint32_t queue, Reactor& reactor) {
+    if (queue >= fds_.size()) return make_error(Errc::kOutOfRange, "tap queue {} out of range", queue);
+    return std::unique_ptr<NetRxChannel>(std::make_unique<TapRx>(reactor, fds_[queue].get()));
+}
+
+Result<std::unique_ptr<NetTxChannel>> Tap::open_tx(uint32_t queue, Reactor& reactor) {
+    if (queue >= fds_.size()) return make_error(Errc::kOutOfRange, "tap queue {} out of range", queue);
+    return std::unique_ptr<NetTxChannel>(std::make_unique<TapTx>(reactor, fds_[queue].get()));
 }
 
 Result<uint32_t> Tap::mtu() const {

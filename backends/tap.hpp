@@ -1,6 +1,7 @@
-// A Linux tap interface as the host side of a virtio-net device: one multi-queue tap queue per
-// virtio queue pair, with the virtio-net header in front of every frame (IFF_VNET_HDR) so that
-// checksum and segmentation offloads pass through unchanged.
+// A Linux tap interface as the host side of a net device (the first NetBackend): one multi-queue
+// tap queue per queue pair, with the vnet header in front of every frame (IFF_VNET_HDR) so that
+// checksum and segmentation offloads pass through unchanged. Channels read and write the queue
+// fds directly (one readv / writev per frame) and wait for them with an io_uring poll.
 //
 // vhostd creates the tap if no interface of that name exists and brings it up; a tap it created
 // is not persistent, so it disappears when the last queue fd closes (at exit, even a crash). An
@@ -15,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "backends/net_backend.hpp"
 #include "core/result.hpp"
 #include "core/unique_fd.hpp"
 
@@ -26,35 +28,38 @@ struct TapOptions {
     uint32_t mtu = 0;  // 0: leave the interface's MTU as it is
 };
 
-// TUN_F_* offload flags for the frames the tap may hand to a guest that negotiated
-// `guest_features` (virtio-net GUEST_* bits): what the guest can receive, the tap may send.
-unsigned tap_offload_flags(uint64_t guest_features);
+// TUN_F_* flags (TUNSETOFFLOAD) for the offloads the tap may use in frames to the guest.
+unsigned tun_offload_flags(const NetOffloads& o);
 
-class Tap {
+class Tap final : public NetBackend {
 public:
     static Result<std::unique_ptr<Tap>> open(const TapOptions& opts);
-    ~Tap();
+    ~Tap() override;
     Tap(const Tap&) = delete;
     Tap& operator=(const Tap&) = delete;
 
-    const std::string& name() const { return name_; }
+    const std::string& ifname() const { return name_; }
     bool created() const { return created_; }
-    uint32_t queues() const { return static_cast<uint32_t>(fds_.size()); }
-    // Non-blocking queue fd (read: frames to the guest, write: frames from the guest).
-    int queue_fd(uint32_t i) const { return fds_.at(i).get(); }
 
+    // NetBackend
+    const std::string& name() const override { return label_; }
+    uint32_t queues() const override { return static_cast<uint32_t>(fds_.size()); }
+    Result<uint32_t> mtu() const override;
+    Status set_mtu(uint32_t mtu) override;
     // Attach/detach one queue (TUNSETQUEUE). Attached queues receive their share of traffic.
-    Status set_queue_attached(uint32_t i, bool attached);
-    // Header size and offloads (per interface; applied through an attached queue `via`).
-    Status configure(uint32_t via, int vnet_hdr_size, unsigned offload_flags);
+    Status set_queue_attached(uint32_t i, bool attached) override;
+    // Header size and offloads are per interface; applied through attached queue `via`.
+    Status configure(uint32_t via, uint32_t vnet_hdr_bytes, const NetOffloads& offloads) override;
+    Status send_frame(uint32_t queue, const iovec* iov, unsigned iovcnt) override;
+    Result<std::unique_ptr<NetRxChannel>> open_rx(uint32_t queue, Reactor& reactor) override;
+    Result<std::unique_ptr<NetTxChannel>> open_tx(uint32_t queue, Reactor& reactor) override;
 
-    Result<uint32_t> mtu() const;
-    Status set_mtu(uint32_t mtu);
     Status set_up();
 
 private:
     Tap() = default;
     std::string name_;
+    std::string label_;  // "tap NAME"
     bool created_ = false;
     std::vector<UniqueFd> fds_;
     std::vector<bool> attached_;

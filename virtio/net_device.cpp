@@ -1,10 +1,10 @@
 #include "virtio/net_device.hpp"
 
-#include <poll.h>
 #include <sys/uio.h>
 
 #include <bit>
 #include <cstring>
+#include <type_traits>
 
 #include "core/log.hpp"
 #include "virtio/iov.hpp"
@@ -16,57 +16,31 @@ namespace vhostd::virtio {
 
 namespace {
 
-// iovecs one readv/writev may take (the kernel's UIO_MAXIOV).
+// iovecs one backend receive/send may take (the kernel's UIO_MAXIOV: a tap's readv/writev).
 constexpr size_t kMaxIov = 1024;
 // Frames per reactor pass and queue, so that one busy queue cannot starve the others.
 constexpr uint32_t kRxBudget = 64;
 constexpr uint32_t kTxBudget = 256;
 
-// An io_uring poll on a tap fd, re-armed only after the fd ran dry (EAGAIN): while a queue is
-// busy it costs nothing, and a sleeping reactor wakes when the tap has frames / room.
-class TapPoll final : public Completion {
-public:
-    TapPoll(Reactor& r, short events) : reactor_(r), events_(events) {}
-    bool ready() const { return ready_; }
-    bool armed() const { return armed_; }
-    void not_ready() { ready_ = false; }
-    void reset() { ready_ = true; }
-    void arm(int fd) {
-        if (armed_) return;
-        io_uring_sqe* sqe = reactor_.get_sqe();
-        if (sqe == nullptr) return;  // the caller polls again next pass
-        io_uring_prep_poll_add(sqe, fd, static_cast<unsigned>(events_));
-        io_uring_sqe_set_data(sqe, static_cast<Completion*>(this));
-        armed_ = true;
-        cancel_sent_ = false;
-    }
-    void cancel() {
-        if (!armed_ || cancel_sent_) return;
-        io_uring_sqe* sqe = reactor_.get_sqe();
-        if (sqe == nullptr) return;  // the stop path calls again
-        io_uring_prep_poll_remove(sqe, reinterpret_cast<uint64_t>(static_cast<Completion*>(this)));
-        io_uring_sqe_set_data(sqe, nullptr);
-        cancel_sent_ = true;
-    }
-    void complete(int32_t) override {
-        armed_ = false;
-        ready_ = true;  // readable/writable, or cancelled: either way try the fd again
-    }
-
-private:
-    Reactor& reactor_;
-    short events_;
-    bool armed_ = false;
-    bool ready_ = true;
-    bool cancel_sent_ = false;
-};
-
 }  // namespace
+
+backends::NetOffloads guest_offloads(uint64_t f) {
+    // Without GUEST_CSUM the guest wants fully checksummed frames, and GSO frames always need
+    // partial-checksum support, so nothing else may be enabled either.
+    backends::NetOffloads o;
+    if (!(f & net::kFGuestCsum)) return o;
+    o.csum = true;
+    o.tso4 = (f & net::kFGuestTso4) != 0;
+    o.tso6 = (f & net::kFGuestTso6) != 0;
+    o.tso_ecn = (f & net::kFGuestEcn) != 0 && (o.tso4 || o.tso6);  // ECN alone means nothing
+    o.ufo = (f & net::kFGuestUfo) != 0;
+    return o;
+}
 
 const char* check_tx_header(net::Hdr& h, uint32_t hdr_bytes, uint64_t frame_len, uint64_t f) {
     if (hdr_bytes == sizeof(net::Hdr)) h.num_buffers = 0;  // meaningless on TX
-    // DATA_VALID is for the device to set on RX; other bits are undefined. The tap sees only
-    // what we understand.
+    // DATA_VALID is for the device to set on RX; other bits are undefined. The host side sees
+    // only what we understand.
     h.flags &= net::kHdrFNeedsCsum;
     if (h.flags & net::kHdrFNeedsCsum) {
         if (!(f & net::kFCsum)) return "partial checksum without CSUM";
@@ -92,52 +66,57 @@ const char* check_tx_header(net::Hdr& h, uint32_t hdr_bytes, uint64_t frame_len,
 }
 
 // ---------------------------------------------------------------------------------------------
-// What both directions of a queue pair share: the device, the pair's tap queue, the header size
-// and the tap poll that must be cancelled (and completed) before the queue may stop.
+// What both directions of a queue pair share: the device, the header size and the backend
+// channel (RX or TX) of the pair's backend queue, whose armed wake-up must be cancelled (and
+// completed) before the queue may stop. The channel is opened on the reactor when the queue
+// starts and closed when it stops (a memory swap keeps it).
+template <class Channel>
 class NetQueue : public QueueWorker {
 protected:
-    NetQueue(Reactor& r, uint32_t index, NetDevice& dev, NetDirStats& stats, short poll_events)
-        : QueueWorker(r, index), dev_(dev), stats_(stats), poll_(r, poll_events) {}
+    NetQueue(Reactor& r, uint32_t index, NetDevice& dev, NetDirStats& stats)
+        : QueueWorker(r, index), dev_(dev), stats_(stats) {}
 
-    void start_common(const QueueStart& s) {
-        fd_ = dev_.tap().queue_fd(index() / 2);
+    Status start_common(const QueueStart& s) {
         hdr_ = net::hdr_size(s.features);
-        poll_.reset();
+        if constexpr (std::is_same_v<Channel, backends::NetRxChannel>) {
+            VHOSTD_ASSIGN_OR_RETURN(chan_, dev_.backend().open_rx(index() / 2, reactor()));
+        } else {
+            VHOSTD_ASSIGN_OR_RETURN(chan_, dev_.backend().open_tx(index() / 2, reactor()));
+        }
+        return ok_status();
     }
-    uint32_t inflight() const override { return poll_.armed() ? 1 : 0; }
-    // The tap poll is an event source like a kick (its completion ends a nap), not a request.
+    void stop_common() { chan_.reset(); }  // only after inflight() reached zero
+    uint32_t inflight() const override { return chan_ != nullptr && chan_->armed() ? 1 : 0; }
+    // The backend's wake-up is an event source like a kick (its completion ends a nap), not a
+    // request.
     bool requests_in_flight() const override { return false; }
-    void cancel_device_io() override { poll_.cancel(); }
-    bool poll_device() override {
-        if (stopping()) poll_.cancel();  // retried here if the SQ was full at stop time
-        return false;
+    void cancel_device_io() override {
+        if (chan_ != nullptr) chan_->cancel();
     }
-    // The tap has no room / no frames: sleep until the poll fires.
-    void wait_for_tap() {
-        poll_.not_ready();
-        poll_.arm(fd_);
+    bool poll_device() override {
+        if (stopping()) cancel_device_io();  // retried here if the SQ was full at stop time
+        return false;
     }
 
     NetDevice& dev_;
     NetDirStats& stats_;
-    TapPoll poll_;
-    int fd_ = -1;
+    std::unique_ptr<Channel> chan_;
     uint32_t hdr_ = sizeof(net::Hdr);
     LogLimiter log_;
 };
 
 // ---------------------------------------------------------------------------------------------
-// RX: tap -> guest.
+// RX: host -> guest.
 //
-// The tap gives no frame length before the read, so the read goes straight into guest buffers
-// only when the chains we hold can take the largest frame the tap may produce (a mergeable
+// The backend gives no frame length before the read, so the read goes straight into guest
+// buffers only when the chains we hold can take the largest frame it may produce (a mergeable
 // guest keeps its ring full, so this is the normal case: no copy of ours). With fewer buffers,
 // the frame is read into a bounce buffer and copied out once the guest has room for it (frames
-// stay in order, nothing is dropped). No buffers at all: the tap is not read (back-pressure).
-class NetRxQueue final : public NetQueue {
+// stay in order, nothing is dropped). No buffers at all: the backend is not read (back-pressure).
+class NetRxQueue final : public NetQueue<backends::NetRxChannel> {
 public:
     NetRxQueue(Reactor& r, uint32_t index, NetDevice& dev, NetPairStats& stats)
-        : NetQueue(r, index, dev, stats.rx, POLLIN) {}
+        : NetQueue(r, index, dev, stats.rx) {}
 
 private:
     struct Held {  // a chain taken from the avail ring and walked, not used yet
@@ -149,7 +128,7 @@ private:
     static constexpr uint32_t kIovCap = 2 * kMaxIov;
 
     Status on_start(const QueueStart& s) override {
-        start_common(s);
+        VHOSTD_TRY(start_common(s));
         mergeable_ = (s.features & net::kFMrgRxbuf) != 0;
         guest_csum_ = (s.features & net::kFGuestCsum) != 0;
         bool gso = (s.features & (net::kFGuestTso4 | net::kFGuestTso6 | net::kFGuestUfo)) != 0;
@@ -166,10 +145,11 @@ private:
         iov_.reset();
         if (bounce_len_ != 0) ++stats_.dropped;  // a frame read but never delivered
         bounce_.reset();
+        stop_common();
     }
-    // Idle (may sleep) while waiting for the tap or for guest buffers. Frames still in the tap
-    // are not ours to drain on a stop.
-    bool device_idle() const override { return stopping() || !poll_.ready() || waiting_; }
+    // Idle (may sleep) while waiting for the backend or for guest buffers. Frames still in the
+    // backend are not ours to drain on a stop.
+    bool device_idle() const override { return stopping() || !chan_->ready() || waiting_; }
     bool arm_guest_notify() override { return waiting_ ? vq_.enable_notify_beyond(wait_idx_) : vq_.enable_notify(); }
 
     bool process() override {
@@ -201,15 +181,15 @@ private:
                 work = true;
                 continue;
             }
-            if (!poll_.ready()) {
-                poll_.arm(fd_);
+            if (!chan_->ready()) {
+                chan_->wait_ready();
                 break;
             }
             uint64_t want = mergeable_ ? max_frame_ : 1;
             uint64_t have = gather(want);
             if (broken()) break;
             if (have == 0) {
-                wait_for_buffers();  // back-pressure: frames stay in the tap
+                wait_for_buffers();  // back-pressure: frames stay in the backend
                 break;
             }
             bool direct = have >= want;
@@ -222,18 +202,19 @@ private:
                 if (!mergeable_) break;
             }
             iovec bounce_iov{bounce_.get(), kBounceBytes};
-            ssize_t n = direct ? ::readv(fd_, iov_.get() + h0.iov_first, static_cast<int>(iovs))
-                               : ::readv(fd_, &bounce_iov, 1);
+            ssize_t n = direct ? chan_->receive(iov_.get() + h0.iov_first, iovs) : chan_->receive(&bounce_iov, 1);
             if (n < 0) {
-                if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                    wait_for_tap();
+                if (n == -EAGAIN || n == -EWOULDBLOCK) {
+                    chan_->wait_ready();
                     break;
                 }
-                if (errno == EINTR) continue;
-                if (log_.allow()) VLOG_WARN("{} rx queue {}: tap read failed: {}", dev_.name(), index(), strerror(errno));
+                if (n == -EINTR) continue;
+                if (log_.allow())
+                    VLOG_WARN("{} rx queue {}: {} read failed: {}", dev_.name(), index(), dev_.backend().name(),
+                              strerror(static_cast<int>(-n)));
                 ++stats_.dropped;
-                if (errno == EINVAL || errno == EFAULT) continue;  // the kernel dropped this frame
-                wait_for_tap();  // anything else: wait for the tap before trying again
+                if (n == -EINVAL || n == -EFAULT) continue;  // the backend dropped this frame
+                chan_->wait_ready();  // anything else: wait for the backend before trying again
                 break;
             }
             work = true;
@@ -363,7 +344,7 @@ private:
             left -= take;
             ++buffers;
         }
-        // The tap wrote the first 10 header bytes; num_buffers and (without GUEST_CSUM) the
+        // The backend wrote the first 10 header bytes; num_buffers and (without GUEST_CSUM) the
         // flags are ours.
         if (hdr_ == sizeof(net::Hdr)) iov_write_at(hdr_iov, hdr_iovs, net::kNumBuffersOffset, &buffers, sizeof(buffers));
         if (!guest_csum_) {
@@ -394,24 +375,27 @@ private:
 };
 
 // ---------------------------------------------------------------------------------------------
-// TX: guest -> tap.
-class NetTxQueue final : public NetQueue {
+// TX: guest -> host.
+class NetTxQueue final : public NetQueue<backends::NetTxChannel> {
 public:
     NetTxQueue(Reactor& r, uint32_t index, NetDevice& dev, NetPairStats& stats)
-        : NetQueue(r, index, dev, stats.tx, POLLOUT) {}
+        : NetQueue(r, index, dev, stats.tx) {}
 
 private:
     Status on_start(const QueueStart& s) override {
-        start_common(s);
+        VHOSTD_TRY(start_common(s));
         iov_ = std::make_unique<iovec[]>(kMaxIov + 1);
         return ok_status();
     }
-    void on_stop() override { iov_.reset(); }
-    bool device_idle() const override { return true; }  // a blocked tap wakes us through the poll
+    void on_stop() override {
+        iov_.reset();
+        stop_common();
+    }
+    bool device_idle() const override { return true; }  // a full backend wakes us through its channel
 
     bool process() override {
-        if (!poll_.ready()) {
-            poll_.arm(fd_);
+        if (!chan_->ready()) {
+            chan_->wait_ready();
             return false;
         }
         auto pending = vq_.pending();
@@ -426,7 +410,7 @@ private:
                 fail(head.error());
                 return true;
             }
-            if (!send(*head)) break;  // tap full: retried when it has room
+            if (!send(*head)) break;  // backend full: retried when it has room
         }
         return n > 0;
     }
@@ -437,7 +421,7 @@ private:
         push_used(head, 0);
     }
 
-    // False if the tap cannot take the frame now (the head was given back).
+    // False if the backend cannot take the frame now (the head was given back).
     bool send(uint16_t head) {
         Chain c;
         ChainError ce;
@@ -460,7 +444,7 @@ private:
             return true;
         }
         net::Hdr h{};
-        iov_copy_from(iov_.get() + 1, c.n_readable, &h, hdr_);  // copied once; the copy is what the tap gets
+        iov_copy_from(iov_.get() + 1, c.n_readable, &h, hdr_);  // copied once; the copy is what the backend gets
         if (const char* why = check_tx_header(h, hdr_, frame, features_)) {
             drop(head, why);
             return true;
@@ -468,16 +452,16 @@ private:
         size_t skip = iov_consume_front(iov_.get() + 1, c.n_readable, hdr_);
         iovec* v = iov_.get() + skip;  // the slot right before the first frame iovec
         v[0] = iovec{&h, hdr_};
-        int cnt = static_cast<int>(c.n_readable - skip + 1);
-        ssize_t w = ::writev(fd_, v, cnt);
+        unsigned cnt = static_cast<unsigned>(c.n_readable - skip + 1);
+        ssize_t w = chan_->send(v, cnt);
         if (w < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            if (w == -EAGAIN || w == -EWOULDBLOCK) {
                 vq_.rewind(1);
-                wait_for_tap();
+                chan_->wait_ready();
                 return false;
             }
-            // EIO: the tap is down; EINVAL: the kernel refused the frame. Either way it is gone.
-            drop(head, strerror(errno));
+            // A tap: EIO it is down, EINVAL the kernel refused the frame. Either way it is gone.
+            drop(head, strerror(static_cast<int>(-w)));
             return true;
         }
         ++stats_.packets;
@@ -492,23 +476,23 @@ private:
 
 // ---------------------------------------------------------------------------------------------
 
-NetDevice::NetDevice(std::string name, std::unique_ptr<backends::Tap> tap, NetOptions opts,
+NetDevice::NetDevice(std::string name, std::unique_ptr<backends::NetBackend> backend, NetOptions opts,
                      std::vector<Reactor*> pair_reactors)
-    : name_(std::move(name)), tap_(std::move(tap)), opts_(opts), stats_(pair_reactors.size()) {
+    : name_(std::move(name)), backend_(std::move(backend)), opts_(opts), stats_(pair_reactors.size()) {
     if (opts_.mtu != 0) {
         mtu_ = opts_.mtu;
-    } else if (auto m = tap_->mtu(); m.ok()) {
+    } else if (auto m = backend_->mtu(); m.ok()) {
         mtu_ = m.value();
     }
     for (uint32_t p = 0; p < pair_reactors.size(); ++p) {
         rx_.push_back(std::make_unique<NetRxQueue>(*pair_reactors[p], 2 * p, *this, stats_[p]));
         tx_.push_back(std::make_unique<NetTxQueue>(*pair_reactors[p], 2 * p + 1, *this, stats_[p]));
+        add_queue(*rx_.back());  // vring 2p
+        add_queue(*tx_.back());  // vring 2p + 1
     }
 }
 
-NetDevice::~NetDevice() {
-    for (uint32_t i = 0; i < num_queues(); ++i) stop_queue(i);
-}
+NetDevice::~NetDevice() { stop_all_queues(); }
 
 uint64_t NetDevice::features() const {
     return kFVersion1 | kFIndirectDesc | kFEventIdx | net::kFAnyLayout | net::kFMac | net::kFMtu | net::kFStatus |
@@ -534,51 +518,28 @@ Status NetDevice::write_config(uint32_t offset, std::span<const uint8_t> in) {
 
 void NetDevice::set_features(uint64_t features) { acked_ = features; }
 
-bool NetDevice::tap_attached(uint32_t pair) const { return rx_[pair]->running() || tx_[pair]->running(); }
+bool NetDevice::backend_attached(uint32_t pair) const { return rx_[pair]->running() || tx_[pair]->running(); }
 
 Status NetDevice::start_queue(uint32_t index, QueueStart&& start) {
     uint32_t pair = index / 2;
-    bool rx = index % 2 == 0;
-    // A tap queue takes traffic while either vring of its pair runs, and follows the guest's
-    // features: header size and the offloads it may hand us.
-    bool was_attached = tap_attached(pair);
-    VHOSTD_TRY(tap_->set_queue_attached(pair, true));
-    Status st = tap_->configure(pair, static_cast<int>(net::hdr_size(start.features)),
-                                backends::tap_offload_flags(start.features));
-    if (st.ok()) st = rx ? rx_[pair]->start(std::move(start)) : tx_[pair]->start(std::move(start));
-    if (!st.ok() && !was_attached) (void)tap_->set_queue_attached(pair, false);
+    // A backend queue takes traffic while either vring of its pair runs, and follows the
+    // guest's features: header size and the offloads it may hand us.
+    bool was_attached = backend_attached(pair);
+    VHOSTD_TRY(backend_->set_queue_attached(pair, true));
+    Status st = backend_->configure(pair, net::hdr_size(start.features), guest_offloads(start.features));
+    if (st.ok()) st = QueuedDevice::start_queue(index, std::move(start));
+    if (!st.ok() && !was_attached) (void)backend_->set_queue_attached(pair, false);
     return st;
 }
 
 uint16_t NetDevice::stop_queue(uint32_t index) {
     uint32_t pair = index / 2;
-    uint16_t last = index % 2 == 0 ? rx_.at(pair)->stop() : tx_.at(pair)->stop();
-    if (!tap_attached(pair)) {
-        if (auto st = tap_->set_queue_attached(pair, false); !st.ok()) VLOG_WARN("{}: {}", name_, st.error().describe());
+    uint16_t last = QueuedDevice::stop_queue(index);
+    if (!backend_attached(pair)) {
+        if (auto st = backend_->set_queue_attached(pair, false); !st.ok())
+            VLOG_WARN("{}: {}", name_, st.error().describe());
     }
     return last;
-}
-
-bool NetDevice::queue_running(uint32_t index) const {
-    uint32_t pair = index / 2;
-    return index % 2 == 0 ? rx_.at(pair)->running() : tx_.at(pair)->running();
-}
-
-void NetDevice::set_call_fd(uint32_t index, int fd) {
-    uint32_t pair = index / 2;
-    if (index % 2 == 0) rx_.at(pair)->set_call(fd);
-    else tx_.at(pair)->set_call(fd);
-}
-
-Status NetDevice::set_memory(std::shared_ptr<const shm::MemoryMap> mem) {
-    Status result;
-    for (uint32_t p = 0; p < pairs(); ++p) {
-        for (QueueWorker* q : {static_cast<QueueWorker*>(rx_[p].get()), static_cast<QueueWorker*>(tx_[p].get())}) {
-            Status st = q->set_memory(mem);
-            if (!st.ok() && result.ok()) result = std::move(st);
-        }
-    }
-    return result;
 }
 
 Status NetDevice::net_set_mtu(uint64_t mtu) {
@@ -587,9 +548,9 @@ Status NetDevice::net_set_mtu(uint64_t mtu) {
     for (uint32_t p = 0; p < pairs(); ++p) {
         if (rx_[p]->running()) return make_error(Errc::kState, "NET_SET_MTU while queues run");
     }
-    VHOSTD_TRY(tap_->set_mtu(static_cast<uint32_t>(mtu)));
+    VHOSTD_TRY(backend_->set_mtu(static_cast<uint32_t>(mtu)));
     mtu_ = static_cast<uint32_t>(mtu);
-    VLOG_INFO("{}: MTU {} (tap {})", name_, mtu_, tap_->name());
+    VLOG_INFO("{}: MTU {} ({})", name_, mtu_, backend_->name());
     return ok_status();
 }
 
@@ -606,8 +567,12 @@ Status NetDevice::net_send_rarp(std::span<const uint8_t, 6> mac) {
     net::Hdr hdr{};
     iovec iov[2] = {{&hdr, net::hdr_size(acked_)}, {frame, sizeof(frame)}};
     for (uint32_t p = 0; p < pairs(); ++p) {
-        if (!tap_attached(p)) continue;  // only attached tap queues take frames
-        if (::writev(tap_->queue_fd(p), iov, 2) < 0) return sys_error("{}: RARP to {}", name_, tap_->name());
+        if (!backend_attached(p)) continue;  // only attached backend queues take frames
+        if (Status st = backend_->send_frame(p, iov, 2); !st.ok()) {
+            Error e = std::move(st).take_error();
+            e.context = fmt::format("{}: RARP: {}", name_, e.context);
+            return e;
+        }
         VLOG_INFO("{}: announced {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} (RARP)", name_, mac[0], mac[1], mac[2],
                   mac[3], mac[4], mac[5]);
         return ok_status();

@@ -1,13 +1,15 @@
-// virtio-net over a tap interface. Queue pair i is RX vring 2i + TX vring 2i+1 and tap queue i;
-// both vrings of a pair run on one reactor. The control queue is the frontend's (QEMU and Cloud
-// Hypervisor service it themselves and tell us the active pairs with SET_VRING_ENABLE).
+// virtio-net over a host-side NetBackend (backends/net_backend.hpp; a tap in the daemon). Queue
+// pair i is RX vring 2i + TX vring 2i+1 and backend queue i; both vrings of a pair run on one
+// reactor. The control queue is the frontend's (QEMU and Cloud Hypervisor service it themselves
+// and tell us the active pairs with SET_VRING_ENABLE).
 //
-// RX (tap -> guest): readv straight from the tap into the guest's buffers (no copy of ours);
+// RX (host -> guest): the backend reads straight into the guest's buffers (no copy of ours);
 // with MRG_RXBUF one frame may fill several chains and num_buffers says how many. When the guest
-// has too few buffers we stop reading the tap (frames wait in the tap queue) and ask for a kick.
-// TX (guest -> tap): one writev per chain, with our validated copy of the virtio header in
-// front of the guest's frame bytes. Both directions wait for the tap with an io_uring poll, so a
-// sleeping reactor wakes on traffic and a polling one costs no syscall while the tap is quiet.
+// has too few buffers we stop taking frames from the backend (they wait there) and ask for a
+// kick. TX (guest -> host): one backend send per chain, with our validated copy of the virtio
+// header in front of the guest's frame bytes. Both directions wait for the backend through its
+// channel's readiness (a tap: an io_uring poll), so a sleeping reactor wakes on traffic and a
+// polling one costs nothing while the host side is quiet.
 #pragma once
 
 #include <array>
@@ -15,9 +17,9 @@
 #include <string>
 #include <vector>
 
-#include "backends/tap.hpp"
+#include "backends/net_backend.hpp"
 #include "reactor/reactor.hpp"
-#include "virtio/device.hpp"
+#include "virtio/queued_device.hpp"
 #include "virtio/net_types.hpp"
 
 namespace vhostd::virtio {
@@ -25,7 +27,7 @@ namespace vhostd::virtio {
 struct NetOptions {
     uint32_t queue_pairs = 1;
     std::array<uint8_t, 6> mac{};
-    uint32_t mtu = 0;  // 0: the tap's MTU
+    uint32_t mtu = 0;  // 0: the backend's MTU
 };
 
 // Traffic counters of one queue pair. Each direction is written only by its queue's reactor;
@@ -41,48 +43,49 @@ struct NetPairStats {
 };
 
 // Checks a guest's TX header against the negotiated features and the frame length (bytes
-// after the header). May clear bits the tap must not see. Returns nullptr if the header is
+// after the header). May clear bits the host side must not see. Returns nullptr if the header is
 // acceptable, else why not.
 const char* check_tx_header(net::Hdr& h, uint32_t hdr_bytes, uint64_t frame_len, uint64_t features);
+
+// The offloads the host side may use towards a guest that negotiated `features` (GUEST_* bits):
+// what the guest can receive, the backend may send.
+backends::NetOffloads guest_offloads(uint64_t features);
 
 class NetRxQueue;
 class NetTxQueue;
 
-class NetDevice final : public VirtioDevice {
+class NetDevice final : public QueuedDevice {
 public:
-    // pair_reactors[i] owns both vrings of pair i. The tap has one queue per pair.
-    NetDevice(std::string name, std::unique_ptr<backends::Tap> tap, NetOptions opts, std::vector<Reactor*> pair_reactors);
+    // pair_reactors[i] owns both vrings of pair i. The backend has (at least) one queue per pair.
+    NetDevice(std::string name, std::unique_ptr<backends::NetBackend> backend, NetOptions opts,
+              std::vector<Reactor*> pair_reactors);
     ~NetDevice() override;
 
     std::string name() const override { return name_; }
     uint32_t device_id() const override { return net::kDeviceId; }
     uint64_t features() const override;
     bool net_control() const override { return true; }
-    uint32_t num_queues() const override { return 2 * pairs(); }
     uint32_t config_size() const override { return sizeof(net::Config); }
     void read_config(uint32_t offset, std::span<uint8_t> out) const override;
     Status write_config(uint32_t offset, std::span<const uint8_t> in) override;
     void set_features(uint64_t features) override;
     Status start_queue(uint32_t index, QueueStart&& start) override;
     uint16_t stop_queue(uint32_t index) override;
-    bool queue_running(uint32_t index) const override;
-    void set_call_fd(uint32_t index, int fd) override;
-    Status set_memory(std::shared_ptr<const shm::MemoryMap> mem) override;
     Status net_set_mtu(uint64_t mtu) override;
     Status net_send_rarp(std::span<const uint8_t, 6> mac) override;
     void session_ended() override;
 
     uint32_t pairs() const { return static_cast<uint32_t>(stats_.size()); }
     uint32_t mtu() const { return mtu_; }
-    backends::Tap& tap() { return *tap_; }
+    backends::NetBackend& backend() { return *backend_; }
     // Counters of pair i (read only while its queues are stopped).
     const NetPairStats& stats(uint32_t pair) const { return stats_.at(pair); }
 
 private:
-    bool tap_attached(uint32_t pair) const;
+    bool backend_attached(uint32_t pair) const;
 
     std::string name_;
-    std::unique_ptr<backends::Tap> tap_;
+    std::unique_ptr<backends::NetBackend> backend_;
     NetOptions opts_;
     uint32_t mtu_ = 1500;
     uint64_t acked_ = 0;

@@ -63,7 +63,7 @@ struct [[gnu::packed]] Config {
 };
 static_assert(sizeof(Config) == 12);
 
-// Largest frame (without the virtio header) the tap hands us with GSO: a 64 KiB GSO packet
+// Largest frame (without the virtio header) the backend hands us with GSO: a 64 KiB GSO packet
 // plus an Ethernet header and a VLAN tag.
 inline constexpr uint32_t kMaxGsoFrame = 65535 + 14 + 4;
 inline constexpr uint32_t kEthOverhead = 14 + 4;  // Ethernet header + one VLAN tag

@@ -273,18 +273,57 @@ net::Hdr tso4_hdr(uint16_t mss) {
     return h;
 }
 
+// The guest's features -> backend-neutral offloads -> TUN_F_* flags, end to end (what the tap
+// is configured with when a queue starts).
+unsigned tap_offload_flags(uint64_t guest_features) {
+    return backends::tun_offload_flags(virtio::guest_offloads(guest_features));
+}
+
 TEST(NetPure, TapOffloadFlagsFollowGuestFeatures) {
-    EXPECT_EQ(backends::tap_offload_flags(0), 0u);
+    EXPECT_EQ(tap_offload_flags(0), 0u);
     // GSO without checksum offload is impossible: nothing is enabled.
-    EXPECT_EQ(backends::tap_offload_flags(net::kFGuestTso4 | net::kFGuestTso6), 0u);
-    EXPECT_EQ(backends::tap_offload_flags(net::kFGuestCsum), static_cast<unsigned>(TUN_F_CSUM));
-    EXPECT_EQ(backends::tap_offload_flags(net::kFGuestCsum | net::kFGuestTso4), static_cast<unsigned>(TUN_F_CSUM | TUN_F_TSO4));
-    EXPECT_EQ(backends::tap_offload_flags(net::kFGuestCsum | net::kFGuestTso4 | net::kFGuestTso6 | net::kFGuestEcn | net::kFGuestUfo),
+    EXPECT_EQ(tap_offload_flags(net::kFGuestTso4 | net::kFGuestTso6), 0u);
+    EXPECT_EQ(tap_offload_flags(net::kFGuestCsum), static_cast<unsigned>(TUN_F_CSUM));
+    EXPECT_EQ(tap_offload_flags(net::kFGuestCsum | net::kFGuestTso4), static_cast<unsigned>(TUN_F_CSUM | TUN_F_TSO4));
+    EXPECT_EQ(tap_offload_flags(net::kFGuestCsum | net::kFGuestTso4 | net::kFGuestTso6 | net::kFGuestEcn | net::kFGuestUfo),
               static_cast<unsigned>(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN | TUN_F_UFO));
     // ECN alone means nothing without TSO.
-    EXPECT_EQ(backends::tap_offload_flags(net::kFGuestCsum | net::kFGuestEcn), static_cast<unsigned>(TUN_F_CSUM));
+    EXPECT_EQ(tap_offload_flags(net::kFGuestCsum | net::kFGuestEcn), static_cast<unsigned>(TUN_F_CSUM));
     // HOST_* bits are about what the guest sends: they do not change what the tap may send.
-    EXPECT_EQ(backends::tap_offload_flags(net::kFCsum | net::kFHostTso4 | net::kFHostUfo), 0u);
+    EXPECT_EQ(tap_offload_flags(net::kFCsum | net::kFHostTso4 | net::kFHostUfo), 0u);
+}
+
+// The device's half: which GUEST_* bits allow which offloads.
+TEST(NetPure, GuestOffloadsFollowGuestFeatures) {
+    using backends::NetOffloads;
+    EXPECT_EQ(virtio::guest_offloads(0), NetOffloads{});
+    // Without GUEST_CSUM nothing, whatever else was negotiated.
+    EXPECT_EQ(virtio::guest_offloads(net::kFGuestTso4 | net::kFGuestTso6 | net::kFGuestEcn | net::kFGuestUfo),
+              NetOffloads{});
+    EXPECT_EQ(virtio::guest_offloads(net::kFGuestCsum), (NetOffloads{.csum = true}));
+    EXPECT_EQ(virtio::guest_offloads(net::kFGuestCsum | net::kFGuestTso6), (NetOffloads{.csum = true, .tso6 = true}));
+    EXPECT_EQ(virtio::guest_offloads(net::kFGuestCsum | net::kFGuestTso4 | net::kFGuestTso6 | net::kFGuestEcn |
+                                     net::kFGuestUfo),
+              (NetOffloads{.csum = true, .tso4 = true, .tso6 = true, .tso_ecn = true, .ufo = true}));
+    EXPECT_EQ(virtio::guest_offloads(net::kFGuestCsum | net::kFGuestEcn), (NetOffloads{.csum = true}));
+    EXPECT_EQ(virtio::guest_offloads(net::kFGuestCsum | net::kFGuestUfo), (NetOffloads{.csum = true, .ufo = true}));
+    EXPECT_EQ(virtio::guest_offloads(net::kFCsum | net::kFHostTso4 | net::kFHostTso6 | net::kFHostEcn | net::kFHostUfo),
+              NetOffloads{});
+}
+
+// The tap's half: NetOffloads -> TUN_F_*, safe on its own (nothing without csum).
+TEST(NetPure, TunOffloadFlagsFollowOffloads) {
+    using backends::NetOffloads;
+    EXPECT_EQ(backends::tun_offload_flags({}), 0u);
+    EXPECT_EQ(backends::tun_offload_flags({.tso4 = true, .tso6 = true, .tso_ecn = true, .ufo = true}), 0u);
+    EXPECT_EQ(backends::tun_offload_flags({.csum = true}), static_cast<unsigned>(TUN_F_CSUM));
+    EXPECT_EQ(backends::tun_offload_flags({.csum = true, .tso4 = true}), static_cast<unsigned>(TUN_F_CSUM | TUN_F_TSO4));
+    EXPECT_EQ(backends::tun_offload_flags({.csum = true, .tso6 = true}), static_cast<unsigned>(TUN_F_CSUM | TUN_F_TSO6));
+    EXPECT_EQ(backends::tun_offload_flags({.csum = true, .ufo = true}), static_cast<unsigned>(TUN_F_CSUM | TUN_F_UFO));
+    EXPECT_EQ(backends::tun_offload_flags({.csum = true, .tso4 = true, .tso6 = true, .tso_ecn = true, .ufo = true}),
+              static_cast<unsigned>(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN | TUN_F_UFO));
+    // TSO_ECN needs TSO.
+    EXPECT_EQ(backends::tun_offload_flags({.csum = true, .tso_ecn = true}), static_cast<unsigned>(TUN_F_CSUM));
 }
 
 TEST(NetPure, TxHeaderChecks) {
