@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The full test suite, exactly as CI runs it:
-#   1. install packages, build (g++) and run the unit + protocol tests;
+#   1. install packages, build (g++), check the layering, run the unit + protocol tests;
 #   2. build with clang ASan+UBSan and run the unit + protocol tests and the fuzz smoke runs;
-#   3. a seconds-long benchmark smoke run (bench/run.sh --quick);
-#   4. the end-to-end tests: real QEMU guests driving vhostd's devices.
-# Options: --quick skips the sanitizer build.
+#   3. build the Release type too (g++ -O3 warns where -O2 does not; warnings are errors);
+#   4. a seconds-long benchmark smoke run (bench/run.sh --quick);
+#   5. the end-to-end tests: real QEMU guests driving vhostd's devices.
+# Options: --quick skips the sanitizer and Release builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=0
@@ -14,6 +15,9 @@ scripts/setup.sh
 scripts/build.sh release
 export VHOSTD_FUZZ_SECONDS=${VHOSTD_FUZZ_SECONDS:-20}
 
+echo "=== layering: includes run one way, the daemon carries no test tooling"
+scripts/check-layering.sh build/vhostd
+
 echo "=== unit and protocol tests"
 ctest --test-dir build -L unit --output-on-failure -j2
 
@@ -22,6 +26,8 @@ if [[ $quick == 0 ]]; then
   scripts/build.sh asan
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build-asan -L 'unit|fuzz' --output-on-failure -j2
+  echo "=== Release build (g++)"
+  scripts/build.sh type Release g++
 fi
 
 echo "=== benchmark smoke run (seconds; no speed assertions)"
