@@ -50,6 +50,7 @@
 #include "bench/histogram.hpp"
 #include "shm/memory_map.hpp"
 #include "vhost/frontend.hpp"
+#include "vhost/mem_table.hpp"
 #include "virtio/blk_driver.hpp"
 #include "virtio/driver_queue.hpp"
 #include "virtio/iov.hpp"
@@ -530,7 +531,7 @@ int main(int argc, char** argv) {
         }
         std::vector<std::shared_ptr<const shm::Region>> regs;
         for (const auto& r : mem.regions()) {
-            auto m = shm::Region::map(r.desc(), r.fd());
+            auto m = shm::Region::map(vhost::to_region_desc(r.desc()), r.fd());
             CHECK(m, "map guest memory");
             regs.push_back(m.value());
         }

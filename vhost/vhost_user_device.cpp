@@ -6,6 +6,7 @@
 
 #include "core/checked.hpp"
 #include "core/log.hpp"
+#include "vhost/mem_table.hpp"
 
 namespace vhostd::vhost {
 
@@ -487,7 +488,7 @@ Status VhostUserDevice::set_mem_table(Message& m) {
     for (uint32_t i = 0; i < h.nregions; ++i) {
         MemRegion r;
         std::memcpy(&r, m.payload.data() + sizeof(h) + i * sizeof(MemRegion), sizeof(r));
-        VHOSTD_ASSIGN_OR_RETURN(auto region, shm::Region::map(r, m.fds[i].get()));
+        VHOSTD_ASSIGN_OR_RETURN(auto region, shm::Region::map(to_region_desc(r), m.fds[i].get()));
         regions.push_back(std::move(region));
     }
     VHOSTD_ASSIGN_OR_RETURN(auto map, shm::MemoryMap::build(std::move(regions)));
@@ -515,7 +516,7 @@ Status VhostUserDevice::add_mem_reg(Message& m) {
         }
     }
     if (mem_->region_count() >= kMaxMemSlots) return make_error(Errc::kOutOfRange, "all memory slots in use");
-    VHOSTD_ASSIGN_OR_RETURN(auto region, shm::Region::map(r.region, m.fds[0].get()));
+    VHOSTD_ASSIGN_OR_RETURN(auto region, shm::Region::map(to_region_desc(r.region), m.fds[0].get()));
     std::vector<std::shared_ptr<const shm::Region>> regions(mem_->regions().begin(), mem_->regions().end());
     regions.push_back(std::move(region));
     VHOSTD_ASSIGN_OR_RETURN(auto map, shm::MemoryMap::build(std::move(regions)));

@@ -21,6 +21,7 @@
 #include "shm/memory_map.hpp"
 #include "shm/shared_buffer.hpp"
 #include "tests/unit/blk_fixture.hpp"
+#include "vhost/mem_table.hpp"
 #include "vhost/server.hpp"
 #include "virtio/blk_device.hpp"
 #include "virtio/inflight.hpp"
@@ -44,7 +45,7 @@ protected:
         gm_ = std::move(g).value();
         std::vector<std::shared_ptr<const shm::Region>> regs;
         for (const auto& r : gm_->regions()) {
-            auto m = shm::Region::map(r.desc(), r.fd());
+            auto m = shm::Region::map(vhost::to_region_desc(r.desc()), r.fd());
             ASSERT_OK(m);
             regs.push_back(m.value());
         }

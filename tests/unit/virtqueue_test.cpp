@@ -18,6 +18,7 @@
 
 #include "core/result.hpp"
 #include "shm/memory_map.hpp"
+#include "vhost/mem_table.hpp"
 #include "virtio/driver_queue.hpp"
 #include "virtio/virtio_types.hpp"
 #include "virtio/virtqueue.hpp"
@@ -71,7 +72,7 @@ protected:
         ASSERT_TRUE(g.ok()) << g.error().describe();
         gm_ = std::move(g).value();
         for (const auto& r : gm_->regions()) {
-            auto m = shm::Region::map(r.desc(), r.fd());
+            auto m = shm::Region::map(vhost::to_region_desc(r.desc()), r.fd());
             ASSERT_TRUE(m.ok()) << m.error().describe();
             regs_.push_back(m.value());
         }
