@@ -260,7 +260,7 @@ Status VhostUserDevice::handle(Message& m, std::vector<uint8_t>& reply, bool& ha
             std::memcpy(reply.data(), &ch, sizeof(ch));
             uint32_t cs = dev_->config_size();
             if (ch.offset < cs) {
-                uint32_t n = std::min(ch.size, cs - ch.offset);
+                uint32_t n = std::min(ch.size.get(), cs - ch.offset);
                 dev_->read_config(ch.offset, {reply.data() + sizeof(ch), n});
             }
             return ok_status();
