@@ -102,6 +102,8 @@ enum class Request : uint32_t {
     kMaxKnown = 40,
 };
 
+// The request's name for logs and errors ("UNKNOWN" past the table); defined with the message
+// table (message_table.cpp).
 const char* request_name(Request r);
 
 // Header flags.
