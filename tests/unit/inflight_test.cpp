@@ -288,7 +288,7 @@ protected:
                 auto be = std::make_shared<HoldOddBackend>(fd, kDiskBytes);
                 auto dev = std::make_unique<virtio::BlkDevice>("blk0", be, virtio::BlkOptions{1, "x"},
                                                                std::vector<Reactor*>{&r});
-                vhost::SocketServer s(sock_, false, std::make_unique<vhost::VhostUserDevice>(std::move(dev)));
+                vhost::SocketServer s(sock_, false, std::make_unique<vhost::Session>(std::move(dev)));
                 if (!s.start().ok()) _exit(3);
                 for (;;) ::pause();
             }

@@ -2,17 +2,21 @@
 // through a Session on a fake device. The expectations below are written out from the spec
 // (and vhostd's choices), independently of kMessageTable: a row that drifts (a payload size,
 // an fd rule, a missing feature requirement) fails here. Every refused message must name the
-// request and what was wrong.
+// request and what was wrong, and its fds must be closed.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "vhost/message_table.hpp"
+#include "vhost/session.hpp"
+#include "virtio/virtio_types.hpp"
 
 namespace vhostd::vhost {
 namespace {
@@ -250,6 +254,134 @@ TEST(MessageTable, UnknownAndUnsupportedRequestsAreRefused) {
             EXPECT_NE(v.error().context.find(std::to_string(r)), std::string::npos) << v.error().context;
         }
     }
+}
+
+// ---- through a session ----------------------------------------------------------------------
+
+// Just enough device for the session to negotiate with; no queue ever runs.
+class FakeDevice : public virtio::VirtioDevice {
+public:
+    std::string name() const override { return "fake"; }
+    uint32_t device_id() const override { return 2; }
+    uint64_t features() const override { return virtio::kFVersion1; }
+    uint32_t num_queues() const override { return 2; }
+    uint32_t config_size() const override { return 8; }
+    void read_config(uint32_t, std::span<uint8_t> out) const override { std::memset(out.data(), 0x5a, out.size()); }
+    Status write_config(uint32_t, std::span<const uint8_t>) override { return ok_status(); }
+    void set_features(uint64_t) override {}
+    Status start_queue(uint32_t, virtio::QueueStart&&) override { return ok_status(); }
+    uint16_t stop_queue(uint32_t) override { return 0; }
+    bool queue_running(uint32_t) const override { return false; }
+    void set_call_fd(uint32_t, int) override {}
+    Status set_memory(std::shared_ptr<const shm::MemoryMap>) override { return ok_status(); }
+    bool supports_inflight() const override { return true; }
+    bool net_control() const override { return true; }
+    Status net_set_mtu(uint64_t) override { return ok_status(); }
+    Status net_send_rarp(std::span<const uint8_t, 6>) override { return ok_status(); }
+};
+
+class SessionMessages : public ::testing::Test {
+protected:
+    void SetUp() override {
+        int sv[2];
+        ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv), 0);
+        conn_ = std::make_unique<Connection>(UniqueFd(sv[0]));
+        peer_.reset(sv[1]);
+    }
+
+    // The message as the session's peer sent it, with a pipe's write end among its fds: after
+    // handling, the pipe reads EOF only if the session closed every fd it was given.
+    struct Sent {
+        bool kept;
+        bool fds_closed;
+    };
+    Sent send(Request r, std::vector<uint8_t> payload, size_t nfds, uint32_t flags = kVersion) {
+        auto m = make(r, std::move(payload), 0, flags);
+        int p[2];
+        EXPECT_EQ(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
+        UniqueFd rd(p[0]);
+        for (size_t i = 0; i < nfds; ++i) m->fds[i].reset(fcntl(p[1], F_DUPFD_CLOEXEC, 0));
+        m->nfds = nfds;
+        close(p[1]);
+        bool kept = session_.handle_for_test(*conn_, *m);
+        char c;
+        bool closed = read(rd.get(), &c, 1) == 0;
+        return {kept, closed};
+    }
+
+    // The u64 of a REPLY_ACK answer, if one came.
+    std::optional<uint64_t> ack() {
+        uint8_t buf[sizeof(MsgHeader) + 8];
+        ssize_t n = read(peer_.get(), buf, sizeof(buf));
+        if (n != static_cast<ssize_t>(sizeof(buf))) return std::nullopt;
+        le64 v;
+        std::memcpy(&v, buf + sizeof(MsgHeader), 8);
+        return v.get();
+    }
+
+    Session session_{std::make_unique<FakeDevice>()};
+    std::unique_ptr<Connection> conn_;
+    UniqueFd peer_;
+};
+
+TEST_F(SessionMessages, RefusedMessagesCloseTheConnectionAndTheirFds) {
+    struct Case {
+        Request r;
+        std::vector<uint8_t> payload;
+        size_t nfds;
+        const char* what;
+    };
+    std::vector<Case> cases = {
+        {Request::kGetFeatures, {}, 1, "fd on GET_FEATURES"},
+        {Request::kSetVringCall, bytes(le64{0}), 2, "two call fds"},
+        {Request::kSetVringKick, bytes(le64{kVringNoFdFlag}), 1, "fd despite the no-fd flag"},
+        {Request::kSetMemTable, mem_table(1, 1), 3, "three fds for one region"},
+        {Request::kAddMemReg, std::vector<uint8_t>(32), 1, "short ADD_MEM_REG"},
+        {Request::kRemMemReg, std::vector<uint8_t>(40), 2, "two fds on REM_MEM_REG"},
+        {Request::kSetInflightFd, std::vector<uint8_t>(24), 1, "SET_INFLIGHT_FD without the feature"},
+        {Request::kSetLogFd, {}, 1, "unsupported SET_LOG_FD"},
+        {static_cast<Request>(77), {}, 2, "unknown request"},
+    };
+    for (auto& c : cases) {
+        Sent s = send(c.r, c.payload, c.nfds);
+        EXPECT_FALSE(s.kept) << c.what << ": connection kept";
+        EXPECT_TRUE(s.fds_closed) << c.what << ": fds left open";
+        session_.reset_for_test();
+    }
+}
+
+TEST_F(SessionMessages, WithReplyAckRefusedMessagesAreNackedAndTheConnectionKept) {
+    ASSERT_TRUE(send(Request::kSetProtocolFeatures, bytes(le64{pf::kReplyAck}), 0).kept);
+    const uint32_t need = kVersion | kFlagNeedReply;
+    Sent s = send(Request::kSetVringCall, bytes(le64{0}), 2, need);
+    EXPECT_TRUE(s.kept);
+    EXPECT_TRUE(s.fds_closed);
+    EXPECT_EQ(ack(), 1u);
+    s = send(Request::kSetVringNum, std::vector<uint8_t>(12), 0, need);
+    EXPECT_TRUE(s.kept);
+    EXPECT_EQ(ack(), 1u);
+    s = send(static_cast<Request>(500), {}, 1, need);
+    EXPECT_TRUE(s.kept);
+    EXPECT_TRUE(s.fds_closed);
+    EXPECT_EQ(ack(), 1u);
+    // A valid message is acked with 0 and keeps the fd it took (the call fd of vring 1).
+    s = send(Request::kSetVringCall, bytes(le64{1}), 1, need);
+    EXPECT_TRUE(s.kept);
+    EXPECT_FALSE(s.fds_closed);
+    EXPECT_EQ(ack(), 0u);
+    session_.reset_for_test();
+}
+
+TEST_F(SessionMessages, ValidMessagesWithReplyAckAreAckedZero) {
+    ASSERT_TRUE(send(Request::kSetProtocolFeatures, bytes(le64{pf::kReplyAck | pf::kNetMtu}), 0).kept);
+    const uint32_t need = kVersion | kFlagNeedReply;
+    EXPECT_TRUE(send(Request::kNetSetMtu, bytes(le64{1500}), 0, need).kept);
+    EXPECT_EQ(ack(), 0u);
+    EXPECT_TRUE(send(Request::kSetBackendReqFd, {}, 1, need).kept);
+    EXPECT_EQ(ack(), 0u);
+    EXPECT_TRUE(send(Request::kSetVringNum, bytes(VringState{1, 64}), 0, need).kept);
+    EXPECT_EQ(ack(), 0u);
+    session_.reset_for_test();
 }
 
 }  // namespace
