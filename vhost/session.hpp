@@ -63,7 +63,7 @@ private:
     // What a handler answers, for the messages that have a reply (MessageInfo::reply).
     struct Reply {
         std::vector<uint8_t> payload;
-        int fd = -1;  // sent along with the reply; owned by the session
+        int fd = -1;  // sent along with the reply; borrowed (the session keeps it open)
     };
     using Handler = Status (Session::*)(Message&, Reply&);
     // The method for a request; nullptr for the ones the table marks unsupported.

@@ -78,7 +78,7 @@ UniqueFd any_fd() { return UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC)); 
 std::unique_ptr<Message> make(Request r, std::vector<uint8_t> payload, size_t nfds, uint32_t flags = kVersion) {
     auto m = std::make_unique<Message>();
     m->hdr = MsgHeader{static_cast<uint32_t>(r), flags, static_cast<uint32_t>(payload.size())};
-    std::memcpy(m->payload.data(), payload.data(), payload.size());
+    if (!payload.empty()) std::memcpy(m->payload.data(), payload.data(), payload.size());
     for (size_t i = 0; i < nfds; ++i) m->fds[i] = any_fd();
     m->nfds = nfds;
     return m;
