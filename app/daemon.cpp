@@ -54,7 +54,7 @@ Result<std::string> Daemon::add_blk(const BlkSpec& spec) {
     virtio::BlkOptions opts{spec.queues, spec.serial.empty() ? id : spec.serial};
     auto dev = std::make_unique<virtio::BlkDevice>(id, std::move(backend), opts, assign_queues(spec.queues));
     auto server = std::make_unique<vhost::SocketServer>(spec.socket, spec.client,
-                                                        std::make_unique<vhost::VhostUserDevice>(std::move(dev)));
+                                                        std::make_unique<vhost::Session>(std::move(dev)));
     VHOSTD_TRY(server->start());
     VLOG_INFO("{}: virtio-blk on {} ({} queues, {}, {})", id, spec.socket, spec.queues, desc,
               spec.client ? "client mode" : "server mode");
@@ -84,7 +84,7 @@ Result<std::string> Daemon::add_net(const NetSpec& spec) {
     auto dev = std::make_unique<virtio::NetDevice>(id, std::move(tap), opts, assign_queues(spec.queue_pairs));
     uint32_t mtu = dev->mtu();
     auto server = std::make_unique<vhost::SocketServer>(spec.socket, spec.client,
-                                                        std::make_unique<vhost::VhostUserDevice>(std::move(dev)));
+                                                        std::make_unique<vhost::Session>(std::move(dev)));
     VHOSTD_TRY(server->start());
     const auto& m = opts.mac;
     VLOG_INFO("{}: virtio-net on {} ({} queue pairs, tap {} {}, mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, mtu {}, {})",

@@ -52,6 +52,7 @@
 #include "testing/frontend.hpp"
 #include "testing/blk_driver.hpp"
 #include "testing/driver_queue.hpp"
+#include "vhost/mem_table.hpp"
 #include "virtio/iov.hpp"
 #include "virtio/virtqueue.hpp"
 
@@ -530,7 +531,7 @@ int main(int argc, char** argv) {
         }
         std::vector<std::shared_ptr<const shm::Region>> regs;
         for (const auto& r : mem.regions()) {
-            auto m = shm::Region::map(r.desc(), r.fd());
+            auto m = shm::Region::map(vhost::to_region_desc(r.desc()), r.fd());
             CHECK(m, "map guest memory");
             regs.push_back(m.value());
         }

@@ -13,7 +13,7 @@
 
 namespace vhostd::shm {
 
-Result<std::shared_ptr<const Region>> Region::map(const vhost::MemRegion& d, int fd) {
+Result<std::shared_ptr<const Region>> Region::map(const RegionDesc& d, int fd) {
     if (fd < 0) return make_error(Errc::kInvalid, "memory region without fd");
     if (d.memory_size == 0) return make_error(Errc::kInvalid, "memory region of size 0");
     if (!checked_add(d.guest_phys_addr, d.memory_size - 1))

@@ -13,15 +13,26 @@
 
 #include "core/result.hpp"
 #include "core/unique_fd.hpp"
-#include "vhost/protocol.hpp"
 
 namespace vhostd::shm {
+
+// Where a region lives: in guest-physical space, in the frontend's virtual address space, and
+// in the fd it is mapped from. Plain values in host byte order; the vhost layer converts its
+// wire struct into this, so guest memory does not depend on the protocol that describes it.
+struct RegionDesc {
+    uint64_t guest_phys_addr = 0;
+    uint64_t memory_size = 0;
+    uint64_t userspace_addr = 0;
+    uint64_t mmap_offset = 0;
+
+    friend bool operator==(const RegionDesc&, const RegionDesc&) = default;
+};
 
 // One mapped region (RAII: unmapped in the destructor).
 class Region {
 public:
     // Maps `fd` for the region described by `desc`; validates sizes, offsets and overflow.
-    static Result<std::shared_ptr<const Region>> map(const vhost::MemRegion& desc, int fd);
+    static Result<std::shared_ptr<const Region>> map(const RegionDesc& desc, int fd);
     ~Region();
     Region(const Region&) = delete;
     Region& operator=(const Region&) = delete;
@@ -30,11 +41,11 @@ public:
     uint64_t size() const { return desc_.memory_size; }
     uint64_t uva() const { return desc_.userspace_addr; }
     uint8_t* host() const { return host_; }
-    const vhost::MemRegion& desc() const { return desc_; }
+    const RegionDesc& desc() const { return desc_; }
 
 private:
     Region() = default;
-    vhost::MemRegion desc_{};
+    RegionDesc desc_{};
     void* map_base_ = nullptr;
     size_t map_len_ = 0;
     uint8_t* host_ = nullptr;

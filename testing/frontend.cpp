@@ -352,7 +352,7 @@ Result<uint32_t> Frontend::get_vring_base(uint32_t index) {
     std::memcpy(&out, r.payload.data(), sizeof(out));
     if (out.index != index)
         return make_error(Errc::kInvalid, "GET_VRING_BASE: reply for vring {} (asked {})", out.index, index);
-    return out.num;
+    return out.num.get();
 }
 
 Status Frontend::send_vring_fd(Request req, uint32_t index, int fd) {

@@ -20,7 +20,7 @@ struct Message {
     std::array<UniqueFd, kMaxFds> fds;
     size_t nfds = 0;
 
-    Request request() const { return static_cast<Request>(hdr.request); }
+    Request request() const { return static_cast<Request>(hdr.request.get()); }
     std::span<const uint8_t> body() const { return {payload.data(), hdr.size}; }
     // Closes all received fds (used when a message is rejected).
     void drop_fds() {

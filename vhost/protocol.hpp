@@ -1,15 +1,61 @@
-// vhost-user wire format (QEMU docs/interop/vhost-user.rst). Packed, trivially copyable,
-// little-endian (we only build for little-endian hosts; see static_assert below).
+// vhost-user wire format (QEMU docs/interop/vhost-user.rst). Trivially copyable, no padding,
+// little-endian: every multi-byte field is an le16/le32/le64, so the byte order is part of the
+// type rather than an assumption of the code that reads it. Those have alignment 1, so the
+// structs are packed without an attribute (the size asserts below check it). We only build for
+// little-endian hosts (see static_assert below), where the conversions are plain loads/stores.
 #pragma once
 
+#include <array>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
 
+#include <fmt/format.h>
+
 namespace vhostd::vhost {
 
 static_assert(std::endian::native == std::endian::little, "vhost-user wire format is little-endian");
+
+// An unsigned integer stored little-endian: sizeof(T) bytes with alignment 1, so it sits at any
+// offset of a packed struct and can be referenced and copied like the bytes it is. Conversions
+// to and from T are implicit so that wire structs keep aggregate initialisation and read like
+// plain integers; get()/set() say it out loud where that reads better.
+template <typename T>
+class Le {
+    static_assert(std::is_unsigned_v<T>);
+
+public:
+    Le() = default;  // trivial: uninitialised like a plain integer, zero when value-initialised
+    constexpr Le(T v) : bytes_(encode(v)) {}  // NOLINT(google-explicit-constructor)
+    constexpr operator T() const { return get(); }  // NOLINT(google-explicit-constructor)
+
+    constexpr T get() const { return to_host(std::bit_cast<T>(bytes_)); }
+    constexpr void set(T v) { bytes_ = encode(v); }
+
+private:
+    static constexpr T to_host(T v) {
+        if constexpr (std::endian::native == std::endian::little || sizeof(T) == 1) {
+            return v;
+        } else {
+            T r = 0;
+            for (size_t i = 0; i < sizeof(T); ++i) r = static_cast<T>((r << 8) | ((v >> (8 * i)) & 0xff));
+            return r;
+        }
+    }
+    static constexpr std::array<uint8_t, sizeof(T)> encode(T v) {
+        return std::bit_cast<std::array<uint8_t, sizeof(T)>>(to_host(v));  // a byte swap is its own inverse
+    }
+
+    std::array<uint8_t, sizeof(T)> bytes_;
+};
+
+using le16 = Le<uint16_t>;
+using le32 = Le<uint32_t>;
+using le64 = Le<uint64_t>;
+static_assert(sizeof(le16) == 2 && alignof(le16) == 1 && std::is_trivially_copyable_v<le16>);
+static_assert(sizeof(le32) == 4 && alignof(le32) == 1 && std::is_trivially_copyable_v<le32>);
+static_assert(sizeof(le64) == 8 && alignof(le64) == 1 && std::is_trivially_copyable_v<le64>);
 
 enum class Request : uint32_t {
     kNone = 0,
@@ -56,6 +102,8 @@ enum class Request : uint32_t {
     kMaxKnown = 40,
 };
 
+// The request's name for logs and errors ("UNKNOWN" past the table); defined with the message
+// table (message_table.cpp).
 const char* request_name(Request r);
 
 // Header flags.
@@ -89,10 +137,10 @@ inline constexpr uint64_t kConfigureMemSlots = 1ull << 15;
 inline constexpr uint64_t kStatus = 1ull << 16;
 }  // namespace pf
 
-struct [[gnu::packed]] MsgHeader {
-    uint32_t request;
-    uint32_t flags;
-    uint32_t size;  // payload bytes that follow
+struct MsgHeader {
+    le32 request;
+    le32 flags;
+    le32 size;  // payload bytes that follow
 };
 static_assert(sizeof(MsgHeader) == 12);
 
@@ -106,41 +154,41 @@ inline constexpr uint32_t kMaxMemTableRegions = 8;
 // Memory slots we report in GET_MAX_MEM_SLOTS (ADD/REM_MEM_REG).
 inline constexpr uint64_t kMaxMemSlots = 509;
 
-struct [[gnu::packed]] MemRegion {
-    uint64_t guest_phys_addr;
-    uint64_t memory_size;
-    uint64_t userspace_addr;
-    uint64_t mmap_offset;
+struct MemRegion {
+    le64 guest_phys_addr;
+    le64 memory_size;
+    le64 userspace_addr;
+    le64 mmap_offset;
 };
 static_assert(sizeof(MemRegion) == 32);
 
-struct [[gnu::packed]] MemTableHeader {
-    uint32_t nregions;
-    uint32_t padding;
+struct MemTableHeader {
+    le32 nregions;
+    le32 padding;
 };
 static_assert(sizeof(MemTableHeader) == 8);
 
-struct [[gnu::packed]] SingleMemRegion {
-    uint64_t padding;
+struct SingleMemRegion {
+    le64 padding;
     MemRegion region;
 };
 static_assert(sizeof(SingleMemRegion) == 40);
 
-struct [[gnu::packed]] VringState {
-    uint32_t index;
-    uint32_t num;
+struct VringState {
+    le32 index;
+    le32 num;
 };
 static_assert(sizeof(VringState) == 8);
 
 inline constexpr uint32_t kVringAddrFlagLog = 1u << 0;
 
-struct [[gnu::packed]] VringAddr {
-    uint32_t index;
-    uint32_t flags;
-    uint64_t desc_user_addr;
-    uint64_t used_user_addr;
-    uint64_t avail_user_addr;
-    uint64_t log_guest_addr;
+struct VringAddr {
+    le32 index;
+    le32 flags;
+    le64 desc_user_addr;
+    le64 used_user_addr;
+    le64 avail_user_addr;
+    le64 log_guest_addr;
 };
 static_assert(sizeof(VringAddr) == 40);
 
@@ -151,22 +199,31 @@ inline constexpr uint64_t kVringNoFdFlag = 1ull << 8;
 
 inline constexpr uint32_t kMaxConfigSize = 256;
 
-struct [[gnu::packed]] ConfigHeader {
-    uint32_t offset;
-    uint32_t size;
-    uint32_t flags;
+struct ConfigHeader {
+    le32 offset;
+    le32 size;
+    le32 flags;
 };
 static_assert(sizeof(ConfigHeader) == 12);
 
 // The spec lists 20 bytes of fields, but QEMU (and DPDK) send and expect the C struct's size
 // with its tail padding: 24 bytes. A 20-byte reply makes QEMU drop the connection.
-struct [[gnu::packed]] InflightDesc {
-    uint64_t mmap_size;
-    uint64_t mmap_offset;
-    uint16_t num_queues;
-    uint16_t queue_size;
-    uint32_t padding;
+struct InflightDesc {
+    le64 mmap_size;
+    le64 mmap_offset;
+    le16 num_queues;
+    le16 queue_size;
+    le32 padding;
 };
 static_assert(sizeof(InflightDesc) == 24);
 
 }  // namespace vhostd::vhost
+
+// Wire fields format as the number they hold (in error messages and logs).
+template <typename T>
+struct fmt::formatter<vhostd::vhost::Le<T>> : fmt::formatter<T> {
+    template <typename FormatContext>
+    auto format(vhostd::vhost::Le<T> v, FormatContext& ctx) const {
+        return fmt::formatter<T>::format(v.get(), ctx);
+    }
+};

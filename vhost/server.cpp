@@ -44,8 +44,8 @@ Result<UniqueFd> listen_unix(const std::string& path) {
     return fd;
 }
 
-SocketServer::SocketServer(std::string path, bool client_mode, std::unique_ptr<VhostUserDevice> dev)
-    : path_(std::move(path)), client_(client_mode), dev_(std::move(dev)) {}
+SocketServer::SocketServer(std::string path, bool client_mode, std::unique_ptr<Session> session)
+    : path_(std::move(path)), client_(client_mode), session_(std::move(session)) {}
 
 SocketServer::~SocketServer() { stop(); }
 
@@ -56,10 +56,10 @@ Status SocketServer::start() {
     if (!client_) {
         VHOSTD_ASSIGN_OR_RETURN(listen_fd_, listen_unix(path_));
         created_socket_ = true;
-        VLOG_INFO("{}: listening on {}", dev_->name(), path_);
+        VLOG_INFO("{}: listening on {}", session_->name(), path_);
     } else {
         VHOSTD_TRY(unix_addr(path_));
-        VLOG_INFO("{}: will connect to {}", dev_->name(), path_);
+        VLOG_INFO("{}: will connect to {}", session_->name(), path_);
     }
     thread_ = std::thread([this] { run(); });
     return ok_status();
@@ -85,7 +85,7 @@ UniqueFd SocketServer::accept_one() {
         int fd = accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC);
         if (fd >= 0) return UniqueFd(fd);
         if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED) {
-            VLOG_ERROR("{}: accept failed: {}", dev_->name(), strerror(errno));
+            VLOG_ERROR("{}: accept failed: {}", session_->name(), strerror(errno));
             return UniqueFd();
         }
     }
@@ -98,7 +98,7 @@ UniqueFd SocketServer::connect_one() {
         UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
         if (fd && connect(fd.get(), reinterpret_cast<const sockaddr*>(&a.value()), sizeof(sockaddr_un)) == 0) return fd;
         if (!logged) {
-            VLOG_INFO("{}: waiting for a frontend to listen on {}", dev_->name(), path_);
+            VLOG_INFO("{}: waiting for a frontend to listen on {}", session_->name(), path_);
             logged = true;
         }
         pollfd p{stop_fd_.get(), POLLIN, 0};
@@ -111,7 +111,7 @@ void SocketServer::run() {
     while (true) {
         UniqueFd conn = client_ ? connect_one() : accept_one();
         if (!conn) break;
-        dev_->serve(std::move(conn), stop_fd_.get());
+        session_->serve(std::move(conn), stop_fd_.get());
         // Stop requested while serving?
         pollfd p{stop_fd_.get(), POLLIN, 0};
         if (::poll(&p, 1, 0) > 0) break;

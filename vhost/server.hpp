@@ -10,13 +10,13 @@
 
 #include "core/result.hpp"
 #include "core/unique_fd.hpp"
-#include "vhost/vhost_user_device.hpp"
+#include "vhost/session.hpp"
 
 namespace vhostd::vhost {
 
 class SocketServer {
 public:
-    SocketServer(std::string path, bool client_mode, std::unique_ptr<VhostUserDevice> dev);
+    SocketServer(std::string path, bool client_mode, std::unique_ptr<Session> session);
     ~SocketServer();
 
     // Server mode: creates the listening socket now, so errors (in use, bad path) surface at
@@ -26,7 +26,7 @@ public:
     void stop();
 
     const std::string& path() const { return path_; }
-    VhostUserDevice& device() { return *dev_; }
+    Session& session() { return *session_; }
 
 private:
     void run();
@@ -35,7 +35,7 @@ private:
 
     std::string path_;
     bool client_;
-    std::unique_ptr<VhostUserDevice> dev_;
+    std::unique_ptr<Session> session_;
     UniqueFd listen_fd_;
     UniqueFd stop_fd_;
     std::thread thread_;

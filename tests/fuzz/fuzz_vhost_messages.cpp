@@ -15,7 +15,7 @@
 
 #include "backends/null_backend.hpp"
 #include "core/log.hpp"
-#include "vhost/vhost_user_device.hpp"
+#include "vhost/session.hpp"
 #include "virtio/blk_device.hpp"
 
 using namespace vhostd;
@@ -24,13 +24,13 @@ namespace {
 
 struct Env {
     Reactor reactor{0, ReactorConfig{.mode = PollMode::kNever, .poll_budget = std::chrono::microseconds(0), .cpu = -1, .ring_entries = 256}};
-    std::unique_ptr<vhost::VhostUserDevice> dev;
+    std::unique_ptr<vhost::Session> dev;
     Env() {
         spdlog::set_level(spdlog::level::off);
         if (!reactor.start().ok()) abort();
         auto backend = std::make_shared<backends::NullBackend>(1 << 20, 512, false);
         std::vector<Reactor*> rs(2, &reactor);
-        dev = std::make_unique<vhost::VhostUserDevice>(
+        dev = std::make_unique<vhost::Session>(
             std::make_unique<virtio::BlkDevice>("fuzz", backend, virtio::BlkOptions{2, "fuzz"}, rs));
     }
 };

@@ -54,7 +54,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     int fd = memfd_create("fuzz-guest", MFD_CLOEXEC);
     if (fd < 0 || ftruncate(fd, kMemSize) != 0) return 0;
     UniqueFd mfd(fd);
-    vhost::MemRegion desc{0, kMemSize, kUvaBase, 0};
+    shm::RegionDesc desc{0, kMemSize, kUvaBase, 0};
     auto region = shm::Region::map(desc, fd);
     if (!region.ok()) return 0;
     std::memcpy(region.value()->host(), data, std::min(size, kMemSize));

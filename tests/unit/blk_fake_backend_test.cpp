@@ -27,7 +27,7 @@ protected:
         auto dev = std::make_unique<virtio::BlkDevice>("fake", backend_, virtio::BlkOptions{2, "fake"},
                                                        std::vector<Reactor*>{&reactor_, &reactor_});
         server_ = std::make_unique<vhost::SocketServer>(path("f.sock"), false,
-                                                        std::make_unique<vhost::VhostUserDevice>(std::move(dev)));
+                                                        std::make_unique<vhost::Session>(std::move(dev)));
         ASSERT_OK(server_->start());
     }
     void TearDown() override {

@@ -222,7 +222,7 @@ TEST(DriverFrontendQsd, NegotiateSetupAndVerifiedIo) {
                         .ok());
         auto r = fe.recv_raw();
         ASSERT_TRUE(r.ok()) << r.error().describe();
-        std::printf("[qsd] GET_CONFIG(size=72) -> reply flags=%#x size=%u\n", r->hdr.flags, r->hdr.size);
+        std::printf("[qsd] GET_CONFIG(size=72) -> reply flags=%#x size=%u\n", r->hdr.flags.get(), r->hdr.size.get());
     }
 
     // --- Features ---

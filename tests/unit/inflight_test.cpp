@@ -21,6 +21,7 @@
 #include "shm/memory_map.hpp"
 #include "shm/shared_buffer.hpp"
 #include "testing/blk_fixture.hpp"
+#include "vhost/mem_table.hpp"
 #include "vhost/server.hpp"
 #include "virtio/blk_device.hpp"
 #include "virtio/inflight.hpp"
@@ -43,7 +44,7 @@ protected:
         gm_ = std::move(g).value();
         std::vector<std::shared_ptr<const shm::Region>> regs;
         for (const auto& r : gm_->regions()) {
-            auto m = shm::Region::map(r.desc(), r.fd());
+            auto m = shm::Region::map(vhost::to_region_desc(r.desc()), r.fd());
             ASSERT_OK(m);
             regs.push_back(m.value());
         }
@@ -246,7 +247,7 @@ protected:
                     FakeBlockOptions{.size_bytes = kDiskBytes, .fd = fd, .hold_odd_writes = true, .description = "hold-odd"});
                 auto dev = std::make_unique<virtio::BlkDevice>("blk0", be, virtio::BlkOptions{1, "x"},
                                                                std::vector<Reactor*>{&r});
-                vhost::SocketServer s(sock_, false, std::make_unique<vhost::VhostUserDevice>(std::move(dev)));
+                vhost::SocketServer s(sock_, false, std::make_unique<vhost::Session>(std::move(dev)));
                 if (!s.start().ok()) _exit(3);
                 for (;;) ::pause();
             }

@@ -15,6 +15,7 @@
 #include "core/result.hpp"
 #include "shm/memory_map.hpp"
 #include "testing/driver_queue.hpp"
+#include "vhost/mem_table.hpp"
 
 namespace vhostd::shm {
 namespace {
@@ -33,13 +34,16 @@ std::unique_ptr<GuestRam> make_guest(std::vector<RegionSpec> specs) {
     return m.ok() ? std::move(m).value() : nullptr;
 }
 
+// The driver describes its regions in wire terms; shm takes its own description.
+RegionDesc desc_of(const GuestRam::Region& r) { return vhost::to_region_desc(r.desc()); }
+
 RegionPtr map_region(const GuestRam::Region& r) {
-    auto m = Region::map(r.desc(), r.fd());
+    auto m = Region::map(desc_of(r), r.fd());
     EXPECT_TRUE(m.ok()) << m.error().describe();
     return m.ok() ? m.value() : nullptr;
 }
 
-RegionPtr map_desc(const vhost::MemRegion& d, int fd) {
+RegionPtr map_desc(const RegionDesc& d, int fd) {
     auto m = Region::map(d, fd);
     EXPECT_TRUE(m.ok()) << m.error().describe();
     return m.ok() ? m.value() : nullptr;
@@ -237,7 +241,7 @@ TEST(MemoryMap, RangeWrappingPast2To64DoesNotWrapIntoRegionAtZero) {
 TEST(MemoryMap, RegionMapRejectsSizeZero) {
     auto gm = make_guest({{0, 0x10000, 0}});
     ASSERT_NE(gm, nullptr);
-    auto d = gm->regions()[0].desc();
+    auto d = desc_of(gm->regions()[0]);
     d.memory_size = 0;
     EXPECT_ERRC(Region::map(d, gm->regions()[0].fd()), Errc::kInvalid);
 }
@@ -246,7 +250,7 @@ TEST(MemoryMap, RegionMapRejectsGpaPlusSizeOverflowButAcceptsRegionEndingAt2To64
     auto gm = make_guest({{0, 0x10000, 0}});
     ASSERT_NE(gm, nullptr);
     int fd = gm->regions()[0].fd();
-    auto d = gm->regions()[0].desc();
+    auto d = desc_of(gm->regions()[0]);
     d.guest_phys_addr = 0ull - 0x8000;  // + 64K wraps
     EXPECT_ERRC(Region::map(d, fd), Errc::kOutOfRange);
     d.guest_phys_addr = kTop;
@@ -260,7 +264,7 @@ TEST(MemoryMap, RegionMapRejectsGpaPlusSizeOverflowButAcceptsRegionEndingAt2To64
 TEST(MemoryMap, RegionMapRejectsUvaPlusSizeOverflow) {
     auto gm = make_guest({{0, 0x10000, 0}});
     ASSERT_NE(gm, nullptr);
-    auto d = gm->regions()[0].desc();
+    auto d = desc_of(gm->regions()[0]);
     d.userspace_addr = 0ull - 0x8000;
     EXPECT_ERRC(Region::map(d, gm->regions()[0].fd()), Errc::kOutOfRange);
     d.userspace_addr = kTop;
@@ -270,7 +274,7 @@ TEST(MemoryMap, RegionMapRejectsUvaPlusSizeOverflow) {
 TEST(MemoryMap, RegionMapRejectsMmapOffsetPlusSizeOverflow) {
     auto gm = make_guest({{0, 0x10000, 0}});
     ASSERT_NE(gm, nullptr);
-    auto d = gm->regions()[0].desc();
+    auto d = desc_of(gm->regions()[0]);
     d.mmap_offset = 0ull - 0x1000;  // + 64K wraps
     EXPECT_ERRC(Region::map(d, gm->regions()[0].fd()), Errc::kOutOfRange);
     // No wrap, but not representable as off_t.
@@ -283,7 +287,7 @@ TEST(MemoryMap, RegionMapRefusesOffsetPlusSizeBeyondMemfdSize) {
     auto gm = make_guest({{0, 0x10000, 0x2000}});  // memfd is 0x12000 bytes
     ASSERT_NE(gm, nullptr);
     int fd = gm->regions()[0].fd();
-    auto d = gm->regions()[0].desc();
+    auto d = desc_of(gm->regions()[0]);
     d.mmap_offset = 0x2001;  // one byte too far
     EXPECT_ERRC(Region::map(d, fd), Errc::kOutOfRange);
     d.mmap_offset = 0x3000;  // a page too far
@@ -309,7 +313,7 @@ TEST(MemoryMap, RegionMapWithUnalignedMmapOffsetPointsAtTheRightBytes) {
     const auto& gr = gm->regions()[0];
     // Driver region starts 0x1000 into the memfd; describe a region starting 0x1010 in.
     for (int i = 0; i < 64; ++i) gr.host()[i] = static_cast<uint8_t>(i + 1);
-    vhost::MemRegion d{0x40000, 0x1000, 0x7000000, 0x1010};
+    RegionDesc d{0x40000, 0x1000, 0x7000000, 0x1010};
     auto r = map_desc(d, gr.fd());
     ASSERT_NE(r, nullptr);
     EXPECT_EQ(r->host()[0], 0x11);
@@ -323,7 +327,7 @@ TEST(MemoryMap, RegionMapWithUnalignedMmapOffsetPointsAtTheRightBytes) {
 TEST(MemoryMap, RegionMapRejectsInvalidFds) {
     auto gm = make_guest({{0, 0x10000, 0}});
     ASSERT_NE(gm, nullptr);
-    auto d = gm->regions()[0].desc();
+    auto d = desc_of(gm->regions()[0]);
     EXPECT_ERRC(Region::map(d, -1), Errc::kInvalid);
     // A number that is not an open fd.
     int fds[2];
@@ -347,7 +351,7 @@ TEST(MemoryMap, BuildRejectsOverlappingGpaRanges) {
     const auto& b = gm->regions()[1];
     auto ra = map_region(a);
     // b claims a gpa range overlapping a's last byte.
-    auto db = b.desc();
+    auto db = desc_of(b);
     db.guest_phys_addr = 0xffff;
     auto rb = map_desc(db, b.fd());
     EXPECT_ERRC(MemoryMap::build({ra, rb}), Errc::kInvalid);
@@ -362,7 +366,7 @@ TEST(MemoryMap, BuildRejectsOverlappingGpaRanges) {
     // Containing (a inside b's range), b listed first.
     db.guest_phys_addr = 0;
     db.memory_size = 0x10000;
-    auto da = a.desc();
+    auto da = desc_of(a);
     da.guest_phys_addr = 0x1000;
     da.memory_size = 0x1000;
     EXPECT_ERRC(MemoryMap::build({map_desc(db, b.fd()), map_desc(da, a.fd())}), Errc::kInvalid);
@@ -375,8 +379,8 @@ TEST(MemoryMap, BuildRejectsOverlappingUvaRanges) {
     ASSERT_NE(gm, nullptr);
     const auto& a = gm->regions()[0];
     const auto& b = gm->regions()[1];
-    auto da = a.desc();
-    auto db = b.desc();
+    auto da = desc_of(a);
+    auto db = desc_of(b);
     da.userspace_addr = 0x7f0000000000;
     db.userspace_addr = 0x7f0000000000 + 0xffff;  // overlaps a's last byte in VA space only
     EXPECT_ERRC(MemoryMap::build({map_desc(da, a.fd()), map_desc(db, b.fd())}), Errc::kInvalid);
@@ -392,7 +396,7 @@ TEST(MemoryMap, BuildAcceptsAdjacentGpaAndUvaRangesAndSortsUnorderedTables) {
     ASSERT_NE(gm, nullptr);
     std::vector<RegionPtr> regs;
     for (size_t i = 0; i < 3; ++i) {
-        auto d = gm->regions()[i].desc();
+        auto d = desc_of(gm->regions()[i]);
         d.userspace_addr = 0x7f0000000000 + (2 - i) * 0x10000;  // adjacent, in reverse order
         regs.push_back(map_desc(d, gm->regions()[i].fd()));
     }
@@ -414,7 +418,7 @@ TEST(MemoryMap, UvaToHostRequiresTheWholeRangeInsideOneRegion) {
     const uint64_t base = 0x7e0000000000;
     std::vector<RegionPtr> regs;
     for (size_t i = 0; i < 2; ++i) {
-        auto d = gm->regions()[i].desc();
+        auto d = desc_of(gm->regions()[i]);
         d.userspace_addr = base + i * 0x10000;  // adjacent in VA as in GPA
         regs.push_back(map_desc(d, gm->regions()[i].fd()));
     }

@@ -60,7 +60,7 @@ protected:
         auto dev = std::make_unique<virtio::NetDevice>("fakenet", std::move(fake), opts,
                                                        std::vector<Reactor*>{&reactor_, &reactor_});
         server_ = std::make_unique<vhost::SocketServer>(path("n.sock"), false,
-                                                        std::make_unique<vhost::VhostUserDevice>(std::move(dev)));
+                                                        std::make_unique<vhost::Session>(std::move(dev)));
         ASSERT_OK(server_->start());
     }
     void TearDown() override {

@@ -156,7 +156,7 @@ TEST_F(VhostProtocol, BadRingParametersAreRejected) {
          g.mem->uva_of(base.value()) + 0x2000, 0};
     EXPECT_FALSE(f.set_vring_addr(a).ok()) << "misaligned ring started";
     // Dirty logging is not offered.
-    a.desc_user_addr -= 8;
+    a.desc_user_addr = a.desc_user_addr - 8;
     a.flags = vhost::kVringAddrFlagLog;
     EXPECT_FALSE(f.set_vring_addr(a).ok());
     // Unknown and unsupported requests: error ack, connection survives.

@@ -16,7 +16,7 @@ TEST(SplitQueueAlignment, RingsMisalignedInHostMemoryAreRejected) {
     ASSERT_TRUE(fd.valid());
     ASSERT_EQ(ftruncate(fd.get(), (1 << 16) + 4096), 0);
     for (uint64_t offset : {1ull, 2ull, 3ull}) {
-        auto region = shm::Region::map(vhost::MemRegion{0, 1 << 16, 0x100000, offset}, fd.get());
+        auto region = shm::Region::map(shm::RegionDesc{0, 1 << 16, 0x100000, offset}, fd.get());
         ASSERT_TRUE(region.ok()) << region.error().describe();
         auto map = shm::MemoryMap::build({region.value()});
         ASSERT_TRUE(map.ok());
@@ -27,7 +27,7 @@ TEST(SplitQueueAlignment, RingsMisalignedInHostMemoryAreRejected) {
         EXPECT_FALSE(q.active());
     }
     // The same layout at an aligned offset is fine.
-    auto region = shm::Region::map(vhost::MemRegion{0, 1 << 16, 0x100000, 4096}, fd.get());
+    auto region = shm::Region::map(shm::RegionDesc{0, 1 << 16, 0x100000, 4096}, fd.get());
     ASSERT_TRUE(region.ok());
     auto map = shm::MemoryMap::build({region.value()});
     ASSERT_TRUE(map.ok());

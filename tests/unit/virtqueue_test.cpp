@@ -20,6 +20,7 @@
 #include "core/result.hpp"
 #include "shm/memory_map.hpp"
 #include "testing/driver_queue.hpp"
+#include "vhost/mem_table.hpp"
 #include "virtio/virtio_types.hpp"
 #include "virtio/virtqueue.hpp"
 
@@ -74,7 +75,7 @@ protected:
         ASSERT_TRUE(g.ok()) << g.error().describe();
         gm_ = std::move(g).value();
         for (const auto& r : gm_->regions()) {
-            auto m = shm::Region::map(r.desc(), r.fd());
+            auto m = shm::Region::map(vhost::to_region_desc(r.desc()), r.fd());
             ASSERT_TRUE(m.ok()) << m.error().describe();
             regs_.push_back(m.value());
         }

@@ -1,0 +1,150 @@
+// The backend side of the vhost-user protocol for one device: a session per connection. Every
+// message is checked against the message table (message_table.hpp) and then handled by the one
+// method for its request, which keeps per-vring state and drives the virtio device (start/stop
+// queues, memory, config). One connection at a time; after it ends every resource of that
+// session is released and the device waits for the next frontend.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/unique_fd.hpp"
+#include "vhost/connection.hpp"
+#include "vhost/inflight.hpp"
+#include "vhost/mem_table.hpp"
+#include "vhost/message_table.hpp"
+#include "virtio/device.hpp"
+
+namespace vhostd::vhost {
+
+class Session {
+public:
+    static constexpr uint64_t kBaseProtocolFeatures = pf::kMq | pf::kReplyAck | pf::kConfig |
+                                                      pf::kConfigureMemSlots | pf::kBackendReq |
+                                                      pf::kResetDevice | pf::kStatus;
+
+    explicit Session(std::unique_ptr<virtio::VirtioDevice> dev);
+    ~Session();
+    Session(const Session&) = delete;
+    Session& operator=(const Session&) = delete;
+
+    // Serves one connection until the peer leaves, violates the protocol, or stop_fd becomes
+    // readable. Always ends with the device reset (queues drained and stopped, memory unmapped).
+    void serve(UniqueFd conn, int stop_fd);
+
+    virtio::VirtioDevice& device() { return *dev_; }
+    const std::string& name() const { return name_; }
+
+    // Testing/fuzzing entry: handle one already-received message as if from a connection.
+    // Returns false if the connection would be closed.
+    bool handle_for_test(Connection& conn, Message& m) { return dispatch(conn, m); }
+    void reset_for_test() { reset_session(); }
+
+private:
+    struct Vring {
+        uint32_t num = 0;
+        bool addr_set = false;
+        uint64_t desc_addr = 0;  // frontend virtual addresses of the ring parts
+        uint64_t avail_addr = 0;
+        uint64_t used_addr = 0;
+        uint16_t base = 0;
+        bool kick_set = false;  // a kick fd, or "no fd: poll"
+        UniqueFd kick;
+        UniqueFd call;
+        UniqueFd err;
+        bool enabled = false;
+        bool started = false;
+    };
+
+    // What a handler answers, for the messages that have a reply (MessageInfo::reply).
+    struct Reply {
+        std::vector<uint8_t> payload;
+        int fd = -1;  // sent along with the reply; borrowed (the session keeps it open)
+    };
+    using Handler = Status (Session::*)(Message&, Reply&);
+    // The method for a request; nullptr for the ones the table marks unsupported.
+    static constexpr Handler handler_for(Request r);
+    static constexpr bool handlers_match_table();
+
+    // Handles one message; false means "close the connection".
+    bool dispatch(Connection& conn, Message& m);
+
+    // One method per message. The message passed validate_message(): the payload has the size
+    // its row asks for and the fds are there in the number it allows.
+    Status on_get_features(Message& m, Reply& reply);
+    Status on_set_features(Message& m, Reply& reply);
+    Status on_set_owner(Message& m, Reply& reply);
+    Status on_reset_owner(Message& m, Reply& reply);
+    Status on_set_mem_table(Message& m, Reply& reply);
+    Status on_set_vring_num(Message& m, Reply& reply);
+    Status on_set_vring_addr(Message& m, Reply& reply);
+    Status on_set_vring_base(Message& m, Reply& reply);
+    Status on_get_vring_base(Message& m, Reply& reply);
+    Status on_set_vring_kick(Message& m, Reply& reply);
+    Status on_set_vring_call(Message& m, Reply& reply);
+    Status on_set_vring_err(Message& m, Reply& reply);
+    Status on_get_protocol_features(Message& m, Reply& reply);
+    Status on_set_protocol_features(Message& m, Reply& reply);
+    Status on_get_queue_num(Message& m, Reply& reply);
+    Status on_set_vring_enable(Message& m, Reply& reply);
+    Status on_send_rarp(Message& m, Reply& reply);
+    Status on_net_set_mtu(Message& m, Reply& reply);
+    Status on_set_backend_req_fd(Message& m, Reply& reply);
+    Status on_get_config(Message& m, Reply& reply);
+    Status on_set_config(Message& m, Reply& reply);
+    Status on_get_inflight_fd(Message& m, Reply& reply);
+    Status on_set_inflight_fd(Message& m, Reply& reply);
+    Status on_reset_device(Message& m, Reply& reply);
+    Status on_get_max_mem_slots(Message& m, Reply& reply);
+    Status on_add_mem_reg(Message& m, Reply& reply);
+    Status on_rem_mem_reg(Message& m, Reply& reply);
+    Status on_set_status(Message& m, Reply& reply);
+    Status on_get_status(Message& m, Reply& reply);
+
+    // Shared by the handlers.
+
+    // The payload as a T. validate_message() checked its size against the request's row; should
+    // a row and its handler ever disagree, the missing bytes read as zero, never as stale ones.
+    template <typename T>
+    static T payload_as(const Message& m) {
+        T v{};
+        std::memcpy(&v, m.payload.data(), std::min<size_t>(sizeof(T), m.hdr.size));
+        return v;
+    }
+    template <typename T>
+    static void put(std::vector<uint8_t>& out, const T& v) {
+        out.resize(sizeof(T));
+        std::memcpy(out.data(), &v, sizeof(T));
+    }
+    struct VringFd {
+        uint32_t index;
+        UniqueFd fd;  // invalid for "no fd"
+    };
+    Result<VringFd> take_vring_fd(Message& m);  // SET_VRING_KICK/CALL/ERR payload and fd
+    Result<uint32_t> vring_index(uint64_t idx) const;
+    Status apply_memory(std::shared_ptr<const shm::MemoryMap> map);
+    Status try_start(uint32_t i);
+    void stop_vring(uint32_t i);
+    void reset_vrings();
+    void reset_features();  // RESET_OWNER / RESET_DEVICE
+    void reset_session();
+    uint64_t offered_protocol_features() const;
+    bool rings_enabled_by_default() const { return !(acked_features_ & kFProtocolFeatures); }
+
+    std::unique_ptr<virtio::VirtioDevice> dev_;
+    std::string name_;
+    uint64_t acked_features_ = 0;
+    uint64_t acked_protocol_ = 0;
+    bool features_set_ = false;
+    uint8_t status_ = 0;
+    MemTable mem_;
+    std::vector<Vring> vrings_;
+    UniqueFd backend_req_;
+    InflightBuffers inflight_;
+};
+
+}  // namespace vhostd::vhost
