@@ -77,8 +77,26 @@ protected:
     }
 
     void TearDown() override {
+        own_server_.reset();  // before its reactor: the server's device stops its queues there
+        if (own_reactor_) own_reactor_->stop();
+        own_reactor_.reset();
         daemon_.reset();
         std::filesystem::remove_all(dir_);
+    }
+
+    // A device built outside the daemon (on a fake backend): its queues run on the fixture's own
+    // reactor (started on first use) and serve() puts it on `sock` until TearDown.
+    Reactor& own_reactor() {
+        if (!own_reactor_) {
+            own_reactor_ = std::make_unique<Reactor>(0, ReactorConfig{});
+            auto st = own_reactor_->start();
+            EXPECT_TRUE(st.ok()) << st.error().describe();
+        }
+        return *own_reactor_;
+    }
+    void serve(std::unique_ptr<virtio::VirtioDevice> dev, const std::string& sock) {
+        own_server_ = std::make_unique<vhost::SocketServer>(sock, false, std::make_unique<vhost::Session>(std::move(dev)));
+        ASSERT_OK(own_server_->start());
     }
 
     std::string path(const std::string& name) const { return dir_ + "/" + name; }
@@ -200,6 +218,8 @@ protected:
 
     std::string dir_;
     std::unique_ptr<app::Daemon> daemon_;
+    std::unique_ptr<Reactor> own_reactor_;
+    std::unique_ptr<vhost::SocketServer> own_server_;
 };
 
 // One daemon (one reactor) serving one 2-queue blk device on a file: the setting of the protocol

@@ -17,27 +17,18 @@ class BlkFakeBackend : public BlkFixture {
 protected:
     void SetUp() override {
         BlkFixture::SetUp();
-        ASSERT_OK(reactor_.start());
         backend_ = std::make_shared<FakeBlockBackend>(FakeBlockOptions{.size_bytes = kDiskBytes,
-                                                                  .discard = true,
-                                                                  .write_zeroes = true,
-                                                                  .reverse_completions = true,
-                                                                  .short_over = 4096,
-                                                                  .busy_every = 3});
-        auto dev = std::make_unique<virtio::BlkDevice>("fake", backend_, virtio::BlkOptions{2, "fake"},
-                                                       std::vector<Reactor*>{&reactor_, &reactor_});
-        server_ = std::make_unique<vhost::SocketServer>(path("f.sock"), false,
-                                                        std::make_unique<vhost::Session>(std::move(dev)));
-        ASSERT_OK(server_->start());
+                                                                       .discard = true,
+                                                                       .write_zeroes = true,
+                                                                       .reverse_completions = true,
+                                                                       .short_over = 4096,
+                                                                       .busy_every = 3});
+        Reactor& r = own_reactor();
+        serve(std::make_unique<virtio::BlkDevice>("fake", backend_, virtio::BlkOptions{2, "fake"},
+                                                  std::vector<Reactor*>{&r, &r}),
+              path("f.sock"));
     }
-    void TearDown() override {
-        server_.reset();
-        reactor_.stop();
-        BlkFixture::TearDown();
-    }
-    Reactor reactor_{0, ReactorConfig{}};
     std::shared_ptr<FakeBlockBackend> backend_;
-    std::unique_ptr<vhost::SocketServer> server_;
 };
 
 TEST_F(BlkFakeBackend, OutOfOrderShortAndBusyCompletionsKeepDataExact) {

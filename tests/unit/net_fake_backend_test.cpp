@@ -52,21 +52,13 @@ class NetFakeBackend : public BlkFixture {
 protected:
     void SetUp() override {
         BlkFixture::SetUp();
-        ASSERT_OK(reactor_.start());
         auto fake = std::make_unique<FakeNetBackend>(2);
         fake_ = fake.get();
         virtio::NetOptions opts;
         opts.queue_pairs = 2;
-        auto dev = std::make_unique<virtio::NetDevice>("fakenet", std::move(fake), opts,
-                                                       std::vector<Reactor*>{&reactor_, &reactor_});
-        server_ = std::make_unique<vhost::SocketServer>(path("n.sock"), false,
-                                                        std::make_unique<vhost::Session>(std::move(dev)));
-        ASSERT_OK(server_->start());
-    }
-    void TearDown() override {
-        server_.reset();
-        reactor_.stop();
-        BlkFixture::TearDown();
+        Reactor& r = own_reactor();
+        serve(std::make_unique<virtio::NetDevice>("fakenet", std::move(fake), opts, std::vector<Reactor*>{&r, &r}),
+              path("n.sock"));
     }
 
     void connect(Guest& g, uint64_t want = kNetFeatures) {
@@ -139,9 +131,7 @@ protected:
         return true;
     }
 
-    Reactor reactor_{0, ReactorConfig{}};
-    FakeNetBackend* fake_ = nullptr;  // owned by the device inside server_
-    std::unique_ptr<vhost::SocketServer> server_;
+    FakeNetBackend* fake_ = nullptr;  // owned by the device the fixture serves
     uint32_t hdr_ = sizeof(net::Hdr);
     std::map<uint16_t, DriverBuf> rx_bufs_;
 };
