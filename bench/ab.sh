@@ -5,6 +5,7 @@
 # median (min-max) of the per-round paired ratios B/A, which is what to judge on this noisy VM.
 #
 #   bench/ab.sh --a OLD/vhostd --b NEW/vhostd [--rounds N] [--seconds S] [--blkbench PATH]
+#               [--cell "null|file RW QD"]...   (only these cells; repeatable)
 #
 # Backend on CPU 0 (one reactor, --poll always), blkbench on CPU 1, as bench/run.sh does. Cells:
 # null randread/randwrite QD32 and QD1 (IOPS, p50), file randread QD32 and QD1 on an O_DIRECT
@@ -12,6 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 A="" B="" ROUNDS=6 SECS=3 BB=${BUILD:-build}/blkbench
+CELLS=("null randread 32" "null randwrite 32" "null randread 1" "file randread 32" "file randread 1")
+PICKED=()
 while [[ $# -gt 0 ]]; do
   case $1 in
     --a) A=$2; shift 2 ;;
@@ -19,6 +22,7 @@ while [[ $# -gt 0 ]]; do
     --rounds) ROUNDS=$2; shift 2 ;;
     --seconds) SECS=$2; shift 2 ;;
     --blkbench) BB=$2; shift 2 ;;
+    --cell) PICKED+=("$2"); shift 2 ;;
     *) echo "ab.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -28,7 +32,7 @@ BPID=""
 cleanup() { [[ -n $BPID ]] && kill "$BPID" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
 dd if=/dev/zero of="$TMP/disk.img" bs=1M count=512 status=none
-CELLS=("null randread 32" "null randwrite 32" "null randread 1" "file randread 32" "file randread 1")
+(( ${#PICKED[@]} )) && CELLS=("${PICKED[@]}")
 : >"$TMP/runs"
 one() {  # bin label cell...
   local bin=$1 label=$2 target=$3 rw=$4 qd=$5 spec sock=$TMP/s.sock
@@ -66,5 +70,7 @@ for cell, by in runs.items():
         return f"{statistics.median(r):.3f} ({min(r):.3f}–{max(r):.3f})" if r else "-"
     print(f"| {cell} | {med(a,'iops'):,.0f} | {med(b,'iops'):,.0f} | {paired('iops')} | "
           f"{med(a,'lat_p50_us'):.2f} | {med(b,'lat_p50_us'):.2f} | {paired('lat_p50_us')} |")
-print(f"\n{sys.argv[2]} rounds; A = --a, B = --b.")
+print(f"\n{sys.argv[2]} rounds; A = --a, B = --b. Per round, IOPS A / B:")
+for cell, by in runs.items():
+    print(f"- {cell}: " + ", ".join(f"{x['iops']/1e3:,.0f}k / {y['iops']/1e3:,.0f}k" for x, y in zip(by["A"], by["B"])))
 PY

@@ -2,7 +2,8 @@
 // out of guest memory) and its data buffers become one backend operation, a status to complete
 // with at once, or a GET_ID to answer. The shape of QEMU's virtio_blk_handle_request(): the
 // request logic takes iovecs, so any transport (split or packed ring, another queue model) can
-// use it, and it can be tested on its own (tests/unit/blk_request_test.cpp).
+// use it, and it can be tested on its own (tests/unit/blk_request_test.cpp). Inline: it runs
+// once per request on the data path.
 //
 // Every value here comes from the guest: the sector, lengths, discard segments. All arithmetic
 // on them is overflow-checked, and a discard/write-zeroes segment is copied out once and
@@ -11,9 +12,12 @@
 
 #include <sys/uio.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "backends/block_backend.hpp"
+#include "core/checked.hpp"
+#include "virtio/iov.hpp"
 #include "virtio/blk_types.hpp"
 
 namespace vhostd::virtio::blk {
@@ -57,6 +61,87 @@ struct Parsed {
     const char* error = nullptr;
 };
 
-Parsed parse_request(const ReqHeader& h, const Buffers& b, const DeviceLimits& dev);
+// Inline: it runs once per request on the data path, in the queue's own pass.
+namespace detail {
+
+inline Parsed done(uint8_t status, uint32_t used_len = 1) { return Parsed{Action::kComplete, status, used_len}; }
+
+inline Parsed malformed(uint8_t status, const char* why) {
+    Parsed p = done(status);
+    p.error = why;
+    return p;
+}
+
+// [sector * 512, + len) lies inside the device, and both ends are block aligned.
+inline const char* check_range(uint64_t sector, uint64_t len, const DeviceLimits& dev) {
+    auto off = checked_mul<uint64_t>(sector, kSectorSize);
+    if (!off || !range_within(*off, len, 0, dev.size_bytes)) return "beyond the end of the device";
+    if (*off % dev.block_size != 0 || len % dev.block_size != 0) return "not aligned to the logical block size";
+    return nullptr;
+}
+
+inline Parsed read_write(const ReqHeader& h, const Buffers& b, const DeviceLimits& dev) {
+    bool is_read = h.type == kTIn;
+    if (is_read ? b.out_bytes != 0 : b.in_bytes != 0) return malformed(kSIoErr, "data buffers in the wrong direction");
+    if (!is_read && dev.readonly) return malformed(kSIoErr, "write to a read-only device");
+    uint64_t len = is_read ? b.in_bytes : b.out_bytes;
+    if (const char* why = check_range(h.sector, len, dev)) return malformed(kSIoErr, why);
+    // A chain may hold 4 GiB (the ring walk's bound): a read of all of it would not fit the
+    // used element's 32 bits with the status byte, so the count saturates instead of wrapping.
+    auto used = static_cast<uint32_t>(std::min<uint64_t>((is_read ? len : 0) + 1, UINT32_MAX));
+    if (len == 0) return done(kSOk, used);
+    Parsed p{Action::kSubmit, kSOk, used};
+    p.op = backends::BlockRequest{is_read ? backends::BlockOp::kRead : backends::BlockOp::kWrite,
+                                  is_read ? b.in : b.out, is_read ? b.n_in : b.n_out, h.sector * kSectorSize, len,
+                                  !is_read && dev.writethrough};
+    return p;
+}
+
+inline Parsed range_op(const ReqHeader& h, const Buffers& b, const DeviceLimits& dev) {
+    bool discard = h.type == kTDiscard;
+    if (discard ? !dev.discard : !dev.write_zeroes) return done(kSUnsupp);
+    if (b.out_bytes == 0 || b.out_bytes % sizeof(DiscardSegment) != 0)
+        return malformed(kSUnsupp, "discard/write-zeroes payload is not a whole number of segments");
+    if (b.out_bytes > sizeof(DiscardSegment)) return done(kSUnsupp);  // max_*_seg is 1
+    DiscardSegment seg{};
+    iov_copy_from(b.out, b.n_out, &seg, sizeof(seg));  // copied once; the copy is what we trust
+    if (seg.flags & ~kDiscardFlagUnmap) return done(kSUnsupp);
+    if (discard && (seg.flags & kDiscardFlagUnmap)) return done(kSUnsupp);
+    if (seg.num_sectors > dev.max_discard_sectors)
+        return malformed(kSIoErr, "discard/write-zeroes larger than advertised");
+    uint64_t len = uint64_t{seg.num_sectors} * kSectorSize;
+    if (const char* why = check_range(seg.sector, len, dev)) return malformed(kSIoErr, why);
+    if (len == 0) return done(kSOk);
+    using backends::BlockOp;
+    BlockOp op = discard ? BlockOp::kDiscard
+                         : ((seg.flags & kDiscardFlagUnmap) ? BlockOp::kWriteZeroesUnmap : BlockOp::kWriteZeroes);
+    Parsed p{Action::kSubmit, kSOk, 1};
+    p.op = backends::BlockRequest{op, nullptr, 0, seg.sector * kSectorSize, len};
+    return p;
+}
+
+}  // namespace detail
+
+inline Parsed parse_request(const ReqHeader& h, const Buffers& b, const DeviceLimits& dev) {
+    using namespace detail;
+    switch (h.type) {
+        case kTIn:
+        case kTOut:
+            return read_write(h, b, dev);
+        case kTFlush: {
+            if (dev.readonly) return done(kSOk);  // nothing can be dirty
+            Parsed p{Action::kSubmit, kSOk, 1};
+            p.op = backends::BlockRequest{backends::BlockOp::kFlush};
+            return p;
+        }
+        case kTGetId:
+            return Parsed{Action::kGetId, kSOk, 1};
+        case kTDiscard:
+        case kTWriteZeroes:
+            return range_op(h, b, dev);
+        default:
+            return done(kSUnsupp);
+    }
+}
 
 }  // namespace vhostd::virtio::blk
