@@ -86,8 +86,8 @@ inline Parsed read_write(const ReqHeader& h, const Buffers& b, const DeviceLimit
     if (!is_read && dev.readonly) return malformed(kSIoErr, "write to a read-only device");
     uint64_t len = is_read ? b.in_bytes : b.out_bytes;
     if (const char* why = check_range(h.sector, len, dev)) return malformed(kSIoErr, why);
-    // A chain may hold 4 GiB (the ring walk's bound): a read of all of it would not fit the
-    // used element's 32 bits with the status byte, so the count saturates instead of wrapping.
+    // The used element has 32 bits. A chain holds at most 4 GiB (the ring walk's bound) and len
+    // is block aligned, so len + 1 <= 2^32 - 511 fits; min() keeps it so if either bound moves.
     auto used = static_cast<uint32_t>(std::min<uint64_t>((is_read ? len : 0) + 1, UINT32_MAX));
     if (len == 0) return done(kSOk, used);
     Parsed p{Action::kSubmit, kSOk, used};

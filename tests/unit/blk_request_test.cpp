@@ -66,6 +66,19 @@ TEST(BlkRequest, ReadBecomesABackendReadOfTheWritableBuffers) {
     EXPECT_FALSE(p.op.fua);
 }
 
+TEST(BlkRequest, LargestReadStillCountsItsBytesInTheUsedLength) {
+    // The parser does not touch a read's buffers, so a length without memory behind it will do.
+    DeviceLimits big = disk();
+    big.size_bytes = 8ull << 30;
+    ReqHeader h{kTIn, 0, 0};
+    iovec in{nullptr, 0};
+    const uint64_t len = (1ull << 32) - 512;  // the largest block-aligned chain the ring walk allows
+    Parsed p = parse_request(h, Buffers{nullptr, 0, 0, &in, 1, len}, big);
+    ASSERT_EQ(p.action, Action::kSubmit);
+    EXPECT_EQ(p.op.len, len);
+    EXPECT_EQ(p.used_len, static_cast<uint32_t>(len + 1));
+}
+
 TEST(BlkRequest, WriteCarriesFuaOnlyWhenTheCacheIsWritethrough) {
     Parsed wb = parse(io(kTOut, 0, 512, 0));
     ASSERT_EQ(wb.action, Action::kSubmit);
