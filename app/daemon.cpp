@@ -34,8 +34,29 @@ std::vector<Reactor*> Daemon::assign_queues(uint32_t n) {
     return out;
 }
 
-Result<std::string> Daemon::add_blk(const BlkSpec& spec) {
+Result<std::string> Daemon::claim_id(const std::string& wanted, const char* prefix, unsigned& counter,
+                                     const std::string& socket) const {
+    if (reactors_.empty()) return make_error(Errc::kState, "the daemon is not running");
+    for (auto& [id, e] : devices_) {
+        if (e.server->path() == socket)
+            return make_error(Errc::kInvalid, "socket {} is used by device {}", socket, id);
+    }
+    if (!wanted.empty()) {
+        VHOSTD_TRY(check_device_id(wanted));
+        if (devices_.count(wanted)) return make_error(Errc::kInvalid, "a device with id '{}' exists", wanted);
+        return wanted;
+    }
+    // The first free name of the series (an operator may have taken one by hand).
+    for (unsigned n = 0; n < 1'000'000; ++n) {
+        std::string id = fmt::format("{}{}", prefix, counter++);
+        if (!devices_.count(id)) return id;
+    }
+    return make_error(Errc::kState, "no free device id");
+}
+
+Result<std::string> Daemon::add_blk(BlkSpec spec) {
     std::shared_ptr<backends::BlockBackend> backend;
+    std::string backend_kind = spec.backend;
     if (spec.backend == "null") {
         backend = std::make_shared<backends::NullBackend>(spec.size, spec.block_size ? spec.block_size : 512,
                                                           spec.readonly);
@@ -43,31 +64,35 @@ Result<std::string> Daemon::add_blk(const BlkSpec& spec) {
         backends::FileOptions fo{spec.path, spec.readonly, spec.direct, spec.block_size};
         if (spec.submit_batch != 0) fo.submit_batch = spec.submit_batch;
         VHOSTD_ASSIGN_OR_RETURN(auto fb, backends::FileBackend::open(fo));
+        if (fb->is_block_device()) backend_kind = "block-device";
         backend = std::move(fb);
     }
     std::lock_guard lk(mu_);
-    for (auto& [id, d] : devices_) {
-        if (d->path() == spec.socket) return make_error(Errc::kInvalid, "socket {} is used by device {}", spec.socket, id);
-    }
-    std::string id = fmt::format("blk{}", next_blk_id_++);
+    VHOSTD_ASSIGN_OR_RETURN(std::string id, claim_id(spec.id, "blk", next_blk_id_, spec.socket));
+    spec.id = id;
     std::string desc = backend->info().description;
     virtio::BlkOptions opts{spec.queues, spec.serial.empty() ? id : spec.serial};
     auto dev = std::make_unique<virtio::BlkDevice>(id, std::move(backend), opts, assign_queues(spec.queues));
+    virtio::BlkDevice* raw = dev.get();
     auto server = std::make_unique<vhost::SocketServer>(spec.socket, spec.client,
                                                         std::make_unique<vhost::Session>(std::move(dev)));
     VHOSTD_TRY(server->start());
     VLOG_INFO("{}: virtio-blk on {} ({} queues, {}, {})", id, spec.socket, spec.queues, desc,
               spec.client ? "client mode" : "server mode");
-    devices_.emplace(id, std::move(server));
+    Entry e;
+    e.kind = "blk";
+    e.server = std::move(server);
+    e.blk = raw;
+    e.blk_spec = std::move(spec);
+    e.backend = backend_kind;
+    devices_.emplace(id, std::move(e));
     return id;
 }
 
-Result<std::string> Daemon::add_net(const NetSpec& spec) {
+Result<std::string> Daemon::add_net(NetSpec spec) {
     std::lock_guard lk(mu_);
-    for (auto& [id, d] : devices_) {
-        if (d->path() == spec.socket) return make_error(Errc::kInvalid, "socket {} is used by device {}", spec.socket, id);
-    }
-    if (taps_.count(spec.tap)) return make_error(Errc::kInvalid, "tap {} is used by another device", spec.tap);
+    VHOSTD_ASSIGN_OR_RETURN(std::string id, claim_id(spec.id, "net", next_net_id_, spec.socket));
+    if (taps_.count(spec.tap)) return make_error(Errc::kInvalid, "tap {} is used by device {}", spec.tap, taps_[spec.tap]);
     VHOSTD_ASSIGN_OR_RETURN(auto tap, backends::Tap::open(backends::TapOptions{spec.tap, spec.queue_pairs, spec.mtu}));
     bool created = tap->created();
     virtio::NetOptions opts;
@@ -75,13 +100,16 @@ Result<std::string> Daemon::add_net(const NetSpec& spec) {
     opts.mtu = spec.mtu;
     opts.mac = spec.mac;
     if (!spec.mac_set) {
-        // Random, locally administered, unicast.
+        // Random, locally administered, unicast; kept in the spec so that save_config keeps it.
         if (::getrandom(opts.mac.data(), opts.mac.size(), 0) != static_cast<ssize_t>(opts.mac.size()))
             return sys_error("getrandom");
         opts.mac[0] = static_cast<uint8_t>((opts.mac[0] & 0xfe) | 0x02);
+        spec.mac = opts.mac;
+        spec.mac_set = true;
     }
-    std::string id = fmt::format("net{}", next_net_id_++);
+    spec.id = id;
     auto dev = std::make_unique<virtio::NetDevice>(id, std::move(tap), opts, assign_queues(spec.queue_pairs));
+    virtio::NetDevice* raw = dev.get();
     uint32_t mtu = dev->mtu();
     auto server = std::make_unique<vhost::SocketServer>(spec.socket, spec.client,
                                                         std::make_unique<vhost::Session>(std::move(dev)));
@@ -90,22 +118,130 @@ Result<std::string> Daemon::add_net(const NetSpec& spec) {
     VLOG_INFO("{}: virtio-net on {} ({} queue pairs, tap {} {}, mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, mtu {}, {})",
               id, spec.socket, spec.queue_pairs, spec.tap, created ? "created" : "attached", m[0], m[1], m[2], m[3],
               m[4], m[5], mtu, spec.client ? "client mode" : "server mode");
-    devices_.emplace(id, std::move(server));
     taps_[spec.tap] = id;
+    Entry e;
+    e.kind = "net";
+    e.server = std::move(server);
+    e.net = raw;
+    e.net_spec = std::move(spec);
+    e.backend = "tap";
+    devices_.emplace(id, std::move(e));
     return id;
 }
 
 Status Daemon::remove_device(const std::string& id) {
-    std::unique_ptr<vhost::SocketServer> s;
+    Entry e;
     {
         std::lock_guard lk(mu_);
         auto it = devices_.find(id);
-        if (it == devices_.end()) return make_error(Errc::kInvalid, "no device {}", id);
-        s = std::move(it->second);
+        if (it == devices_.end()) return make_error(Errc::kInvalid, "no device '{}'", id);
+        e = std::move(it->second);
         devices_.erase(it);
         std::erase_if(taps_, [&](const auto& kv) { return kv.second == id; });
     }
-    s->stop();  // drains
+    // Outside the lock: the drain may take a moment and the registry stays usable meanwhile.
+    e.server->stop();  // disconnects the frontend, drains the queues, unlinks the socket
+    e.server.reset();  // the session, the device, the backend and their fds go
+    VLOG_INFO("{}: removed", id);
+    return ok_status();
+}
+
+Result<Daemon::ResizeResult> Daemon::resize_device(const std::string& id, uint64_t new_size) {
+    std::lock_guard lk(mu_);
+    auto it = devices_.find(id);
+    if (it == devices_.end()) return make_error(Errc::kInvalid, "no device '{}'", id);
+    Entry& e = it->second;
+    if (e.blk == nullptr) return make_error(Errc::kInvalid, "device '{}' is a {} device: only blk devices resize", id, e.kind);
+    ResizeResult out;
+    out.old_size = e.blk->size_bytes();
+    auto r = e.server->session().exclusive([&](virtio::VirtioDevice&) { return e.blk->resize(new_size); });
+    if (!r.ok()) return std::move(r).take_error();
+    out.size = *r;
+    if (e.blk_spec->backend == "null") e.blk_spec->size = out.size;  // a restart brings the new size back
+    // The frontend re-reads the config space (GET_CONFIG, on the session's thread) while it
+    // handles this message, so this runs outside exclusive().
+    Status st = e.server->session().notify_config_change();
+    out.notified = st.ok();
+    if (!st.ok()) {
+        out.note = st.error().context;
+        if (st.error().code != Errc::kState) VLOG_WARN("{}: telling the frontend about the new size: {}", id, st.error().describe());
+    }
+    return out;
+}
+
+Status Daemon::set_qos(const std::string& id, const QosSpec& qos) {
+    std::lock_guard lk(mu_);
+    auto it = devices_.find(id);
+    if (it == devices_.end()) return make_error(Errc::kInvalid, "no device '{}'", id);
+    Entry& e = it->second;
+    if (e.blk == nullptr) return make_error(Errc::kInvalid, "device '{}' is a {} device: QoS applies to blk devices", id, e.kind);
+    e.blk_spec->qos = qos;
+    return ok_status();
+}
+
+DeviceInfo Daemon::describe(const std::string& id, const Entry& e) const {
+    DeviceInfo d;
+    d.id = id;
+    d.kind = e.kind;
+    d.socket = e.server->path();
+    d.client = e.server->client_mode();
+    d.backend = e.backend;
+    d.frontend = e.server->peer();
+    d.queues_running = e.server->session().exclusive([](virtio::VirtioDevice& dev) {
+        uint32_t n = 0;
+        for (uint32_t i = 0; i < dev.num_queues(); ++i) n += dev.queue_running(i) ? 1 : 0;
+        return n;
+    });
+    if (e.blk != nullptr) {
+        const BlkSpec& s = *e.blk_spec;
+        d.target = s.path;
+        d.size = e.blk->size_bytes();
+        d.block_size = e.blk->limits().block_size;
+        d.readonly = s.readonly;
+        d.queues = e.blk->num_queues();
+        d.qos = s.qos;
+        d.keys = to_keys(s);
+    } else {
+        const NetSpec& s = *e.net_spec;
+        d.target = s.tap;
+        d.queues = e.net->num_queues();
+        d.keys = to_keys(s);
+    }
+    if (d.queues_running > 0) d.state = "running";
+    else if (d.frontend.connected) d.state = "connected";
+    else d.state = d.client ? "connecting" : "listening";
+    return d;
+}
+
+std::vector<DeviceInfo> Daemon::list() const {
+    std::lock_guard lk(mu_);
+    std::vector<DeviceInfo> out;
+    for (auto& [id, e] : devices_) out.push_back(describe(id, e));
+    return out;
+}
+
+Result<DeviceInfo> Daemon::info(const std::string& id) const {
+    std::lock_guard lk(mu_);
+    auto it = devices_.find(id);
+    if (it == devices_.end()) return make_error(Errc::kInvalid, "no device '{}'", id);
+    return describe(id, it->second);
+}
+
+Status Daemon::with_blk(const std::string& id, const std::function<void(virtio::BlkDevice&)>& fn) const {
+    std::lock_guard lk(mu_);
+    auto it = devices_.find(id);
+    if (it == devices_.end()) return make_error(Errc::kInvalid, "no device '{}'", id);
+    if (it->second.blk == nullptr) return make_error(Errc::kInvalid, "device '{}' is not a blk device", id);
+    fn(*it->second.blk);
+    return ok_status();
+}
+
+Status Daemon::with_net(const std::string& id, const std::function<void(virtio::NetDevice&)>& fn) const {
+    std::lock_guard lk(mu_);
+    auto it = devices_.find(id);
+    if (it == devices_.end()) return make_error(Errc::kInvalid, "no device '{}'", id);
+    if (it->second.net == nullptr) return make_error(Errc::kInvalid, "device '{}' is not a net device", id);
+    fn(*it->second.net);
     return ok_status();
 }
 
@@ -115,14 +251,14 @@ size_t Daemon::device_count() const {
 }
 
 void Daemon::stop() {
-    std::map<std::string, std::unique_ptr<vhost::SocketServer>> devs;
+    std::map<std::string, Entry> devs;
     {
         std::lock_guard lk(mu_);
         devs.swap(devices_);
+        taps_.clear();
     }
-    for (auto& [id, s] : devs) s->stop();
+    for (auto& [id, e] : devs) e.server->stop();
     devs.clear();  // closes the taps: the ones we created go away
-    taps_.clear();
     for (auto& r : reactors_) r->stop();
     reactors_.clear();
 }

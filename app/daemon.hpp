@@ -1,16 +1,28 @@
-// The daemon: reactors plus a registry of devices, each served on its own socket. The registry
-// is keyed by an id so that a management API can add and remove devices at runtime.
+// The daemon: reactors plus a registry of devices, each served on its own socket. Devices are
+// added and removed at runtime (flags at start-up, the management API later), by id.
+//
+// Threading: the registry is the control plane's. Calls come from the main thread (start-up,
+// shutdown) and the management API's thread; a mutex keeps them apart. A device's own control
+// thread (vhost/server.cpp) and its reactors never take that mutex, so a slow call here (a
+// drain, a frontend that answers slowly) never pauses another device's I/O.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "app/device_spec.hpp"
 #include "reactor/reactor.hpp"
 #include "vhost/server.hpp"
+
+namespace vhostd::virtio {
+class BlkDevice;
+class NetDevice;
+}  // namespace vhostd::virtio
 
 namespace vhostd::app {
 
@@ -20,6 +32,25 @@ struct DaemonConfig {
     std::vector<int> cpus;  // reactor i is pinned to cpus[i % size] if not empty
 };
 
+// What device_list reports about one device.
+struct DeviceInfo {
+    std::string id;
+    std::string kind;     // "blk" | "net"
+    std::string socket;
+    bool client = false;  // we connect to the socket (QEMU server=on)
+    std::string backend;  // "file" | "block-device" | "null" | "tap"
+    std::string target;   // the file/device path or the tap name
+    uint64_t size = 0;    // blk: bytes the guest sees
+    uint32_t block_size = 0;
+    bool readonly = false;
+    uint32_t queues = 0;  // vrings (net: 2 per queue pair)
+    uint32_t queues_running = 0;
+    std::string state;    // "listening" | "connecting" | "connected" | "running"
+    vhost::SocketServer::Peer frontend;
+    QosSpec qos;
+    KeyMap keys;          // the spec as device keys (what save_config writes)
+};
+
 class Daemon {
 public:
     explicit Daemon(DaemonConfig cfg);
@@ -27,23 +58,57 @@ public:
 
     Status start();
     // Adds a device and starts serving its socket. Returns its id.
-    Result<std::string> add_blk(const BlkSpec& spec);
-    Result<std::string> add_net(const NetSpec& spec);
+    Result<std::string> add_blk(BlkSpec spec);
+    Result<std::string> add_net(NetSpec spec);
+    // Drains in-flight I/O, disconnects the frontend, closes every fd, unlinks the socket.
     Status remove_device(const std::string& id);
+    // Makes a blk device new_size bytes (0: a block device re-reads its size), then tells the
+    // frontend (a config change on the backend channel). Returns the new size; `notified` says
+    // whether the frontend was told (false: no frontend, or one without the backend channel).
+    struct ResizeResult {
+        uint64_t old_size = 0;
+        uint64_t size = 0;
+        bool notified = false;
+        std::string note;  // why not notified
+    };
+    Result<ResizeResult> resize_device(const std::string& id, uint64_t new_size);
+    Status set_qos(const std::string& id, const QosSpec& qos);
+
+    std::vector<DeviceInfo> list() const;
+    Result<DeviceInfo> info(const std::string& id) const;
+    // Runs fn with the device under the registry lock (stats: fn reads the device's counters).
+    // Errc::kInvalid if there is no such device.
+    Status with_blk(const std::string& id, const std::function<void(virtio::BlkDevice&)>& fn) const;
+    Status with_net(const std::string& id, const std::function<void(virtio::NetDevice&)>& fn) const;
+
     // Stops every device (each drains its in-flight I/O), then the reactors.
     void stop();
 
     size_t device_count() const;
+    const DaemonConfig& config() const { return cfg_; }
     Reactor& reactor(size_t i) { return *reactors_.at(i); }
     size_t reactor_count() const { return reactors_.size(); }
 
 private:
+    struct Entry {
+        std::string kind;
+        std::unique_ptr<vhost::SocketServer> server;
+        virtio::BlkDevice* blk = nullptr;  // owned by server's session
+        virtio::NetDevice* net = nullptr;
+        std::optional<BlkSpec> blk_spec;
+        std::optional<NetSpec> net_spec;
+        std::string backend;  // as DeviceInfo::backend
+    };
     std::vector<Reactor*> assign_queues(uint32_t n);
+    // Under mu_: the socket is free and the id is free (a given one) or a fresh one.
+    Result<std::string> claim_id(const std::string& wanted, const char* prefix, unsigned& counter,
+                                 const std::string& socket) const;
+    DeviceInfo describe(const std::string& id, const Entry& e) const;
 
     DaemonConfig cfg_;
     std::vector<std::unique_ptr<Reactor>> reactors_;
     mutable std::mutex mu_;  // registry only (control plane)
-    std::map<std::string, std::unique_ptr<vhost::SocketServer>> devices_;
+    std::map<std::string, Entry> devices_;
     unsigned next_reactor_ = 0;
     std::map<std::string, std::string> taps_;  // tap name -> device id
     unsigned next_blk_id_ = 0;

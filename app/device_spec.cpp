@@ -104,11 +104,49 @@ Result<std::array<uint8_t, 6>> parse_mac(const std::string& text) {
     return mac;
 }
 
+Status check_device_id(const std::string& id) {
+    if (id.empty() || id.size() > 64 ||
+        id.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") != std::string::npos)
+        return make_error(Errc::kInvalid, "id '{}' must be 1..64 characters of A-Z a-z 0-9 _ . -", id);
+    return ok_status();
+}
+
+Result<bool> parse_qos_key(const std::string& k, const std::string& v, QosSpec& q) {
+    uint64_t* iops = k == "iops" ? &q.iops : k == "read-iops" ? &q.read_iops : k == "write-iops" ? &q.write_iops : nullptr;
+    uint64_t* bps = k == "bps" ? &q.bps : k == "read-bps" ? &q.read_bps : k == "write-bps" ? &q.write_bps : nullptr;
+    if (iops != nullptr) {
+        VHOSTD_ASSIGN_OR_RETURN(*iops, parse_uint(k, v));
+        if (*iops > kMaxQosIops) return make_error(Errc::kInvalid, "{}={} is above {}", k, v, kMaxQosIops);
+        return true;
+    }
+    if (bps != nullptr) {
+        auto b = parse_size(v);
+        if (!b.ok()) return make_error(Errc::kInvalid, "{}={}: not a number of bytes per second", k, v);
+        if (*b > kMaxQosBps) return make_error(Errc::kInvalid, "{}={} is above {}", k, v, kMaxQosBps);
+        *bps = *b;
+        return true;
+    }
+    if (k == "burst-ms") {
+        VHOSTD_ASSIGN_OR_RETURN(uint64_t ms, parse_uint(k, v));
+        if (ms > 60000) return make_error(Errc::kInvalid, "burst-ms={} must be 0..60000", ms);
+        q.burst_ms = static_cast<uint32_t>(ms);
+        return true;
+    }
+    return false;
+}
+
 Result<NetSpec> parse_net_spec(const std::string& text) {
-    NetSpec s;
     VHOSTD_ASSIGN_OR_RETURN(auto kv, parse_kv(text));
+    return parse_net_keys(kv);
+}
+
+Result<NetSpec> parse_net_keys(const KeyMap& kv) {
+    NetSpec s;
     for (auto& [k, v] : kv) {
-        if (k == "socket") s.socket = v;
+        if (k == "id") {
+            VHOSTD_TRY(check_device_id(v));
+            s.id = v;
+        } else if (k == "socket") s.socket = v;
         else if (k == "client") { VHOSTD_ASSIGN_OR_RETURN(s.client, parse_bool(k, v)); }
         else if (k == "tap") {
             if (v.empty() || v.size() > 15 || v.find_first_of("/ ") != std::string::npos)
@@ -136,10 +174,17 @@ Result<NetSpec> parse_net_spec(const std::string& text) {
 }
 
 Result<BlkSpec> parse_blk_spec(const std::string& text) {
-    BlkSpec s;
     VHOSTD_ASSIGN_OR_RETURN(auto kv, parse_kv(text));
+    return parse_blk_keys(kv);
+}
+
+Result<BlkSpec> parse_blk_keys(const KeyMap& kv) {
+    BlkSpec s;
     for (auto& [k, v] : kv) {
-        if (k == "socket") s.socket = v;
+        if (k == "id") {
+            VHOSTD_TRY(check_device_id(v));
+            s.id = v;
+        } else if (k == "socket") s.socket = v;
         else if (k == "client") { VHOSTD_ASSIGN_OR_RETURN(s.client, parse_bool(k, v)); }
         else if (k == "backend") s.backend = v;
         else if (k == "path") s.path = v;
@@ -163,7 +208,8 @@ Result<BlkSpec> parse_blk_spec(const std::string& text) {
             if (v.size() > 20) return make_error(Errc::kInvalid, "serial '{}' is longer than 20 bytes", v);
             s.serial = v;
         } else {
-            return make_error(Errc::kInvalid, "unknown key '{}'", k);
+            VHOSTD_ASSIGN_OR_RETURN(bool qos_key, parse_qos_key(k, v, s.qos));
+            if (!qos_key) return make_error(Errc::kInvalid, "unknown key '{}'", k);
         }
     }
     if (s.socket.empty()) return make_error(Errc::kInvalid, "socket= is required");
@@ -180,6 +226,52 @@ Result<BlkSpec> parse_blk_spec(const std::string& text) {
     }
     if (s.queues == 0) s.queues = kDefaultQueues;
     return s;
+}
+
+namespace {
+const char* on_off(bool b) { return b ? "on" : "off"; }
+}  // namespace
+
+KeyMap to_keys(const BlkSpec& s) {
+    KeyMap kv;
+    if (!s.id.empty()) kv["id"] = s.id;
+    kv["socket"] = s.socket;
+    if (s.client) kv["client"] = on_off(true);
+    if (s.backend != "file") kv["backend"] = s.backend;
+    if (!s.path.empty()) kv["path"] = s.path;
+    if (s.size != 0) kv["size"] = std::to_string(s.size);
+    kv["queues"] = std::to_string(s.queues);
+    if (s.readonly) kv["readonly"] = on_off(true);
+    if (s.direct) kv["direct"] = on_off(true);
+    if (s.block_size != 0) kv["block-size"] = std::to_string(s.block_size);
+    if (!s.serial.empty()) kv["serial"] = s.serial;
+    if (s.submit_batch != 0) kv["submit-batch"] = std::to_string(s.submit_batch);
+    auto put = [&](const char* k, uint64_t v) {
+        if (v != 0) kv[k] = std::to_string(v);
+    };
+    put("iops", s.qos.iops);
+    put("bps", s.qos.bps);
+    put("read-iops", s.qos.read_iops);
+    put("write-iops", s.qos.write_iops);
+    put("read-bps", s.qos.read_bps);
+    put("write-bps", s.qos.write_bps);
+    put("burst-ms", s.qos.burst_ms);
+    return kv;
+}
+
+KeyMap to_keys(const NetSpec& s) {
+    KeyMap kv;
+    if (!s.id.empty()) kv["id"] = s.id;
+    kv["socket"] = s.socket;
+    if (s.client) kv["client"] = on_off(true);
+    kv["tap"] = s.tap;
+    kv["queues"] = std::to_string(s.queue_pairs);
+    if (s.mac_set) {
+        const auto& m = s.mac;
+        kv["mac"] = fmt::format("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5]);
+    }
+    if (s.mtu != 0) kv["mtu"] = std::to_string(s.mtu);
+    return kv;
 }
 
 }  // namespace vhostd::app

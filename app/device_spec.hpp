@@ -2,6 +2,7 @@
 #pragma once
 
 #include <array>
+#include <map>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -12,7 +13,17 @@ namespace vhostd::app {
 
 // --blk socket=PATH,path=FILE[,queues=N][,readonly=on][,direct=on][,block-size=512|4096][,serial=ID][,client=on]
 // --blk socket=PATH,backend=null,size=1G[,queues=N][,block-size=..][,readonly=on][,serial=ID][,client=on]
+// Per-device I/O limits (device_set_qos, or iops=/bps=/... on --blk); 0 = no limit.
+struct QosSpec {
+    uint64_t iops = 0, bps = 0, read_iops = 0, write_iops = 0, read_bps = 0, write_bps = 0;
+    uint32_t burst_ms = 0;  // 0: the default burst
+    bool operator==(const QosSpec&) const = default;
+};
+
+// Every device key also works in the management API (device_add members) and the config file.
+// id=NAME names the device (default blk0, blk1, ... / net0, ...): 1..64 of [A-Za-z0-9_.-].
 struct BlkSpec {
+    std::string id;
     std::string socket;
     bool client = false;  // connect to the socket instead of listening on it
     std::string backend = "file";
@@ -24,6 +35,7 @@ struct BlkSpec {
     uint32_t block_size = 0;  // 0: backend default
     std::string serial;
     uint32_t submit_batch = 0;  // file backend: requests per io_uring_enter; 0: backend default
+    QosSpec qos;
 };
 
 // Queues offered when queues= is not given. QEMU's vhost-user-blk defaults num-queues to the
@@ -31,11 +43,15 @@ struct BlkSpec {
 // costs nothing until the guest starts it.
 inline constexpr uint32_t kDefaultQueues = 16;
 inline constexpr uint32_t kMaxQueues = 64;
+// QoS ceilings: far above any device, low enough that rate arithmetic cannot overflow.
+inline constexpr uint64_t kMaxQosIops = 100'000'000;
+inline constexpr uint64_t kMaxQosBps = 1ull << 40;  // 1 TiB/s
 
 // --net socket=PATH,tap=NAME[,queues=N][,mac=MAC][,mtu=N][,client=on]
 // queues= counts queue pairs (one RX + one TX vring and one tap queue each), as QEMU's
 // -netdev vhost-user,queues=N does.
 struct NetSpec {
+    std::string id;
     std::string socket;
     bool client = false;
     std::string tap;
@@ -46,8 +62,20 @@ struct NetSpec {
 };
 inline constexpr uint32_t kMaxNetQueuePairs = 32;
 
+using KeyMap = std::map<std::string, std::string>;
 Result<BlkSpec> parse_blk_spec(const std::string& text);
 Result<NetSpec> parse_net_spec(const std::string& text);
+// The same from key/value pairs (the management API's device_add members).
+Result<BlkSpec> parse_blk_keys(const KeyMap& kv);
+Result<NetSpec> parse_net_keys(const KeyMap& kv);
+// A spec back as keys (only what differs from the defaults): parse_*_keys(to_keys(s)) == s.
+KeyMap to_keys(const BlkSpec& s);
+KeyMap to_keys(const NetSpec& s);
+// A QoS key (iops, bps, read-iops, write-iops, read-bps, write-bps, burst-ms; bps keys take
+// K/M/G suffixes) into q. False if `key` is not a QoS key.
+Result<bool> parse_qos_key(const std::string& key, const std::string& value, QosSpec& q);
+// A device id: 1..64 of [A-Za-z0-9_.-].
+Status check_device_id(const std::string& id);
 Result<std::array<uint8_t, 6>> parse_mac(const std::string& text);
 // "512", "4k", "1M", "2G", "1T" (binary units).
 Result<uint64_t> parse_size(const std::string& text);

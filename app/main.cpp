@@ -26,13 +26,16 @@ int main(int argc, char** argv) {
     cli.set_version_flag("--version", std::string("vhostd ") + VHOSTD_VERSION);
     cli.add_option("--blk", blk_specs,
                    "virtio-blk device on a file or block device: "
-                   "socket=PATH,path=FILE[,queues=N][,readonly=on][,direct=on][,block-size=512|4096]"
+                   "socket=PATH,path=FILE[,id=NAME][,queues=N][,readonly=on][,direct=on][,block-size=512|4096]"
                    "[,serial=ID][,submit-batch=N][,client=on]  or a null device: "
-                   "socket=PATH,backend=null,size=SIZE[,queues=N][,readonly=on][,block-size=512|4096]"
-                   "[,serial=ID][,client=on]")
+                   "socket=PATH,backend=null,size=SIZE[,id=NAME][,queues=N][,readonly=on][,block-size=512|4096]"
+                   "[,serial=ID][,client=on];  QoS limits on either (0: none): [,iops=N][,bps=RATE]"
+                   "[,read-iops=N][,write-iops=N][,read-bps=RATE][,write-bps=RATE][,burst-ms=MS]"
+                   " (RATE in bytes/s, K/M/G suffixes)")
         ->take_all();
     cli.add_option("--net", net_specs,
-                   "virtio-net device on a tap: socket=PATH,tap=NAME[,queues=PAIRS][,mac=MAC][,mtu=N][,client=on]")
+                   "virtio-net device on a tap: socket=PATH,tap=NAME[,id=NAME][,queues=PAIRS][,mac=MAC][,mtu=N]"
+                   "[,client=on]")
         ->take_all();
     cli.add_option("--threads", threads, "number of reactor threads")->check(CLI::Range(1u, 256u))->capture_default_str();
     cli.add_option("--poll", poll, "polling mode: always | adaptive | never")

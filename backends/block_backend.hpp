@@ -63,6 +63,13 @@ public:
     virtual const BlockInfo& info() const = 0;
     // Called on the reactor thread that will own the channel. `depth` bounds concurrent requests.
     virtual Result<std::unique_ptr<BlockChannel>> open_channel(Reactor& reactor, uint32_t depth) = 0;
+    // Control thread, with no request in flight past min(old, new) size (the device drains its
+    // queues before a shrink): makes the storage `new_size` bytes long and returns the size now
+    // exposed. A block device cannot be resized by us: it re-reads its size (new_size 0 asks
+    // for exactly that; another value must match what the device reports).
+    virtual Result<uint64_t> resize(uint64_t /*new_size*/) {
+        return make_error(Errc::kUnsupported, "this backend cannot be resized");
+    }
 };
 
 }  // namespace vhostd::backends

@@ -5,6 +5,9 @@
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <limits>
 
 #include "core/log.hpp"
 
@@ -75,6 +78,7 @@ Result<std::unique_ptr<FileBackend>> FileBackend::open(const FileOptions& o) {
     if (fd < 0) return sys_error("cannot open '{}'", o.path);
     auto b = std::unique_ptr<FileBackend>(new FileBackend());
     b->fd_.reset(fd);
+    b->path_ = o.path;
     struct stat st {};
     if (fstat(fd, &st) != 0) return sys_error("fstat '{}'", o.path);
     BlockInfo& in = b->info_;
@@ -114,6 +118,32 @@ Result<std::unique_ptr<FileBackend>> FileBackend::open(const FileOptions& o) {
                                  o.submit_batch > 1 ? fmt::format(" submit-batch={}", o.submit_batch) : "");
     b->submit_batch_ = o.submit_batch;
     return b;
+}
+
+Result<uint64_t> FileBackend::resize(uint64_t new_size) {
+    const uint32_t bs = info_.block_size;
+    if (is_blkdev_) {
+        uint64_t sz = 0;
+        if (ioctl(fd_.get(), BLKGETSIZE64, &sz) != 0) return sys_error("BLKGETSIZE64 on '{}'", path_);
+        sz = sz / bs * bs;
+        if (new_size != 0 && new_size != sz)
+            return make_error(Errc::kInvalid,
+                              "'{}' is a block device of {} bytes: its size is the device's own (resize it, then "
+                              "resize without a size to re-read it)",
+                              path_, sz);
+        if (sz == 0) return make_error(Errc::kInvalid, "'{}' now has no usable blocks", path_);
+        info_.size_bytes = sz;
+        return sz;
+    }
+    if (info_.readonly) return make_error(Errc::kInvalid, "'{}' is read-only", path_);
+    if (new_size == 0 || new_size % bs != 0)
+        return make_error(Errc::kInvalid, "size {} must be a non-zero multiple of the block size {}", new_size, bs);
+    if (new_size > static_cast<uint64_t>(std::numeric_limits<off_t>::max()))
+        return make_error(Errc::kInvalid, "size {} is too large", new_size);
+    if (::ftruncate(fd_.get(), static_cast<off_t>(new_size)) != 0)
+        return sys_error("ftruncate '{}' to {} bytes", path_, new_size);
+    info_.size_bytes = new_size;
+    return new_size;
 }
 
 Result<std::unique_ptr<BlockChannel>> FileBackend::open_channel(Reactor& reactor, uint32_t) {

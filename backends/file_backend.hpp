@@ -30,11 +30,15 @@ public:
     static Result<std::unique_ptr<FileBackend>> open(const FileOptions& opts);
     const BlockInfo& info() const override { return info_; }
     Result<std::unique_ptr<BlockChannel>> open_channel(Reactor& reactor, uint32_t depth) override;
+    // Regular file: ftruncate to new_size (a multiple of the block size). Block device: re-read
+    // its size (BLKGETSIZE64).
+    Result<uint64_t> resize(uint64_t new_size) override;
     bool is_block_device() const { return is_blkdev_; }
 
 private:
     FileBackend() = default;
     UniqueFd fd_;
+    std::string path_;
     BlockInfo info_;
     bool is_blkdev_ = false;
     uint32_t submit_batch_ = FileOptions::kDefaultSubmitBatch;

@@ -59,6 +59,15 @@ NullBackend::NullBackend(uint64_t size_bytes, uint32_t block_size, bool readonly
     info_.description = fmt::format("null ({} bytes)", info_.size_bytes);
 }
 
+Result<uint64_t> NullBackend::resize(uint64_t new_size) {
+    if (new_size == 0 || new_size % info_.block_size != 0)
+        return make_error(Errc::kInvalid, "size {} must be a non-zero multiple of the block size {}", new_size,
+                          info_.block_size);
+    info_.size_bytes = new_size;
+    info_.description = fmt::format("null ({} bytes)", info_.size_bytes);
+    return new_size;
+}
+
 Result<std::unique_ptr<BlockChannel>> NullBackend::open_channel(Reactor&, uint32_t depth) {
     return std::unique_ptr<BlockChannel>(std::make_unique<NullChannel>(depth));
 }

@@ -11,6 +11,7 @@ public:
     NullBackend(uint64_t size_bytes, uint32_t block_size, bool readonly);
     const BlockInfo& info() const override { return info_; }
     Result<std::unique_ptr<BlockChannel>> open_channel(Reactor& reactor, uint32_t depth) override;
+    Result<uint64_t> resize(uint64_t new_size) override;
 
 private:
     BlockInfo info_;

@@ -155,7 +155,8 @@ protected:
             ASSERT_OK(g.fe->set_protocol_features(pf.value() & (vhost::pf::kMq | vhost::pf::kReplyAck |
                                                                 vhost::pf::kConfig | vhost::pf::kConfigureMemSlots |
                                                                 vhost::pf::kStatus | vhost::pf::kResetDevice |
-                                                                vhost::pf::kNetMtu | vhost::pf::kRarp)));
+                                                                vhost::pf::kNetMtu | vhost::pf::kRarp |
+                                                                extra_protocol_features_)));
         }
         ASSERT_OK(g.fe->set_owner());
         ASSERT_OK(g.fe->set_features(g.features));
@@ -217,6 +218,7 @@ protected:
     }
 
     std::string dir_;
+    uint64_t extra_protocol_features_ = 0;  // connect_guest asks for these too (e.g. BACKEND_REQ)
     std::unique_ptr<app::Daemon> daemon_;
     std::unique_ptr<Reactor> own_reactor_;
     std::unique_ptr<vhost::SocketServer> own_server_;

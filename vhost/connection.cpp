@@ -37,6 +37,22 @@ Status Connection::read_exact(uint8_t* buf, size_t len, int stop_fd) {
     return ok_status();
 }
 
+Result<uint64_t> Connection::recv_u64_reply(uint32_t request, int stop_fd) {
+    MsgHeader h{};
+    VHOSTD_TRY(read_exact(reinterpret_cast<uint8_t*>(&h), sizeof(h), stop_fd));
+    const MsgHeader copy = h;
+    if ((copy.flags & kVersionMask) != kVersion || !(copy.flags & kFlagReply))
+        return make_error(Errc::kInvalid, "reply with flags {:#x} (expected version 1 and the reply flag)",
+                          uint32_t{copy.flags});
+    if (copy.request != request)
+        return make_error(Errc::kInvalid, "reply to request {} while waiting for {}", uint32_t{copy.request}, request);
+    if (copy.size != sizeof(le64))
+        return make_error(Errc::kInvalid, "reply payload of {} bytes (expected 8)", uint32_t{copy.size});
+    le64 v{};
+    VHOSTD_TRY(read_exact(reinterpret_cast<uint8_t*>(&v), sizeof(v), stop_fd));
+    return uint64_t{v};
+}
+
 Status Connection::recv(Message& m, int stop_fd) {
     m.drop_fds();
 

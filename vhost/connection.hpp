@@ -38,6 +38,10 @@ public:
     // Any other error: a framing violation (the connection must be closed).
     Status recv(Message& m, int stop_fd);
     Status send(const MsgHeader& hdr, std::span<const uint8_t> payload, std::span<const int> fds = {});
+    // Where we send the requests (the backend channel): reads the frontend's reply to request
+    // `request`, a u64 (0: success). Anything else (another request, no reply flag, a payload
+    // that is not 8 bytes, more than kIoTimeout of silence) is an error.
+    Result<uint64_t> recv_u64_reply(uint32_t request, int stop_fd = -1);
 
     static constexpr std::chrono::milliseconds kIoTimeout{5000};
 

@@ -102,6 +102,13 @@ enum class Request : uint32_t {
     kMaxKnown = 40,
 };
 
+// Requests the backend sends on the backend channel (SET_BACKEND_REQ_FD), the frontend answers.
+enum class BackendRequest : uint32_t {
+    kIotlbMsg = 1,
+    kConfigChangeMsg = 2,  // "the config space changed": the frontend re-reads it (GET_CONFIG)
+    kVringHostNotifierMsg = 3,
+};
+
 // The request's name for logs and errors ("UNKNOWN" past the table); defined with the message
 // table (message_table.cpp).
 const char* request_name(Request r);

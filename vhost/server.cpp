@@ -76,6 +76,11 @@ void SocketServer::stop() {
     }
 }
 
+SocketServer::Peer SocketServer::peer() const {
+    std::lock_guard lk(peer_mu_);
+    return peer_;
+}
+
 UniqueFd SocketServer::accept_one() {
     pollfd p[2] = {{listen_fd_.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
     while (true) {
@@ -111,7 +116,24 @@ void SocketServer::run() {
     while (true) {
         UniqueFd conn = client_ ? connect_one() : accept_one();
         if (!conn) break;
+        Peer who;
+        who.connected = true;
+        ucred cred{};
+        socklen_t len = sizeof(cred);
+        if (getsockopt(conn.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+            who.pid = cred.pid;
+            who.uid = cred.uid;
+            who.gid = cred.gid;
+        }
+        {
+            std::lock_guard lk(peer_mu_);
+            peer_ = who;
+        }
         session_->serve(std::move(conn), stop_fd_.get());
+        {
+            std::lock_guard lk(peer_mu_);
+            peer_ = Peer{};
+        }
         // Stop requested while serving?
         pollfd p{stop_fd_.get(), POLLIN, 0};
         if (::poll(&p, 1, 0) > 0) break;

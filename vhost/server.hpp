@@ -4,7 +4,10 @@
 // device is reset and the thread waits for the next one.
 #pragma once
 
+#include <sys/types.h>
+
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -26,7 +29,17 @@ public:
     void stop();
 
     const std::string& path() const { return path_; }
+    bool client_mode() const { return client_; }
     Session& session() { return *session_; }
+
+    // The frontend being served, if any (any thread). pid/uid from SO_PEERCRED at connect time.
+    struct Peer {
+        bool connected = false;
+        pid_t pid = 0;
+        uid_t uid = 0;
+        gid_t gid = 0;
+    };
+    Peer peer() const;
 
 private:
     void run();
@@ -40,6 +53,8 @@ private:
     UniqueFd stop_fd_;
     std::thread thread_;
     bool created_socket_ = false;
+    mutable std::mutex peer_mu_;
+    Peer peer_;
 };
 
 // Binds a listening unix socket at path. A stale socket file (nobody listening) is replaced;

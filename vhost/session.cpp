@@ -70,8 +70,10 @@ void Session::serve(UniqueFd fd, int stop_fd) {
             else VLOG_ERROR("{}: closing connection: {}", name_, st.error().describe());
             break;
         }
+        std::lock_guard lk(control_mu_);
         if (!dispatch(conn, *m)) break;
     }
+    std::lock_guard lk(control_mu_);
     reset_session();
 }
 
@@ -147,6 +149,8 @@ Status Session::on_set_protocol_features(Message& m, Reply&) {
     if (f & ~offered_protocol_features())
         return make_error(Errc::kInvalid, "protocol features {:#x} include unoffered bits", f);
     acked_protocol_ = f;
+    std::lock_guard lk(backend_mu_);
+    if (backend_req_) backend_protocol_ = f;
     return ok_status();
 }
 
@@ -201,8 +205,36 @@ Status Session::on_set_status(Message& m, Reply&) {
 }
 
 Status Session::on_set_backend_req_fd(Message& m, Reply&) {
-    backend_req_ = std::move(m.fds[0]);  // kept for the session; vhostd sends nothing on it yet
+    std::lock_guard lk(backend_mu_);
+    backend_req_ = std::make_unique<Connection>(std::move(m.fds[0]));
+    backend_protocol_ = acked_protocol_;
     return ok_status();
+}
+
+Status Session::notify_config_change() {
+    std::lock_guard lk(backend_mu_);
+    constexpr uint64_t kNeeded = pf::kBackendReq | pf::kConfig;
+    if (!backend_req_ || (backend_protocol_ & kNeeded) != kNeeded)
+        return make_error(Errc::kState,
+                          "{}: the frontend has no backend channel with CONFIG (not connected yet, or it did not "
+                          "negotiate BACKEND_REQ and CONFIG): the guest sees the change when it next reads the config",
+                          name_);
+    const bool ack = (backend_protocol_ & pf::kReplyAck) != 0;
+    const auto req = static_cast<uint32_t>(BackendRequest::kConfigChangeMsg);
+    MsgHeader h{req, kVersion | (ack ? kFlagNeedReply : 0u), 0};
+    Status st = backend_req_->send(h, {});
+    if (st.ok() && ack) {
+        auto r = backend_req_->recv_u64_reply(req);
+        if (!r.ok()) st = std::move(r).take_error();
+        else if (*r != 0) st = make_error(Errc::kState, "{}: the frontend failed to apply the config change ({})", name_, *r);
+    }
+    if (!st.ok() && st.error().code != Errc::kState) {
+        // The channel is out of step (a half-read reply, a dead peer): drop it rather than read a
+        // stale answer next time.
+        VLOG_WARN("{}: backend channel: {}; closing it", name_, st.error().describe());
+        backend_req_.reset();
+    }
+    return st;
 }
 
 // ---- memory --------------------------------------------------------------------------------

@@ -8,7 +8,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -37,6 +39,21 @@ public:
     void serve(UniqueFd conn, int stop_fd);
 
     virtio::VirtioDevice& device() { return *dev_; }
+
+    // ---- other control threads (the management API) ----
+    // Runs fn with the device while no frontend message is being handled: the device's control
+    // calls (queue start/stop, memory swaps, a resize's drain) never run from two threads at once.
+    template <typename Fn>
+    auto exclusive(Fn&& fn) {
+        std::lock_guard lk(control_mu_);
+        return fn(*dev_);
+    }
+    // Tells the frontend that the device's config space changed (VHOST_USER_BACKEND_CONFIG_CHANGE_MSG
+    // on the backend channel; needs protocol features BACKEND_REQ and CONFIG; waits for the
+    // frontend's answer when REPLY_ACK was negotiated). Errc::kState when no frontend is
+    // connected or it did not negotiate the channel. Not to be called under exclusive(): the
+    // frontend answers by reading the config space (GET_CONFIG) first.
+    Status notify_config_change();
     const std::string& name() const { return name_; }
 
     // Testing/fuzzing entry: handle one already-received message as if from a connection.
@@ -143,7 +160,12 @@ private:
     uint8_t status_ = 0;
     MemTable mem_;
     std::vector<Vring> vrings_;
-    UniqueFd backend_req_;
+    // Guards the control calls of the session thread against other control threads (exclusive()).
+    std::mutex control_mu_;
+    // The backend channel and what it may carry, shared with notify_config_change().
+    std::mutex backend_mu_;
+    std::unique_ptr<Connection> backend_req_;
+    uint64_t backend_protocol_ = 0;  // acked_protocol_ as of the channel's setup
     InflightBuffers inflight_;
 };
 

@@ -151,7 +151,11 @@ void Session::reset_session() {
     reset_vrings();  // queues drained before memory goes
     dev_->session_ended();
     mem_.reset();
-    backend_req_.reset();
+    {
+        std::lock_guard lk(backend_mu_);
+        backend_req_.reset();
+        backend_protocol_ = 0;
+    }
     inflight_.reset();
     acked_features_ = 0;
     acked_protocol_ = 0;

@@ -218,6 +218,7 @@ BlkDevice::BlkDevice(std::string name, std::shared_ptr<backends::BlockBackend> b
     const auto& in = backend_->info();
     limits_ = blk::DeviceLimits{in.size_bytes, in.block_size, in.readonly, in.discard, in.write_zeroes,
                                 kMaxDiscardSectors};
+    size_bytes_.store(in.size_bytes);
     for (uint32_t i = 0; i < queue_reactors.size(); ++i) {
         queues_.push_back(std::make_unique<BlkQueue>(*queue_reactors[i], i, *this));
         add_queue(*queues_.back());
@@ -240,7 +241,7 @@ uint64_t BlkDevice::features() const {
 void BlkDevice::read_config(uint32_t offset, std::span<uint8_t> out) const {
     const auto& in = backend_->info();
     blk::Config c{};
-    c.capacity = in.size_bytes / blk::kSectorSize;
+    c.capacity = size_bytes() / blk::kSectorSize;
     c.size_max = kSizeMax;
     c.seg_max = kSegMax;
     c.blk_size = in.block_size;
@@ -272,6 +273,37 @@ Status BlkDevice::write_config(uint32_t offset, std::span<const uint8_t> in) {
     update_writethrough();
     VLOG_INFO("{}: guest turned the write cache {}", name_, in[0] ? "on" : "off");
     return ok_status();
+}
+
+Result<uint64_t> BlkDevice::resize(uint64_t new_size) {
+    const uint64_t old = size_bytes();
+    if (new_size != 0 && new_size < old) {
+        // Every request parsed from here on is checked against the new end; the ones already
+        // admitted past it complete before the storage shrinks (a write landing after the
+        // truncate would grow the file again).
+        size_bytes_.store(new_size);
+        Status st = quiesce_queues();
+        if (!st.ok()) VLOG_WARN("{}: draining the queues for a shrink: {}", name_, st.error().describe());
+        auto r = backend_->resize(new_size);
+        if (!r.ok()) {
+            size_bytes_.store(old);
+            return std::move(r).take_error();
+        }
+        size_bytes_.store(*r);
+        VLOG_INFO("{}: shrunk from {} to {} bytes", name_, old, *r);
+        return *r;
+    }
+    auto r = backend_->resize(new_size);
+    if (!r.ok()) return std::move(r).take_error();
+    if (*r < old) {
+        // A block device that shrank under us: refuse past the end now, drain what was admitted.
+        size_bytes_.store(*r);
+        Status st = quiesce_queues();
+        if (!st.ok()) VLOG_WARN("{}: draining the queues after a shrink: {}", name_, st.error().describe());
+    }
+    size_bytes_.store(*r);
+    VLOG_INFO("{}: resized from {} to {} bytes", name_, old, *r);
+    return *r;
 }
 
 void BlkDevice::set_features(uint64_t features) {

@@ -49,9 +49,18 @@ public:
     // cache mode of the moment).
     blk::DeviceLimits limits() const {
         blk::DeviceLimits l = limits_;
+        l.size_bytes = size_bytes_.load(std::memory_order_relaxed);
         l.writethrough = writethrough();
         return l;
     }
+    // The capacity the guest sees (bytes); changes with resize().
+    uint64_t size_bytes() const { return size_bytes_.load(std::memory_order_relaxed); }
+    // Control plane, serialized with the device's other control calls (Session::exclusive): makes
+    // the device new_size bytes long (0: a block device re-reads its size) and returns the new
+    // size. A shrink first refuses requests past the new end, drains the ones in flight, then
+    // shrinks the storage; a grow enlarges the storage before the device admits the new range.
+    // The caller tells the guest (a config change).
+    Result<uint64_t> resize(uint64_t new_size);
     const backends::BlockInfo& info() const { return backend_->info(); }
     backends::BlockBackend& backend() { return *backend_; }
     const std::string& serial() const { return opts_.serial; }
@@ -63,6 +72,7 @@ private:
     std::shared_ptr<backends::BlockBackend> backend_;
     BlkOptions opts_;
     blk::DeviceLimits limits_;
+    std::atomic<uint64_t> size_bytes_{0};
     std::vector<std::unique_ptr<BlkQueue>> queues_;
     uint64_t acked_ = 0;
     std::atomic<uint8_t> wce_{1};  // guest-written config byte (CONFIG_WCE)

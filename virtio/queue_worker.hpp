@@ -29,6 +29,9 @@ public:
     void set_call(int fd);
     // Drains in-flight requests, swaps memory and re-translates the rings.
     Status set_memory(std::shared_ptr<const shm::MemoryMap> mem);
+    // Waits until every request taken before the call has completed, then goes on serving (the
+    // ring and memory stay): what a device shrink needs before its storage shrinks.
+    Status quiesce() { return running_ ? set_memory(vq_.mem_ref()) : ok_status(); }
 
     // ---- reactor thread: Poller ----
     bool poll() final;

@@ -29,6 +29,16 @@ public:
         return result;
     }
 
+    // Every running queue drains the requests it holds and goes on (see QueueWorker::quiesce).
+    Status quiesce_queues() {
+        Status result;
+        for (QueueWorker* q : workers_) {
+            Status st = q->quiesce();
+            if (!st.ok() && result.ok()) result = std::move(st);
+        }
+        return result;
+    }
+
 protected:
     // Vring `num_queues()` is `w` (the device keeps it alive as long as the device lives).
     void add_queue(QueueWorker& w) { workers_.push_back(&w); }

@@ -97,3 +97,46 @@ TEST(NetSpec, RejectsBadInput) {
 
 }  // namespace
 }  // namespace vhostd::app
+
+TEST(DeviceSpec, IdsAndQosKeys) {
+    auto r = parse_blk_spec("id=disk-1,socket=/s,path=/x,iops=5000,bps=50M,read-iops=100,write-bps=1G,burst-ms=250");
+    ASSERT_TRUE(r.ok()) << r.error().describe();
+    EXPECT_EQ(r->id, "disk-1");
+    EXPECT_EQ(r->qos.iops, 5000u);
+    EXPECT_EQ(r->qos.bps, 50ull << 20);
+    EXPECT_EQ(r->qos.read_iops, 100u);
+    EXPECT_EQ(r->qos.write_bps, 1ull << 30);
+    EXPECT_EQ(r->qos.burst_ms, 250u);
+    EXPECT_FALSE(parse_blk_spec("id=,socket=/s,path=/x").ok());
+    EXPECT_FALSE(parse_blk_spec("id=a/b,socket=/s,path=/x").ok());
+    EXPECT_FALSE(parse_blk_spec("id=" + std::string(65, 'a') + ",socket=/s,path=/x").ok());
+    EXPECT_FALSE(parse_blk_spec("socket=/s,path=/x,iops=-1").ok());
+    EXPECT_FALSE(parse_blk_spec("socket=/s,path=/x,iops=1000000000").ok());
+    EXPECT_FALSE(parse_blk_spec("socket=/s,path=/x,bps=2T").ok());
+    EXPECT_FALSE(parse_blk_spec("socket=/s,path=/x,burst-ms=60001").ok());
+    auto n = parse_net_spec("id=nic0,socket=/n,tap=t0");
+    ASSERT_TRUE(n.ok());
+    EXPECT_EQ(n->id, "nic0");
+}
+
+// save_config writes specs back as keys; loading them must give the same device.
+TEST(DeviceSpec, KeysRoundTrip) {
+    for (const char* text : {"socket=/s,path=/x", "id=d,socket=/s,path=/x,queues=4,readonly=on,direct=on,block-size=4096,"
+                                                  "serial=abc,submit-batch=8,client=on,iops=10,bps=1M,read-iops=1,"
+                                                  "write-iops=2,read-bps=3,write-bps=4,burst-ms=5",
+                             "socket=/s,backend=null,size=1G,block-size=4096"}) {
+        auto a = parse_blk_spec(text);
+        ASSERT_TRUE(a.ok()) << text;
+        auto b = parse_blk_keys(to_keys(a.value()));
+        ASSERT_TRUE(b.ok()) << b.error().describe();
+        EXPECT_EQ(to_keys(b.value()), to_keys(a.value())) << text;
+        EXPECT_EQ(b->qos, a->qos);
+        EXPECT_EQ(b->size, a->size);
+    }
+    auto n = parse_net_spec("id=x,socket=/n,tap=t0,queues=2,mac=52:54:00:12:34:56,mtu=9000,client=on");
+    ASSERT_TRUE(n.ok());
+    auto m = parse_net_keys(to_keys(n.value()));
+    ASSERT_TRUE(m.ok()) << m.error().describe();
+    EXPECT_EQ(to_keys(m.value()), to_keys(n.value()));
+    EXPECT_EQ(m->mac, n->mac);
+}

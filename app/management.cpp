@@ -1,0 +1,218 @@
+#include "app/management.hpp"
+
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "core/log.hpp"
+#include "virtio/blk_device.hpp"
+#include "virtio/net_device.hpp"
+
+namespace vhostd::app {
+
+using rpc::Json;
+
+namespace {
+
+Result<std::string> get_string(const Json& p, const char* key) {
+    auto it = p.find(key);
+    if (it == p.end()) return make_error(Errc::kInvalid, "'{}' is required", key);
+    if (!it->is_string()) return make_error(Errc::kInvalid, "'{}' must be a string", key);
+    return it->get<std::string>();
+}
+
+Status no_other_members(const Json& p, std::initializer_list<const char*> allowed) {
+    for (auto it = p.begin(); it != p.end(); ++it) {
+        bool ok = false;
+        for (const char* a : allowed) ok |= it.key() == a;
+        if (!ok) return make_error(Errc::kInvalid, "unknown parameter '{}'", it.key());
+    }
+    return ok_status();
+}
+
+// A size: a non-negative integer (bytes) or a string with a K/M/G/T suffix.
+Result<uint64_t> get_size(const Json& v, const char* key) {
+    if (v.is_number_unsigned()) return v.get<uint64_t>();
+    if (v.is_string()) {
+        auto r = parse_size(v.get<std::string>());
+        if (!r.ok()) return make_error(Errc::kInvalid, "'{}': {}", key, r.error().context);
+        return r;
+    }
+    return make_error(Errc::kInvalid, "'{}' must be a non-negative integer or a string like \"20G\"", key);
+}
+
+Json qos_json(const QosSpec& q) {
+    return Json{{"iops", q.iops},           {"bps", q.bps},         {"read_iops", q.read_iops},
+                {"write_iops", q.write_iops}, {"read_bps", q.read_bps}, {"write_bps", q.write_bps},
+                {"burst_ms", q.burst_ms}};
+}
+
+Json device_json(const DeviceInfo& d) {
+    Json j{{"id", d.id},         {"kind", d.kind},         {"socket", d.socket}, {"client", d.client},
+           {"backend", d.backend}, {"queues", d.queues},   {"queues_running", d.queues_running},
+           {"state", d.state}};
+    if (d.kind == "blk") {
+        j["path"] = d.target;
+        j["size"] = d.size;
+        j["block_size"] = d.block_size;
+        j["readonly"] = d.readonly;
+        j["qos"] = qos_json(d.qos);
+    } else {
+        j["tap"] = d.target;
+    }
+    j["frontend"] = d.frontend.connected ? Json{{"pid", d.frontend.pid}, {"uid", d.frontend.uid}} : Json(nullptr);
+    Json keys = Json::object();
+    for (auto& [k, v] : d.keys) keys[k] = v;
+    j["spec"] = keys;
+    return j;
+}
+
+Result<Json> device_add(Daemon& daemon, const Json& p) {
+    VHOSTD_ASSIGN_OR_RETURN(std::string id, add_device_json(daemon, p));
+    return Json{{"id", id}};
+}
+
+Result<Json> device_remove(Daemon& daemon, const Json& p) {
+    VHOSTD_TRY(no_other_members(p, {"id"}));
+    VHOSTD_ASSIGN_OR_RETURN(std::string id, get_string(p, "id"));
+    VHOSTD_TRY(daemon.remove_device(id));
+    return Json{{"id", id}};
+}
+
+Result<Json> device_list(Daemon& daemon, const Json& p) {
+    VHOSTD_TRY(no_other_members(p, {}));
+    Json devs = Json::array();
+    for (const auto& d : daemon.list()) devs.push_back(device_json(d));
+    return Json{{"devices", devs}};
+}
+
+Result<Json> device_resize(Daemon& daemon, const Json& p) {
+    VHOSTD_TRY(no_other_members(p, {"id", "size"}));
+    VHOSTD_ASSIGN_OR_RETURN(std::string id, get_string(p, "id"));
+    uint64_t size = 0;  // a block device re-reads its size
+    if (auto it = p.find("size"); it != p.end()) {
+        VHOSTD_ASSIGN_OR_RETURN(size, get_size(*it, "size"));
+        if (size == 0) return make_error(Errc::kInvalid, "'size' must not be 0");
+    }
+    VHOSTD_ASSIGN_OR_RETURN(auto r, daemon.resize_device(id, size));
+    Json out{{"id", id}, {"old_size", r.old_size}, {"size", r.size}, {"guest_notified", r.notified}};
+    if (!r.notified) out["note"] = r.note;
+    return out;
+}
+
+Result<Json> device_set_qos(Daemon& daemon, const Json& p) {
+    VHOSTD_TRY(no_other_members(p, {"id", "iops", "bps", "read_iops", "write_iops", "read_bps", "write_bps", "burst_ms"}));
+    VHOSTD_ASSIGN_OR_RETURN(std::string id, get_string(p, "id"));
+    VHOSTD_ASSIGN_OR_RETURN(DeviceInfo d, daemon.info(id));
+    QosSpec q = d.qos;  // members not given keep their value
+    for (auto it = p.begin(); it != p.end(); ++it) {
+        if (it.key() == "id") continue;
+        std::string key = it.key();
+        std::replace(key.begin(), key.end(), '_', '-');  // the --blk key
+        std::string text;
+        if (it->is_number_unsigned()) text = std::to_string(it->get<uint64_t>());
+        else if (it->is_string() && key.ends_with("bps")) text = it->get<std::string>();
+        else return make_error(Errc::kInvalid, "'{}' must be a non-negative integer", it.key());
+        VHOSTD_TRY(parse_qos_key(key, text, q));
+    }
+    VHOSTD_TRY(daemon.set_qos(id, q));
+    return Json{{"id", id}, {"qos", qos_json(q)}};
+}
+
+Result<Json> version(Daemon& daemon, const Json&) {
+    return Json{{"version", VHOSTD_VERSION},
+                {"pid", ::getpid()},
+                {"reactors", daemon.reactor_count()},
+                {"devices", daemon.device_count()}};
+}
+
+}  // namespace
+
+Result<KeyMap> keys_from_json(const Json& params) {
+    if (!params.is_object()) return make_error(Errc::kInvalid, "a device must be a JSON object");
+    KeyMap kv;
+    for (auto it = params.begin(); it != params.end(); ++it) {
+        if (it.key() == "kind") continue;
+        const Json& v = *it;
+        if (v.is_string()) kv[it.key()] = v.get<std::string>();
+        else if (v.is_boolean()) kv[it.key()] = v.get<bool>() ? "on" : "off";
+        else if (v.is_number_unsigned()) kv[it.key()] = std::to_string(v.get<uint64_t>());
+        else if (v.is_number_integer()) kv[it.key()] = std::to_string(v.get<int64_t>());  // the parser refuses it
+        else return make_error(Errc::kInvalid, "'{}' must be a string, an integer or a boolean", it.key());
+    }
+    return kv;
+}
+
+Result<std::string> add_device_json(Daemon& daemon, const Json& params) {
+    if (!params.is_object()) return make_error(Errc::kInvalid, "a device must be a JSON object");
+    VHOSTD_ASSIGN_OR_RETURN(std::string kind, get_string(params, "kind"));
+    VHOSTD_ASSIGN_OR_RETURN(KeyMap kv, keys_from_json(params));
+    if (kind == "blk") {
+        VHOSTD_ASSIGN_OR_RETURN(BlkSpec s, parse_blk_keys(kv));
+        return daemon.add_blk(std::move(s));
+    }
+    if (kind == "net") {
+        VHOSTD_ASSIGN_OR_RETURN(NetSpec s, parse_net_keys(kv));
+        return daemon.add_net(std::move(s));
+    }
+    return make_error(Errc::kInvalid, "unknown kind '{}' (blk or net)", kind);
+}
+
+Json save_config(const Daemon& daemon) {
+    Json devs = Json::array();
+    for (const auto& d : daemon.list()) {
+        Json j{{"kind", d.kind}};
+        for (auto& [k, v] : d.keys) j[k] = v;
+        devs.push_back(j);
+    }
+    return Json{{"vhostd", VHOSTD_VERSION}, {"devices", devs}};
+}
+
+Status load_config(Daemon& daemon, const Json& doc) {
+    if (!doc.is_object()) return make_error(Errc::kInvalid, "a config document is a JSON object");
+    for (auto it = doc.begin(); it != doc.end(); ++it) {
+        if (it.key() != "vhostd" && it.key() != "devices")
+            return make_error(Errc::kInvalid, "unknown member '{}' (expected \"devices\")", it.key());
+    }
+    auto devs = doc.find("devices");
+    if (devs == doc.end()) return ok_status();
+    if (!devs->is_array()) return make_error(Errc::kInvalid, "\"devices\" must be an array");
+    size_t i = 0;
+    for (const auto& d : *devs) {
+        auto id = add_device_json(daemon, d);
+        if (!id.ok()) return make_error(Errc::kInvalid, "devices[{}]: {}", i, id.error().context);
+        ++i;
+    }
+    return ok_status();
+}
+
+Result<Json> read_config_file(const std::string& path) {
+    std::ifstream in(path);
+    if (!in) return sys_error("cannot open config file '{}'", path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    Json doc = Json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
+    if (doc.is_discarded()) return make_error(Errc::kInvalid, "config file '{}' is not valid JSON", path);
+    return doc;
+}
+
+void register_methods(rpc::Dispatcher& d, Daemon& daemon) {
+    auto bind = [&daemon](Result<Json> (*fn)(Daemon&, const Json&)) {
+        return [&daemon, fn](const Json& p) { return fn(daemon, p); };
+    };
+    d.add("device_add", "add a device: {kind: blk|net, id?, device keys...} -> {id}", bind(device_add));
+    d.add("device_remove", "drain and remove a device: {id}", bind(device_remove));
+    d.add("device_list", "every device: kind, socket, backend, size, queues, frontend, state", bind(device_list));
+    d.add("device_resize", "resize a blk device and tell the guest: {id, size?}", bind(device_resize));
+    d.add("device_set_qos", "set a blk device's limits: {id, iops?, bps?, read_iops?, write_iops?, read_bps?, "
+          "write_bps?, burst_ms?} (0 removes a limit)", bind(device_set_qos));
+    d.add("version", "the daemon's version, pid, reactor and device counts", bind(version));
+    d.add("save_config", "the devices as a config document (vhostd --config FILE)",
+          [&daemon](const Json& p) -> Result<Json> {
+              VHOSTD_TRY(no_other_members(p, {}));
+              return save_config(daemon);
+          });
+}
+
+}  // namespace vhostd::app
