@@ -11,6 +11,12 @@
 
 namespace vhostd::app {
 
+namespace {
+virtio::QosLimits to_limits(const QosSpec& q) {
+    return virtio::QosLimits{q.iops, q.bps, q.read_iops, q.write_iops, q.read_bps, q.write_bps, q.burst_ms};
+}
+}  // namespace
+
 Daemon::Daemon(DaemonConfig cfg) : cfg_(std::move(cfg)) {}
 
 Daemon::~Daemon() { stop(); }
@@ -71,7 +77,7 @@ Result<std::string> Daemon::add_blk(BlkSpec spec) {
     VHOSTD_ASSIGN_OR_RETURN(std::string id, claim_id(spec.id, "blk", next_blk_id_, spec.socket));
     spec.id = id;
     std::string desc = backend->info().description;
-    virtio::BlkOptions opts{spec.queues, spec.serial.empty() ? id : spec.serial};
+    virtio::BlkOptions opts{spec.queues, spec.serial.empty() ? id : spec.serial, to_limits(spec.qos)};
     auto dev = std::make_unique<virtio::BlkDevice>(id, std::move(backend), opts, assign_queues(spec.queues));
     virtio::BlkDevice* raw = dev.get();
     auto server = std::make_unique<vhost::SocketServer>(spec.socket, spec.client,
@@ -175,6 +181,7 @@ Status Daemon::set_qos(const std::string& id, const QosSpec& qos) {
     if (it == devices_.end()) return make_error(Errc::kInvalid, "no device '{}'", id);
     Entry& e = it->second;
     if (e.blk == nullptr) return make_error(Errc::kInvalid, "device '{}' is a {} device: QoS applies to blk devices", id, e.kind);
+    e.blk->set_qos(to_limits(qos));
     e.blk_spec->qos = qos;
     return ok_status();
 }
@@ -243,6 +250,13 @@ Status Daemon::with_net(const std::string& id, const std::function<void(virtio::
     if (it->second.net == nullptr) return make_error(Errc::kInvalid, "device '{}' is not a net device", id);
     fn(*it->second.net);
     return ok_status();
+}
+
+std::vector<ReactorStats> Daemon::reactor_stats() const {
+    std::lock_guard lk(mu_);
+    std::vector<ReactorStats> out;
+    for (const auto& r : reactors_) out.push_back(r->stats());
+    return out;
 }
 
 size_t Daemon::device_count() const {

@@ -88,6 +88,7 @@ public:
     const DaemonConfig& config() const { return cfg_; }
     Reactor& reactor(size_t i) { return *reactors_.at(i); }
     size_t reactor_count() const { return reactors_.size(); }
+    std::vector<ReactorStats> reactor_stats() const;
 
 private:
     struct Entry {

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
@@ -120,6 +121,95 @@ Result<Json> device_set_qos(Daemon& daemon, const Json& p) {
     return Json{{"id", id}, {"qos", qos_json(q)}};
 }
 
+Json latency_json(const LatencySummary& l) {
+    auto us = [](uint64_t ns) { return static_cast<double>(ns) / 1000.0; };
+    return Json{{"p50", us(l.p50_ns)}, {"p99", us(l.p99_ns)}, {"p999", us(l.p999_ns)}, {"max", us(l.max_ns)},
+                {"count", l.count}};
+}
+
+Json blk_queue_json(const virtio::BlkQueueStats& s) {
+    return Json{{"requests",
+                 {{"read", s.reads},
+                  {"write", s.writes},
+                  {"flush", s.flushes},
+                  {"discard", s.discards},
+                  {"write_zeroes", s.write_zeroes},
+                  {"get_id", s.get_ids},
+                  {"other", s.others}}},
+                {"bytes", {{"read", s.bytes_read}, {"write", s.bytes_written}}},
+                {"errors", {{"ioerr", s.err_ioerr}, {"unsupp", s.err_unsupp}, {"bad_chain", s.bad_chains}}},
+                {"inflight", s.inflight},
+                {"kicks", s.kicks},
+                {"calls", s.calls},
+                {"qos_delays", s.qos_delays},
+                {"qos_delay_us", s.qos_delay_ns / 1000},
+                {"latency_us", latency_json(s.latency)}};
+}
+
+Json net_dir_json(const virtio::NetDirStats& s) {
+    return Json{{"packets", s.packets}, {"bytes", s.bytes}, {"gso", s.gso},
+                {"dropped", s.dropped}, {"kicks", s.kicks}, {"calls", s.calls}};
+}
+
+Result<Json> device_stats(Daemon& daemon, const Json& p) {
+    VHOSTD_TRY(no_other_members(p, {"id"}));
+    VHOSTD_ASSIGN_OR_RETURN(std::string id, get_string(p, "id"));
+    VHOSTD_ASSIGN_OR_RETURN(DeviceInfo d, daemon.info(id));
+    Json out{{"id", id}, {"kind", d.kind}};
+    if (d.kind == "blk") {
+        virtio::BlkDeviceStats st;
+        VHOSTD_TRY(daemon.with_blk(id, [&](virtio::BlkDevice& dev) { st = dev.stats(); }));
+        out["total"] = blk_queue_json(st.total);
+        Json qs = Json::array();
+        for (const auto& q : st.queues) {
+            Json j = blk_queue_json(q);
+            j["index"] = q.index;
+            qs.push_back(std::move(j));
+        }
+        out["queues"] = std::move(qs);
+        return out;
+    }
+    std::vector<virtio::NetPairStats> pairs;
+    VHOSTD_TRY(daemon.with_net(id, [&](virtio::NetDevice& dev) {
+        for (uint32_t i = 0; i < dev.pairs(); ++i) pairs.push_back(dev.stats(i));
+    }));
+    virtio::NetPairStats total;
+    Json qs = Json::array();
+    for (size_t i = 0; i < pairs.size(); ++i) {
+        const auto& s = pairs[i];
+        for (auto [t, v] : {std::pair{&total.rx, &s.rx}, std::pair{&total.tx, &s.tx}}) {
+            t->packets += v->packets;
+            t->bytes += v->bytes;
+            t->gso += v->gso;
+            t->dropped += v->dropped;
+            t->kicks += v->kicks;
+            t->calls += v->calls;
+        }
+        qs.push_back(Json{{"pair", i}, {"rx", net_dir_json(s.rx)}, {"tx", net_dir_json(s.tx)}});
+    }
+    out["total"] = Json{{"rx", net_dir_json(total.rx)}, {"tx", net_dir_json(total.tx)}};
+    out["queues"] = std::move(qs);
+    return out;
+}
+
+Result<Json> reactor_stats(Daemon& daemon, const Json& p) {
+    VHOSTD_TRY(no_other_members(p, {}));
+    Json rs = Json::array();
+    for (const auto& r : daemon.reactor_stats()) {
+        double busy = r.total_ns ? 100.0 * static_cast<double>(r.busy_ns) / static_cast<double>(r.total_ns) : 0.0;
+        rs.push_back(Json{{"index", r.index},
+                          {"cpu", r.cpu},
+                          {"passes", r.passes},
+                          {"sleeps", r.sleeps},
+                          {"naps", r.naps},
+                          {"busy_percent", std::round(busy * 10) / 10},
+                          {"busy_ms", r.busy_ns / 1'000'000},
+                          {"uptime_ms", r.total_ns / 1'000'000},
+                          {"queues", r.pollers}});
+    }
+    return Json{{"reactors", rs}};
+}
+
 Result<Json> version(Daemon& daemon, const Json&) {
     return Json{{"version", VHOSTD_VERSION},
                 {"pid", ::getpid()},
@@ -207,6 +297,9 @@ void register_methods(rpc::Dispatcher& d, Daemon& daemon) {
     d.add("device_resize", "resize a blk device and tell the guest: {id, size?}", bind(device_resize));
     d.add("device_set_qos", "set a blk device's limits: {id, iops?, bps?, read_iops?, write_iops?, read_bps?, "
           "write_bps?, burst_ms?} (0 removes a limit)", bind(device_set_qos));
+    d.add("device_stats", "a device's counters per queue and in total: requests, bytes, errors, latency, kicks, "
+          "calls, QoS delays: {id}", bind(device_stats));
+    d.add("reactor_stats", "per reactor: passes, sleeps, naps, busy %, queues", bind(reactor_stats));
     d.add("version", "the daemon's version, pid, reactor and device counts", bind(version));
     d.add("save_config", "the devices as a config document (vhostd --config FILE)",
           [&daemon](const Json& p) -> Result<Json> {

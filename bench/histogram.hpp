@@ -1,5 +1,5 @@
-// A log-linear histogram of nanosecond values for the benchmark tools (blkbench, netrr): 16
-// sub-buckets per power of two (<= 6 % error), fixed size, no allocation while recording.
+// A log-linear histogram of nanosecond values for the benchmark tools (blkbench, netrr): the
+// daemon's buckets (core/stats.hpp, <= 6 % error), fixed size, no allocation while recording.
 #pragma once
 
 #include <algorithm>
@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+
+#include "core/stats.hpp"
 
 namespace vhostd::bench {
 
@@ -44,17 +46,9 @@ public:
     }
 
 private:
-    static size_t bucket(uint64_t ns) {
-        if (ns < 16) return ns;
-        int e = 63 - __builtin_clzll(ns);  // >= 4
-        return static_cast<size_t>((e - 3) * 16 + static_cast<int>((ns >> (e - 4)) & 15));
-    }
-    static uint64_t upper(size_t i) {
-        if (i < 16) return i;
-        uint64_t e = i / 16 + 3, sub = i % 16;
-        return ((16 + sub + 1) << (e - 4)) - 1;
-    }
-    std::array<uint64_t, 16 * 62> b_{};
+    static size_t bucket(uint64_t ns) { return LogBuckets::index(ns); }
+    static uint64_t upper(size_t i) { return LogBuckets::upper(i); }
+    std::array<uint64_t, LogBuckets::kCount> b_{};
     uint64_t n_ = 0, sum_ = 0, min_ = UINT64_MAX, max_ = 0;
 };
 

@@ -100,11 +100,42 @@ unsigned Reactor::sq_space_left() { return io_uring_sq_space_left(&ring_); }
 void Reactor::add_poller(Poller* p) {
     pollers_.push_back(p);
     pollers_changed_ = true;
+    n_pollers_.store(static_cast<uint32_t>(pollers_.size()), std::memory_order_relaxed);
 }
 
 void Reactor::remove_poller(Poller* p) {
     pollers_.erase(std::remove(pollers_.begin(), pollers_.end(), p), pollers_.end());
     pollers_changed_ = true;
+    n_pollers_.store(static_cast<uint32_t>(pollers_.size()), std::memory_order_relaxed);
+}
+
+ReactorStats Reactor::stats() const {
+    ReactorStats s;
+    s.index = index_;
+    s.cpu = cfg_.cpu;
+    s.passes = passes.get();
+    s.sleeps = sleeps.get();
+    s.naps = naps.get();
+    s.busy_ns = busy_ns_.get();
+    s.total_ns = total_ns_.get();
+    s.pollers = n_pollers_.load(std::memory_order_relaxed);
+    return s;
+}
+
+void Reactor::sleep() {
+    uint64_t deadline = wake_at_;
+    wake_at_ = UINT64_MAX;
+    sleeps.add();
+    if (deadline == UINT64_MAX) {
+        io_uring_submit_and_wait(&ring_, 1);
+        return;
+    }
+    uint64_t now = mono_ns();
+    if (deadline <= now) return;
+    uint64_t ns = deadline - now;
+    __kernel_timespec ts{.tv_sec = static_cast<int64_t>(ns / 1000000000), .tv_nsec = static_cast<long long>(ns % 1000000000)};
+    io_uring_cqe* cqe = nullptr;
+    io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
 }
 
 bool Reactor::reap() {
@@ -172,24 +203,37 @@ void Reactor::run(std::promise<Status>* started) {
 
     using Clock = std::chrono::steady_clock;
     auto last_work = Clock::now();
+    uint64_t pass_start = mono_ns();
     bool stopping = false;
     while (true) {
         if (stop_.load(std::memory_order_relaxed)) stopping = true;
         drain_messages();
         if (stopping && pollers_.empty()) break;
         arm_msg_read();
-        // Only this thread writes the counter: a load and a store, not a locked add per pass.
-        passes.store(passes.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        // Only this thread writes the counters: a load and a store, not a locked add per pass.
+        passes.add();
+        clock_ = 0;
 
         bool work = false;
         pollers_changed_ = false;
         for (size_t i = 0; i < pollers_.size() && !pollers_changed_; ++i) work |= pollers_[i]->poll();
-        if (io_uring_sq_ready(&ring_) > 0) io_uring_submit(&ring_);
+        if (io_uring_sq_ready(&ring_) > 0) {
+            io_uring_submit(&ring_);
+            clock_ = 0;
+        }
         work |= reap();
         for (size_t i = 0; i < pollers_.size(); ++i) pollers_[i]->end_pass();
 
+        // Busy time: a pass that found work counts from the end of the previous pass (a sleep
+        // or nap that ended it counts as idle: it lies before the previous pass's end).
+        uint64_t pass_end = mono_ns();
+        uint64_t dt = pass_end - pass_start;
+        pass_start = pass_end;
+        total_ns_.add(dt);
+        if (work) busy_ns_.add(dt);
+
         if (cfg_.mode == PollMode::kAdaptive) {
-            auto now = Clock::now();
+            auto now = Clock::time_point(std::chrono::nanoseconds(pass_end));
             nap_.tick(now);
             if (work) {
                 last_work = now;
@@ -201,12 +245,14 @@ void Reactor::run(std::promise<Status>* started) {
                 if (nap_idle()) {
                     // Notifications stay off: requests pile up and are taken as one batch. A
                     // completion or a control message ends the nap early.
-                    naps.fetch_add(1, std::memory_order_relaxed);
+                    naps.add();
                     auto ns = nap_.nap_length().count();
                     nap_.napped();
                     __kernel_timespec ts{.tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000};
                     io_uring_cqe* cqe = nullptr;
                     io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
+                    pass_start = mono_ns();  // the nap is idle time
+                    total_ns_.add(pass_start - pass_end);
                 }
                 continue;
             }
@@ -219,15 +265,16 @@ void Reactor::run(std::promise<Status>* started) {
         // Try to sleep: arm notifications everywhere, then re-check (a guest may have added
         // work between our last poll and the arming).
         bool can_sleep = true;
+        wake_at_ = UINT64_MAX;
         for (auto* p : pollers_) can_sleep &= p->prepare_sleep();
-        if (can_sleep && !msg_pending_.load(std::memory_order_acquire) && msg_armed_) {
-            sleeps.fetch_add(1, std::memory_order_relaxed);
-            io_uring_submit_and_wait(&ring_, 1);
-        }
+        if (can_sleep && !msg_pending_.load(std::memory_order_acquire) && msg_armed_) sleep();
         if (cfg_.mode != PollMode::kNever) {
             for (auto* p : pollers_) p->after_wake();
         }
-        last_work = Clock::now();
+        uint64_t woke = mono_ns();
+        total_ns_.add(woke - pass_start);
+        pass_start = woke;
+        last_work = Clock::time_point(std::chrono::nanoseconds(woke));
     }
     // Cancel our own outstanding eventfd read so no CQE refers to freed state.
     if (msg_armed_) {
@@ -248,7 +295,7 @@ void Reactor::run(std::promise<Status>* started) {
     }
     VLOG_INFO("reactor {} stopped: {} passes, {} sleeps, {} naps (nap mode entered {}x, {} of {} verdicts "
               "found a closed-loop client)",
-              index_, passes.load(), sleeps.load(), naps.load(), nap_.entered, nap_.closed_loops, nap_.verdicts);
+              index_, passes.get(), sleeps.get(), naps.get(), nap_.entered, nap_.closed_loops, nap_.verdicts);
 }
 
 }  // namespace vhostd

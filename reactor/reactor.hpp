@@ -22,6 +22,7 @@
 
 #include "reactor/nap_policy.hpp"
 #include "core/result.hpp"
+#include "core/stats.hpp"
 #include "core/unique_fd.hpp"
 
 namespace vhostd {
@@ -53,6 +54,16 @@ public:
 
 enum class PollMode { kAlways, kAdaptive, kNever };
 
+// What a reactor did since it started (reactor_stats). Busy time is the wall time of passes that
+// found work; the rest (idle polling, naps, sleeps) is idle.
+struct ReactorStats {
+    unsigned index = 0;
+    int cpu = -1;
+    uint64_t passes = 0, sleeps = 0, naps = 0;
+    uint64_t busy_ns = 0, total_ns = 0;
+    uint32_t pollers = 0;  // queues it serves now
+};
+
 struct ReactorConfig {
     PollMode mode = PollMode::kAdaptive;
     std::chrono::microseconds poll_budget{50};  // adaptive: busy-poll this long after the last work
@@ -83,16 +94,28 @@ public:
     void remove_poller(Poller* p);
     // New requests taken from rings this pass (feeds the adaptive nap policy).
     void note_arrivals(uint32_t n) { nap_.arrivals(n); }
+    // The time (mono_ns) as of this pass: read once, when first asked, after the pass began
+    // and again after its submission (so a completion reaped in the pass is timed after it).
+    uint64_t now_ns() {
+        if (clock_ == 0) clock_ = mono_ns();
+        return clock_;
+    }
+    // A poller with work due at `mono` (a request held back by QoS): the reactor's next sleep
+    // ends by then. Only valid in prepare_sleep, for that sleep.
+    void wake_at(uint64_t mono) { wake_at_ = std::min(wake_at_, mono); }
 
     // ---- any thread ----
     void post(std::function<void()> fn);
     // Runs fn on the reactor thread and waits for it. Must not be called on the reactor thread.
     void run_sync(const std::function<void()>& fn);
 
-    // Counters (approximate; read from other threads for stats).
-    std::atomic<uint64_t> sleeps{0};
-    std::atomic<uint64_t> passes{0};
-    std::atomic<uint64_t> naps{0};
+    // Any thread.
+    ReactorStats stats() const;
+
+    // Counters (written by the reactor thread only; read from other threads for stats).
+    Counter sleeps;
+    Counter passes;
+    Counter naps;
 
 private:
     class MsgCompletion : public Completion {
@@ -110,6 +133,8 @@ private:
     bool nap_idle() const;
     void drain_messages();
     void arm_msg_read();
+    // Blocks in io_uring until a completion, or until wake_at_ if a poller asked for one.
+    void sleep();
 
     const unsigned index_;
     const ReactorConfig cfg_;
@@ -121,6 +146,11 @@ private:
     std::vector<Poller*> pollers_;
     bool pollers_changed_ = false;
     NapPolicy nap_;
+    uint64_t clock_ = 0;  // now_ns()'s cache; 0: read it again
+    uint64_t wake_at_ = UINT64_MAX;
+    Counter busy_ns_;
+    Counter total_ns_;
+    std::atomic<uint32_t> n_pollers_{0};
 
     UniqueFd msg_fd_;
     MsgCompletion msg_completion_{this};

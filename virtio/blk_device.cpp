@@ -1,5 +1,6 @@
 #include "virtio/blk_device.hpp"
 
+#include <array>
 #include <cstring>
 
 #include "core/checked.hpp"
@@ -19,15 +20,68 @@ class BlkQueue final : public QueueWorker {
 public:
     BlkQueue(Reactor& r, uint32_t index, BlkDevice& dev) : QueueWorker(r, index), dev_(dev) {}
 
+    // Any thread: adds this queue's latency buckets into `buckets`.
+    BlkQueueStats stats(std::array<uint64_t, LogBuckets::kCount>& buckets, uint64_t& max) const {
+        BlkQueueStats st;
+        st.index = index();
+        st.reads = c_.kind[kRead].get();
+        st.writes = c_.kind[kWrite].get();
+        st.flushes = c_.kind[kFlush].get();
+        st.discards = c_.kind[kDiscard].get();
+        st.write_zeroes = c_.kind[kWriteZeroes].get();
+        st.get_ids = c_.kind[kGetId].get();
+        st.others = c_.kind[kOther].get();
+        st.bytes_read = c_.bytes_read.get();
+        st.bytes_written = c_.bytes_written.get();
+        st.err_ioerr = c_.ioerr.get();
+        st.err_unsupp = c_.unsupp.get();
+        st.bad_chains = c_.bad_chains.get();
+        st.inflight = c_.inflight.get();
+        st.kicks = kicks();
+        st.calls = calls();
+        st.qos_delays = c_.qos_delays.get();
+        st.qos_delay_ns = c_.qos_delay_ns.get();
+        std::array<uint64_t, LogBuckets::kCount> mine{};
+        uint64_t my_max = 0;
+        c_.latency.snapshot(mine, my_max);
+        st.latency = LatencyHistogram::summarize(mine, my_max);
+        for (size_t i = 0; i < mine.size(); ++i) buckets[i] += mine[i];
+        max = std::max(max, my_max);
+        return st;
+    }
+
 private:
+    enum Kind : uint8_t { kRead, kWrite, kFlush, kDiscard, kWriteZeroes, kGetId, kOther, kKinds };
+    static Kind kind_of(uint32_t type) {
+        switch (type) {
+            case blk::kTIn: return kRead;
+            case blk::kTOut: return kWrite;
+            case blk::kTFlush: return kFlush;
+            case blk::kTDiscard: return kDiscard;
+            case blk::kTWriteZeroes: return kWriteZeroes;
+            case blk::kTGetId: return kGetId;
+            default: return kOther;
+        }
+    }
+
+    // Written by this queue's reactor only (core/stats.hpp); they live as long as the device.
+    struct Counters {
+        Counter kind[kKinds];
+        Counter bytes_read, bytes_written, ioerr, unsupp, bad_chains, inflight, qos_delays, qos_delay_ns;
+        LatencyHistogram latency;
+    };
+
     struct Slot final : ::vhostd::Completion {
         BlkQueue* q = nullptr;
         uint16_t head = 0;
         bool busy = false;
         bool fallback_done = false;
+        Kind kind = kOther;
         uint8_t* status = nullptr;
         uint32_t used_len = 0;
         uint64_t remaining = 0;  // read/write bytes not transferred yet
+        uint64_t bytes = 0;      // read/write: the request's length
+        uint64_t start_ns = 0;   // the pass that took it
         BlockRequest req;
         iovec iov[BlkDevice::kSlotIovecs];
 
@@ -41,6 +95,8 @@ private:
         retry_ = std::make_unique<uint16_t[]>(size_);
         n_retry_ = 0;
         inflight_ = 0;
+        c_.inflight.set(0);
+        parked_ = nullptr;
         auto ch = dev_.backend().open_channel(reactor(), size_);
         if (!ch.ok()) return std::move(ch).take_error();
         channel_ = std::move(ch).value();
@@ -48,15 +104,18 @@ private:
     }
 
     void on_stop() override {
+        parked_ = nullptr;
         channel_.reset();
         slots_.reset();
         retry_.reset();
     }
 
     uint32_t inflight() const override { return inflight_; }
+    uint64_t held_until() const override { return parked_ != nullptr ? parked_until_ : 0; }
     bool poll_device() override {
         if (!channel_) return false;
-        bool work = channel_->poll();
+        bool work = parked_ != nullptr && release_parked();
+        work |= channel_->poll();
         // Resubmissions (short transfers, fallbacks) that found the SQ full last time.
         while (n_retry_ > 0 && channel_->ready()) {
             submit(slots_[retry_[--n_retry_]]);
@@ -68,13 +127,14 @@ private:
 
     bool process() override {
         bool work = false;
+        if (parked_ != nullptr) return work;  // the ring waits behind a request QoS holds
         auto pending = vq_.pending();
         if (!pending.ok()) {
             fail(pending.error());
             return work;
         }
         // At most one queue's worth per pass (pending <= size), then other queues get a turn.
-        for (uint16_t i = 0; i < *pending; ++i) {
+        for (uint16_t i = 0; i < *pending && parked_ == nullptr; ++i) {
             if (!channel_->ready()) break;  // back-pressure: the rest stays on the ring
             auto head = vq_.pop_head();
             if (!head.ok()) {
@@ -98,7 +158,51 @@ private:
         if (s.busy) {
             s.busy = false;
             --inflight_;
+            c_.inflight.set(inflight_);
         }
+        uint64_t now = reactor().now_ns();
+        c_.latency.record(now > s.start_ns ? now - s.start_ns : 0);
+        c_.kind[s.kind].add();
+        if (status == blk::kSOk) {
+            if (s.kind == kRead) c_.bytes_read.add(s.bytes);
+            if (s.kind == kWrite) c_.bytes_written.add(s.bytes);
+        } else if (status == blk::kSIoErr) {
+            c_.ioerr.add();
+        } else if (status == blk::kSUnsupp) {
+            c_.unsupp.add();
+        }
+    }
+
+    // QoS: the request waits in its slot until `at`; the ring waits behind it (one held request
+    // per queue bounds what the queues reserve ahead of the clock).
+    void park(Slot& s, uint64_t at, uint64_t now) {
+        parked_ = &s;
+        parked_until_ = at;
+        parked_since_ = now;
+        parked_gen_ = dev_.qos_buckets().generation();
+        c_.qos_delays.add();
+    }
+
+    // Submits the held request once its time has come; at once when the queue stops (a drain
+    // admits everything) or QoS is off; admits it again when the limits changed meanwhile.
+    bool release_parked() {
+        uint64_t now = reactor().now_ns();
+        Qos& qos = dev_.qos_buckets();
+        if (!stopping() && now < parked_until_) {
+            uint32_t gen = qos.generation();
+            if (gen == parked_gen_) return false;
+            parked_gen_ = gen;
+            uint64_t at = qos.enabled() ? qos.admit(parked_->kind != kRead, parked_->bytes, now) : 0;
+            if (at > now) {
+                parked_until_ = at;
+                return false;
+            }
+        }
+        c_.qos_delay_ns.add(now - parked_since_);
+        Slot& s = *parked_;
+        parked_ = nullptr;
+        submit(s);
+        return true;
     }
 
     void bad_request(Slot& s, uint8_t status, const char* why) {
@@ -111,6 +215,9 @@ private:
         s.status = nullptr;
         s.used_len = 0;
         s.fallback_done = false;
+        s.kind = kOther;
+        s.bytes = 0;
+        s.start_ns = reactor().now_ns();
         Chain c;
         ChainError ce;
         if (!vq_.walk(head, std::span<iovec>(s.iov, BlkDevice::kSlotIovecs), &c, &ce)) {
@@ -119,6 +226,7 @@ private:
                 VLOG_WARN("{} queue {}: head {}: bad descriptor chain: {}", dev_.name(), index(), head,
                           chain_error_name(ce));
             push_used(head, 0);
+            c_.bad_chains.add();
             return;
         }
         if (c.writable_bytes == 0) return bad_request(s, 0, "no writable status byte");
@@ -131,6 +239,7 @@ private:
         blk::ReqHeader h{};
         if (c.readable_bytes < sizeof(h)) return bad_request(s, blk::kSIoErr, "request header shorter than 16 bytes");
         iov_copy_from(s.iov, c.n_readable, &h, sizeof(h));  // copied once; the copy is what we trust
+        s.kind = kind_of(h.type);
         size_t first_out = iov_consume_front(s.iov, c.n_readable, sizeof(h));
         uint64_t out_bytes = c.readable_bytes - sizeof(h);
         iovec* out_iov = s.iov + first_out;
@@ -140,14 +249,23 @@ private:
 
         s.busy = true;
         ++inflight_;
+        c_.inflight.set(inflight_);
         blk::Buffers bufs{out_iov, n_out, out_bytes, in_iov, n_in, in_bytes};
         blk::Parsed p = blk::parse_request(h, bufs, dev_.limits());
         s.used_len = p.used_len;
         switch (p.action) {
-            case blk::Action::kSubmit:
+            case blk::Action::kSubmit: {
                 s.req = p.op;
                 s.remaining = p.op.len;
+                bool rw = p.op.op == BlockOp::kRead || p.op.op == BlockOp::kWrite;
+                if (rw) s.bytes = p.op.len;
+                if (Qos& qos = dev_.qos_buckets(); qos.enabled()) [[unlikely]] {
+                    uint64_t now = reactor().now_ns();
+                    uint64_t at = qos.admit(p.op.op != BlockOp::kRead, s.bytes, now);
+                    if (at > now) return park(s, at, now);
+                }
                 return submit(s);
+            }
             case blk::Action::kGetId: {
                 char id[blk::kIdBytes] = {};
                 std::memcpy(id, dev_.serial().data(), std::min<size_t>(dev_.serial().size(), sizeof(id)));
@@ -208,6 +326,11 @@ private:
     uint32_t n_retry_ = 0;
     uint32_t inflight_ = 0;
     std::unique_ptr<backends::BlockChannel> channel_;
+    Slot* parked_ = nullptr;  // the request QoS holds back, if any
+    uint64_t parked_until_ = 0;
+    uint64_t parked_since_ = 0;
+    uint32_t parked_gen_ = 0;
+    Counters c_;
     LogLimiter log_limit_;
     LogLimiter io_log_limit_;
 };
@@ -219,6 +342,7 @@ BlkDevice::BlkDevice(std::string name, std::shared_ptr<backends::BlockBackend> b
     limits_ = blk::DeviceLimits{in.size_bytes, in.block_size, in.readonly, in.discard, in.write_zeroes,
                                 kMaxDiscardSectors};
     size_bytes_.store(in.size_bytes);
+    if (opts_.qos.any()) qos_.set(opts_.qos);
     for (uint32_t i = 0; i < queue_reactors.size(); ++i) {
         queues_.push_back(std::make_unique<BlkQueue>(*queue_reactors[i], i, *this));
         add_queue(*queues_.back());
@@ -304,6 +428,45 @@ Result<uint64_t> BlkDevice::resize(uint64_t new_size) {
     size_bytes_.store(*r);
     VLOG_INFO("{}: resized from {} to {} bytes", name_, old, *r);
     return *r;
+}
+
+void BlkDevice::set_qos(const QosLimits& l) {
+    qos_.set(l);
+    // A queue asleep until a held request's old deadline looks again now.
+    for (auto& q : queues_) q->reactor().post([] {});
+    VLOG_INFO("{}: QoS iops={} bps={} read_iops={} write_iops={} read_bps={} write_bps={} burst_ms={}", name_, l.iops,
+              l.bps, l.read_iops, l.write_iops, l.read_bps, l.write_bps, l.burst_ms);
+}
+
+BlkDeviceStats BlkDevice::stats() const {
+    BlkDeviceStats d;
+    std::array<uint64_t, LogBuckets::kCount> buckets{};
+    uint64_t max = 0;
+    BlkQueueStats& t = d.total;
+    for (const auto& q : queues_) {
+        BlkQueueStats s = q->stats(buckets, max);
+        t.reads += s.reads;
+        t.writes += s.writes;
+        t.flushes += s.flushes;
+        t.discards += s.discards;
+        t.write_zeroes += s.write_zeroes;
+        t.get_ids += s.get_ids;
+        t.others += s.others;
+        t.bytes_read += s.bytes_read;
+        t.bytes_written += s.bytes_written;
+        t.err_ioerr += s.err_ioerr;
+        t.err_unsupp += s.err_unsupp;
+        t.bad_chains += s.bad_chains;
+        t.inflight += s.inflight;
+        t.kicks += s.kicks;
+        t.calls += s.calls;
+        t.qos_delays += s.qos_delays;
+        t.qos_delay_ns += s.qos_delay_ns;
+        d.queues.push_back(s);
+    }
+    t.index = static_cast<uint32_t>(queues_.size());
+    t.latency = LatencyHistogram::summarize(buckets, max);
+    return d;
 }
 
 void BlkDevice::set_features(uint64_t features) {

@@ -7,9 +7,11 @@
 #include <vector>
 
 #include "backends/block_backend.hpp"
+#include "core/stats.hpp"
 #include "reactor/reactor.hpp"
 #include "virtio/blk_request.hpp"
 #include "virtio/blk_types.hpp"
+#include "virtio/qos.hpp"
 #include "virtio/queued_device.hpp"
 
 namespace vhostd::virtio {
@@ -17,6 +19,27 @@ namespace vhostd::virtio {
 struct BlkOptions {
     uint32_t num_queues = 1;
     std::string serial;  // GET_ID; at most 20 bytes are visible
+    QosLimits qos;
+};
+
+// One queue's statistics since the device was created (they outlive frontend reconnects), or
+// the device's total. Requests are counted when they complete, by type; latency runs from the
+// pass that took a request off the ring to the pass that completed it (a QoS wait included).
+struct BlkQueueStats {
+    uint32_t index = 0;
+    uint64_t reads = 0, writes = 0, flushes = 0, discards = 0, write_zeroes = 0, get_ids = 0, others = 0;
+    uint64_t bytes_read = 0, bytes_written = 0;  // of requests completed OK
+    uint64_t err_ioerr = 0, err_unsupp = 0;      // requests completed with that status
+    uint64_t bad_chains = 0;                     // descriptor chains returned unread (malformed)
+    uint64_t inflight = 0;                       // taken, not completed yet (now)
+    uint64_t kicks = 0, calls = 0;
+    uint64_t qos_delays = 0, qos_delay_ns = 0;  // requests QoS held back, and for how long in all
+    LatencySummary latency;
+};
+
+struct BlkDeviceStats {
+    std::vector<BlkQueueStats> queues;
+    BlkQueueStats total;  // index = number of queues
 };
 
 class BlkQueue;
@@ -61,6 +84,13 @@ public:
     // shrinks the storage; a grow enlarges the storage before the device admits the new range.
     // The caller tells the guest (a config change).
     Result<uint64_t> resize(uint64_t new_size);
+    // Any thread: limits for the requests taken from now on (0 fields: no limit).
+    void set_qos(const QosLimits& l);
+    QosLimits qos() const { return qos_.limits(); }
+    // Data path: the buckets every queue draws from.
+    Qos& qos_buckets() { return qos_; }
+    // Any thread.
+    BlkDeviceStats stats() const;
     const backends::BlockInfo& info() const { return backend_->info(); }
     backends::BlockBackend& backend() { return *backend_; }
     const std::string& serial() const { return opts_.serial; }
@@ -73,6 +103,7 @@ private:
     BlkOptions opts_;
     blk::DeviceLimits limits_;
     std::atomic<uint64_t> size_bytes_{0};
+    Qos qos_;
     std::vector<std::unique_ptr<BlkQueue>> queues_;
     uint64_t acked_ = 0;
     std::atomic<uint8_t> wce_{1};  // guest-written config byte (CONFIG_WCE)

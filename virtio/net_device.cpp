@@ -73,7 +73,7 @@ const char* check_tx_header(net::Hdr& h, uint32_t hdr_bytes, uint64_t frame_len,
 template <class Channel>
 class NetQueue : public QueueWorker {
 protected:
-    NetQueue(Reactor& r, uint32_t index, NetDevice& dev, NetDirStats& stats)
+    NetQueue(Reactor& r, uint32_t index, NetDevice& dev, NetDirCounters& stats)
         : QueueWorker(r, index), dev_(dev), stats_(stats) {}
 
     Status start_common(const QueueStart& s) {
@@ -99,7 +99,7 @@ protected:
     }
 
     NetDevice& dev_;
-    NetDirStats& stats_;
+    NetDirCounters& stats_;
     std::unique_ptr<Channel> chan_;
     uint32_t hdr_ = sizeof(net::Hdr);
     LogLimiter log_;
@@ -115,7 +115,7 @@ protected:
 // stay in order, nothing is dropped). No buffers at all: the backend is not read (back-pressure).
 class NetRxQueue final : public NetQueue<backends::NetRxChannel> {
 public:
-    NetRxQueue(Reactor& r, uint32_t index, NetDevice& dev, NetPairStats& stats)
+    NetRxQueue(Reactor& r, uint32_t index, NetDevice& dev, NetPairCounters& stats)
         : NetQueue(r, index, dev, stats.rx) {}
 
 private:
@@ -143,7 +143,7 @@ private:
     void on_stop() override {
         held_.reset();
         iov_.reset();
-        if (bounce_len_ != 0) ++stats_.dropped;  // a frame read but never delivered
+        if (bounce_len_ != 0) stats_.dropped.add();  // a frame read but never delivered
         bounce_.reset();
         stop_common();
     }
@@ -173,7 +173,7 @@ private:
                     if (log_.allow())
                         VLOG_WARN("{} rx queue {}: {}-byte frame larger than all RX buffers, dropped", dev_.name(),
                                   index(), bounce_len_);
-                    ++stats_.dropped;
+                    stats_.dropped.add();
                     bounce_len_ = 0;
                     continue;
                 }
@@ -212,7 +212,7 @@ private:
                 if (log_.allow())
                     VLOG_WARN("{} rx queue {}: {} read failed: {}", dev_.name(), index(), dev_.backend().name(),
                               strerror(static_cast<int>(-n)));
-                ++stats_.dropped;
+                stats_.dropped.add();
                 if (n == -EINVAL || n == -EFAULT) continue;  // the backend dropped this frame
                 chan_->wait_ready();  // anything else: wait for the backend before trying again
                 break;
@@ -222,7 +222,7 @@ private:
                 deliver(static_cast<uint64_t>(n), room);
             } else if (static_cast<uint64_t>(n) > kBounceBytes || static_cast<uint64_t>(n) < hdr_) {
                 if (log_.allow()) VLOG_WARN("{} rx queue {}: dropped a {}-byte frame", dev_.name(), index(), n);
-                ++stats_.dropped;
+                stats_.dropped.add();
             } else {
                 bounce_len_ = static_cast<uint32_t>(n);  // delivered on the next round
             }
@@ -275,7 +275,7 @@ private:
                 }
                 // Returned empty: the guest gets its buffer back and counts an error.
                 if (log_.allow()) VLOG_WARN("{} rx queue {}: head {}: {}", dev_.name(), index(), *head, bad);
-                ++stats_.dropped;
+                stats_.dropped.add();
                 push_used(*head, 0);
                 continue;
             }
@@ -329,7 +329,7 @@ private:
             // chains stay unused and go back to the guest.
             if (log_.allow())
                 VLOG_WARN("{} rx queue {}: dropped a {}-byte frame, buffers held {}", dev_.name(), index(), n, room);
-            ++stats_.dropped;
+            stats_.dropped.add();
             return;
         }
         const Held& h0 = held_[first_];
@@ -353,9 +353,9 @@ private:
         }
         uint8_t gso_type = 0;
         iov_read_at(hdr_iov, hdr_iovs, 1, &gso_type, 1);
-        ++stats_.packets;
-        stats_.bytes += n - hdr_;
-        if (gso_type != net::kGsoNone) ++stats_.gso;
+        stats_.packets.add();
+        stats_.bytes.add(n - hdr_);
+        if (gso_type != net::kGsoNone) stats_.gso.add();
     }
 
     static constexpr uint32_t kBounceBytes = sizeof(net::Hdr) + net::kMaxGsoFrame;
@@ -378,7 +378,7 @@ private:
 // TX: guest -> host.
 class NetTxQueue final : public NetQueue<backends::NetTxChannel> {
 public:
-    NetTxQueue(Reactor& r, uint32_t index, NetDevice& dev, NetPairStats& stats)
+    NetTxQueue(Reactor& r, uint32_t index, NetDevice& dev, NetPairCounters& stats)
         : NetQueue(r, index, dev, stats.tx) {}
 
 private:
@@ -417,7 +417,7 @@ private:
 
     void drop(uint16_t head, const char* why) {
         if (log_.allow()) VLOG_WARN("{} tx queue {}: head {}: frame dropped: {}", dev_.name(), index(), head, why);
-        ++stats_.dropped;
+        stats_.dropped.add();
         push_used(head, 0);
     }
 
@@ -464,9 +464,9 @@ private:
             drop(head, strerror(static_cast<int>(-w)));
             return true;
         }
-        ++stats_.packets;
-        stats_.bytes += frame;
-        if (h.gso_type != net::kGsoNone) ++stats_.gso;
+        stats_.packets.add();
+        stats_.bytes.add(frame);
+        if (h.gso_type != net::kGsoNone) stats_.gso.add();
         push_used(head, 0);
         return true;
     }
@@ -478,15 +478,16 @@ private:
 
 NetDevice::NetDevice(std::string name, std::unique_ptr<backends::NetBackend> backend, NetOptions opts,
                      std::vector<Reactor*> pair_reactors)
-    : name_(std::move(name)), backend_(std::move(backend)), opts_(opts), stats_(pair_reactors.size()) {
+    : name_(std::move(name)), backend_(std::move(backend)), opts_(opts), pairs_(pair_reactors.size()),
+      counters_(std::make_unique<NetPairCounters[]>(pair_reactors.size())), logged_(pair_reactors.size()) {
     if (opts_.mtu != 0) {
         mtu_ = opts_.mtu;
     } else if (auto m = backend_->mtu(); m.ok()) {
         mtu_ = m.value();
     }
     for (uint32_t p = 0; p < pair_reactors.size(); ++p) {
-        rx_.push_back(std::make_unique<NetRxQueue>(*pair_reactors[p], 2 * p, *this, stats_[p]));
-        tx_.push_back(std::make_unique<NetTxQueue>(*pair_reactors[p], 2 * p + 1, *this, stats_[p]));
+        rx_.push_back(std::make_unique<NetRxQueue>(*pair_reactors[p], 2 * p, *this, counters_[p]));
+        tx_.push_back(std::make_unique<NetTxQueue>(*pair_reactors[p], 2 * p + 1, *this, counters_[p]));
         add_queue(*rx_.back());  // vring 2p
         add_queue(*tx_.back());  // vring 2p + 1
     }
@@ -581,14 +582,27 @@ Status NetDevice::net_send_rarp(std::span<const uint8_t, 6> mac) {
     return ok_status();
 }
 
+NetPairStats NetDevice::stats(uint32_t pair) const {
+    if (pair >= pairs_) return {};
+    auto dir = [](const NetDirCounters& c, const QueueWorker& q) {
+        return NetDirStats{c.packets.get(), c.bytes.get(), c.gso.get(), c.dropped.get(), q.kicks(), q.calls()};
+    };
+    return NetPairStats{dir(counters_[pair].rx, *rx_[pair]), dir(counters_[pair].tx, *tx_[pair])};
+}
+
 void NetDevice::session_ended() {
+    // The counters run on for the device's life (device_stats); the log line tells this session's part.
     for (uint32_t p = 0; p < pairs(); ++p) {
-        const NetPairStats& s = stats_[p];
-        if (s.rx.packets + s.tx.packets + s.rx.dropped + s.tx.dropped != 0)
+        NetPairStats now = stats(p);
+        const NetPairStats& was = logged_[p];
+        NetDirStats rx{now.rx.packets - was.rx.packets, now.rx.bytes - was.rx.bytes, now.rx.gso - was.rx.gso,
+                       now.rx.dropped - was.rx.dropped};
+        NetDirStats tx{now.tx.packets - was.tx.packets, now.tx.bytes - was.tx.bytes, now.tx.gso - was.tx.gso,
+                       now.tx.dropped - was.tx.dropped};
+        if (rx.packets + tx.packets + rx.dropped + tx.dropped != 0)
             VLOG_INFO("{}: queue pair {}: rx {} packets {} bytes {} gso {} dropped; tx {} packets {} bytes {} gso {} dropped",
-                      name_, p, s.rx.packets, s.rx.bytes, s.rx.gso, s.rx.dropped, s.tx.packets, s.tx.bytes, s.tx.gso,
-                      s.tx.dropped);
-        stats_[p] = NetPairStats{};
+                      name_, p, rx.packets, rx.bytes, rx.gso, rx.dropped, tx.packets, tx.bytes, tx.gso, tx.dropped);
+        logged_[p] = now;
     }
 }
 

@@ -19,6 +19,7 @@
 
 #include "backends/net_backend.hpp"
 #include "reactor/reactor.hpp"
+#include "core/stats.hpp"
 #include "virtio/queued_device.hpp"
 #include "virtio/net_types.hpp"
 
@@ -30,16 +31,23 @@ struct NetOptions {
     uint32_t mtu = 0;  // 0: the backend's MTU
 };
 
-// Traffic counters of one queue pair. Each direction is written only by its queue's reactor;
-// the control thread reads them after the queues stopped.
+// Traffic of one queue pair since the device was created (device_stats): a snapshot.
 struct NetDirStats {
     uint64_t packets = 0;
     uint64_t bytes = 0;  // frame bytes, without virtio headers
     uint64_t gso = 0;    // frames carrying a GSO header (TSO/UFO: segmented later, not by us)
     uint64_t dropped = 0;
+    uint64_t kicks = 0, calls = 0;
 };
 struct NetPairStats {
     NetDirStats rx, tx;
+};
+// The live counters: each direction is written only by its queue's reactor (core/stats.hpp).
+struct NetDirCounters {
+    Counter packets, bytes, gso, dropped;
+};
+struct NetPairCounters {
+    NetDirCounters rx, tx;
 };
 
 // Checks a guest's TX header against the negotiated features and the frame length (bytes
@@ -75,11 +83,11 @@ public:
     Status net_send_rarp(std::span<const uint8_t, 6> mac) override;
     void session_ended() override;
 
-    uint32_t pairs() const { return static_cast<uint32_t>(stats_.size()); }
+    uint32_t pairs() const { return static_cast<uint32_t>(pairs_); }
     uint32_t mtu() const { return mtu_; }
     backends::NetBackend& backend() { return *backend_; }
-    // Counters of pair i (read only while its queues are stopped).
-    const NetPairStats& stats(uint32_t pair) const { return stats_.at(pair); }
+    // Any thread: the counters of pair i.
+    NetPairStats stats(uint32_t pair) const;
 
 private:
     bool backend_attached(uint32_t pair) const;
@@ -89,7 +97,9 @@ private:
     NetOptions opts_;
     uint32_t mtu_ = 1500;
     uint64_t acked_ = 0;
-    std::vector<NetPairStats> stats_;
+    size_t pairs_ = 0;
+    std::unique_ptr<NetPairCounters[]> counters_;
+    std::vector<NetPairStats> logged_;  // as of the last session's end (its log line shows the difference)
     std::vector<std::unique_ptr<NetRxQueue>> rx_;
     std::vector<std::unique_ptr<NetTxQueue>> tx_;
 };

@@ -110,6 +110,7 @@ void QueueWorker::arm_kick() {
 
 void QueueWorker::complete(int32_t res) {
     kick_armed_ = false;
+    if (res > 0) kicks_.add();
     if (res < 0 && res != -ECANCELED) VLOG_WARN("queue {}: kick read failed: {}", index_, strerror(-res));
     // Nothing else to do: the next poll() looks at the ring anyway.
 }
@@ -140,7 +141,10 @@ bool QueueWorker::poll() {
 }
 
 void QueueWorker::publish_and_notify() {
-    if (vq_.active() && vq_.publish_used() && vq_.needs_notify() && call_ >= 0) eventfd_write(call_, 1);
+    if (vq_.active() && vq_.publish_used() && vq_.needs_notify() && call_ >= 0) {
+        eventfd_write(call_, 1);
+        calls_.add();
+    }
 }
 
 void QueueWorker::end_pass() {
@@ -152,6 +156,10 @@ bool QueueWorker::prepare_sleep() {
     if (!device_idle()) return false;
     if (!kick_.valid()) return false;  // no kick fd: this queue must be polled
     if (broken_ || stop_done_ != nullptr) return true;
+    if (uint64_t t = held_until(); t != 0) {
+        reactor_.wake_at(t);
+        return true;
+    }
     return !arm_guest_notify();
 }
 

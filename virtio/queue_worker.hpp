@@ -22,6 +22,10 @@ public:
     Reactor& reactor() { return reactor_; }
     uint32_t index() const { return index_; }
     bool running() const { return running_; }
+    // Any thread: kicks received (kick eventfd reads) and interrupts sent (call eventfd writes)
+    // since the device was created.
+    uint64_t kicks() const { return kicks_.get(); }
+    uint64_t calls() const { return calls_.get(); }
 
     // ---- control thread ----
     Status start(QueueStart&& s);
@@ -60,6 +64,9 @@ protected:
     virtual void cancel_device_io() {}
     // Before sleeping: ask the guest for a kick; true if work arrived meanwhile (don't sleep).
     virtual bool arm_guest_notify() { return vq_.enable_notify(); }
+    // Nonzero: the queue holds a request back until this time (mono ns; QoS), and the ring waits
+    // behind it. The reactor then sleeps until then instead of asking the guest for a kick.
+    virtual uint64_t held_until() const { return 0; }
 
     bool broken() const { return broken_; }
     bool stopping() const { return stop_done_ != nullptr; }
@@ -94,6 +101,8 @@ private:
     bool broken_ = false;
     std::promise<void>* stop_done_ = nullptr;
     bool running_ = false;  // control-thread view
+    Counter kicks_;
+    Counter calls_;
 };
 
 }  // namespace vhostd::virtio

@@ -479,9 +479,9 @@ TEST_P(BlkIdle, IdleReactorSleepsAndWakesOnKick) {
     ASSERT_OK(r);
     EXPECT_EQ(run(g, 0, r.value()), 4097u);
     usleep(50000);
-    uint64_t p0 = daemon_->reactor(0).passes.load(), s0 = daemon_->reactor(0).sleeps.load();
+    uint64_t p0 = daemon_->reactor(0).passes.get(), s0 = daemon_->reactor(0).sleeps.get();
     usleep(300000);
-    uint64_t p1 = daemon_->reactor(0).passes.load(), s1 = daemon_->reactor(0).sleeps.load();
+    uint64_t p1 = daemon_->reactor(0).passes.get(), s1 = daemon_->reactor(0).sleeps.get();
     EXPECT_LT(p1 - p0, 50u) << "reactor kept looping while idle";
     EXPECT_LE(s1 - s0, 5u);
     // And it wakes up for the next request.
@@ -489,7 +489,7 @@ TEST_P(BlkIdle, IdleReactorSleepsAndWakesOnKick) {
     ASSERT_OK(r2);
     EXPECT_EQ(run(g, 1, r2.value()), 4097u);
     usleep(50000);
-    EXPECT_GT(daemon_->reactor(0).sleeps.load(), s1) << "reactor did not go back to sleep";
+    EXPECT_GT(daemon_->reactor(0).sleeps.get(), s1) << "reactor did not go back to sleep";
 }
 INSTANTIATE_TEST_SUITE_P(Modes, BlkIdle, ::testing::Values(PollMode::kAdaptive, PollMode::kNever));
 
@@ -566,7 +566,7 @@ TEST_F(BlkFixture, AdaptiveReactorNapsOnSparseStreamAndServesIt) {
     auto start = Clock::now(), next = start;
     const auto end = start + std::chrono::milliseconds(600);
     uint64_t submitted = 0, completed = 0, bad = 0;
-    uint64_t naps0 = daemon_->reactor(0).naps.load();
+    uint64_t naps0 = daemon_->reactor(0).naps.get();
     while (Clock::now() < end) {
         auto now = Clock::now();
         while (next <= now && !free_list.empty()) {  // open loop: catch up on the schedule
@@ -599,7 +599,7 @@ TEST_F(BlkFixture, AdaptiveReactorNapsOnSparseStreamAndServesIt) {
     EXPECT_EQ(completed, submitted);
     EXPECT_EQ(bad, 0u);
     EXPECT_GT(submitted, 10000u);
-    EXPECT_GT(daemon_->reactor(0).naps.load() - naps0, 0u) << "adaptive reactor never napped on a 50 k/s stream";
+    EXPECT_GT(daemon_->reactor(0).naps.get() - naps0, 0u) << "adaptive reactor never napped on a 50 k/s stream";
     // TearDown stops the daemon while the reactor is in nap mode.
 }
 
@@ -619,7 +619,7 @@ TEST_F(BlkFixture, NapDisabledReactorDoesNotNap) {
         EXPECT_EQ(run(g, 0, r.value()), 513u);
         usleep(20);
     }
-    EXPECT_EQ(daemon_->reactor(0).naps.load(), 0u);
+    EXPECT_EQ(daemon_->reactor(0).naps.get(), 0u);
 }
 
 }  // namespace

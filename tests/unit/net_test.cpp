@@ -561,9 +561,9 @@ TEST_F(NetTest, RxBackPressureHoldsFramesUntilBuffersArrive) {
     // No buffers: frames wait in the tap queue, and the reactor goes to sleep (no busy loop).
     for (int i = 0; i < 20; ++i) ASSERT_TRUE(ps.send(test_frame(100, static_cast<uint8_t>(i))));
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    uint64_t passes = daemon_->reactor(0).passes.load();
+    uint64_t passes = daemon_->reactor(0).passes.get();
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    EXPECT_LT(daemon_->reactor(0).passes.load() - passes, 50u) << "the reactor spins while the guest has no buffers";
+    EXPECT_LT(daemon_->reactor(0).passes.get() - passes, 50u) << "the reactor spins while the guest has no buffers";
     post_rx(g, 0, 32);
     for (int i = 0; i < 20; ++i) {
         auto r = recv_rx(g, 0);
