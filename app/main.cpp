@@ -1,14 +1,18 @@
-// vhostd: a vhost-user device backend. Parses flags, starts reactors and devices, waits for
-// SIGINT/SIGTERM, then stops every device (draining in-flight I/O) and exits.
+// vhostd: a vhost-user device backend. Parses flags, starts reactors, the devices of the
+// command line and the config file, and the management API; waits for SIGINT/SIGTERM, then
+// stops the API and every device (draining in-flight I/O) and exits.
 #include <signal.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <optional>
 #include <thread>
 
 #include "app/daemon.hpp"
 #include "app/device_spec.hpp"
+#include "app/management.hpp"
 #include "core/log.hpp"
+#include "rpc/server.hpp"
 
 using namespace vhostd;
 
@@ -23,6 +27,9 @@ int main(int argc, char** argv) {
     unsigned nap_us = 200;
     std::string cpus;
     std::string log_level = "info";
+    std::string rpc_path;
+    std::string rpc_group;
+    std::string config_file;
     cli.set_version_flag("--version", std::string("vhostd ") + VHOSTD_VERSION);
     cli.add_option("--blk", blk_specs,
                    "virtio-blk device on a file or block device: "
@@ -49,6 +56,15 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(0u, 10000u))
         ->capture_default_str();
     cli.add_option("--cpus", cpus, "pin reactors to these CPUs, e.g. 2,3 or 0-3 (reactor i -> entry i mod the list's length)");
+    cli.add_option("--rpc", rpc_path,
+                   "serve the management API (JSON-RPC 2.0, one object per line; vhostctl) on this unix socket; "
+                   "--rpc alone: /run/vhostd/vhostd.sock")
+        ->expected(0, 1)
+        ->default_str("/run/vhostd/vhostd.sock");
+    cli.add_option("--rpc-group", rpc_group, "the management socket is 0660 for this group (default 0600)");
+    cli.add_option("--config", config_file,
+                   "add the devices of this config document at start (the JSON that save_config / vhostctl "
+                   "save-config writes)");
     cli.add_option("--log-level", log_level, "trace | debug | info | warn | error | off")->capture_default_str();
     CLI11_PARSE(cli, argc, argv);
 
@@ -56,9 +72,24 @@ int main(int argc, char** argv) {
         fmt::print(stderr, "vhostd: unknown log level '{}'\n", log_level);
         return 2;
     }
-    if (blk_specs.empty() && net_specs.empty()) {
-        fmt::print(stderr, "vhostd: no devices given (use --blk ... or --net ...; see --help)\n");
+    if (cli.count("--rpc") > 0 && rpc_path.empty()) rpc_path = "/run/vhostd/vhostd.sock";
+    if (!rpc_group.empty() && rpc_path.empty()) {
+        fmt::print(stderr, "vhostd: --rpc-group needs --rpc\n");
         return 2;
+    }
+    if (blk_specs.empty() && net_specs.empty() && config_file.empty() && rpc_path.empty()) {
+        fmt::print(stderr, "vhostd: no devices given (use --blk ..., --net ..., --config FILE, or --rpc to add them "
+                           "later; see --help)\n");
+        return 2;
+    }
+    std::optional<rpc::Json> config_doc;
+    if (!config_file.empty()) {
+        auto doc = app::read_config_file(config_file);
+        if (!doc.ok()) {
+            fmt::print(stderr, "vhostd: --config: {}\n", doc.error().describe());
+            return 2;
+        }
+        config_doc = std::move(doc).value();
     }
     std::vector<app::BlkSpec> blks;
     for (const auto& s : blk_specs) {
@@ -123,11 +154,34 @@ int main(int argc, char** argv) {
             return 1;
         }
     }
-    VLOG_INFO("vhostd ready: {} device(s), {} reactor(s), poll={}", daemon.device_count(), threads, poll);
+    if (config_doc) {
+        if (auto st = app::load_config(daemon, *config_doc); !st.ok()) {
+            fmt::print(stderr, "vhostd: --config {}: {}\n", config_file, st.error().describe());
+            daemon.stop();
+            return 1;
+        }
+    }
+    rpc::Dispatcher dispatcher;
+    app::register_methods(dispatcher, daemon);
+    std::unique_ptr<rpc::Server> rpc_server;
+    if (!rpc_path.empty()) {
+        rpc::ServerOptions ro;
+        ro.path = rpc_path;
+        ro.group = rpc_group;
+        rpc_server = std::make_unique<rpc::Server>(ro, dispatcher);
+        if (auto st = rpc_server->start(); !st.ok()) {
+            fmt::print(stderr, "vhostd: --rpc {}: {}\n", rpc_path, st.error().describe());
+            daemon.stop();
+            return 1;
+        }
+    }
+    VLOG_INFO("vhostd ready: {} device(s), {} reactor(s), poll={}{}", daemon.device_count(), threads, poll,
+              rpc_path.empty() ? std::string() : ", management API on " + rpc_path);
 
     int sig = 0;
     sigwait(&sigs, &sig);
     VLOG_INFO("got {}, stopping: draining in-flight I/O", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    if (rpc_server) rpc_server->stop();  // no management call runs while the devices go
     daemon.stop();
     VLOG_INFO("vhostd stopped");
     return 0;

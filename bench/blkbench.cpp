@@ -84,6 +84,10 @@ struct Options {
 struct QueueResult {
     Histogram lat, rlat, wlat;
     uint64_t ios = 0, reads = 0, writes = 0, kicks = 0, calls = 0;
+    // Every request made available over the whole run (ramp, window, and the ones still in flight
+    // at the end, which the backend completes when the rings stop): what a backend's own request
+    // counters must show afterwards.
+    uint64_t sent_reads = 0, sent_writes = 0;
     // Verify counters cover the whole run (ramp included): correctness is not a timed figure.
     uint64_t verify_checked = 0, verify_unwritten = 0, verify_errors = 0;
 };
@@ -398,6 +402,7 @@ int main(int argc, char** argv) {
             r.rearm(r.type(), lba);
             auto head = r.submit(*q.dq);
             if (!head.ok()) die("submit", head.error());
+            ++(s.write ? q.res.sent_writes : q.res.sent_reads);
             slot_of[head.value()] = slot;
             start[head.value()] = Clock::now();
             // Visible at once, as Linux's virtqueue_add_split() does: the device starts on it
@@ -625,6 +630,8 @@ int main(int argc, char** argv) {
         all.ios += q.res.ios;
         all.reads += q.res.reads;
         all.writes += q.res.writes;
+        all.sent_reads += q.res.sent_reads;
+        all.sent_writes += q.res.sent_writes;
         all.kicks += q.res.kicks;
         all.calls += q.res.calls;
         all.verify_checked += q.res.verify_checked;
@@ -647,14 +654,16 @@ int main(int argc, char** argv) {
             "\"lat_max_us\":{:.2f},\"lat_read_p50_us\":{:.2f},\"lat_read_p99_us\":{:.2f},\"lat_write_p50_us\":{:.2f},"
             "\"lat_write_p99_us\":{:.2f},\"kicks_per_io\":{:.4f},\"calls_per_io\":{:.4f},\"backend_cpu_s\":{:.4f},"
             "\"backend_cpu_pct\":{:.3f},\"backend_cpu_us_per_io\":{:.3f},\"iops_per_backend_cpu_s\":{:.0f},"
-            "\"verify\":{},\"seed\":{},\"verify_checked\":{},\"verify_unwritten\":{},\"verify_errors\":{}}}\n",
+            "\"verify\":{},\"seed\":{},\"verify_checked\":{},\"verify_unwritten\":{},\"verify_errors\":{},"
+            "\"sent_reads\":{},\"sent_writes\":{}}}\n",
             mode, o.rw, o.rw == "randrw" ? o.rwmix_read : (any_read ? 100 : 0), o.bs, o.qd, o.queues, o.notify,
             o.rate, secs, iops, static_cast<double>(all.reads) / secs, static_cast<double>(all.writes) / secs,
             iops * o.bs / 1e6, all.lat.avg() / 1e3, us(all.lat.percentile(50)), us(all.lat.percentile(99)),
             us(all.lat.percentile(99.9)), us(all.lat.max()), us(all.rlat.percentile(50)), us(all.rlat.percentile(99)),
             us(all.wlat.percentile(50)), us(all.wlat.percentile(99)), all.kicks * per_io, all.calls * per_io, cpu_s,
             cpu_pct, cpu_us_per_io, cpu_s > 0 ? static_cast<double>(all.ios) / cpu_s : 0.0,
-            o.verify ? "true" : "false", o.seed, all.verify_checked, all.verify_unwritten, all.verify_errors);
+            o.verify ? "true" : "false", o.seed, all.verify_checked, all.verify_unwritten, all.verify_errors,
+            all.sent_reads, all.sent_writes);
     } else if (o.idle) {
         fmt::print("idle: {} queue(s) started, no I/O for {:.2f} s", o.queues, secs);
         if (o.backend_pid) fmt::print(": backend cpu {:.4f} s ({:.3f} % of one CPU)", cpu_s, cpu_pct);

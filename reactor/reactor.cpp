@@ -225,8 +225,10 @@ void Reactor::run(std::promise<Status>* started) {
         for (size_t i = 0; i < pollers_.size(); ++i) pollers_[i]->end_pass();
 
         // Busy time: a pass that found work counts from the end of the previous pass (a sleep
-        // or nap that ended it counts as idle: it lies before the previous pass's end).
-        uint64_t pass_end = mono_ns();
+        // or nap that ended it counts as idle: it lies before the previous pass's end). The
+        // pass's clock if a poller read it (one clock read per pass, not two): the totals
+        // telescope, so only the split between adjacent passes can shift by a pass's tail.
+        uint64_t pass_end = now_ns();
         uint64_t dt = pass_end - pass_start;
         pass_start = pass_end;
         total_ns_.add(dt);

@@ -7,7 +7,9 @@
 #   backends  core shm reactor backends
 #   virtio    core shm reactor backends virtio
 #   vhost     core shm reactor backends virtio vhost
-#   app       everything above, and app
+#   rpc       core rpc (the management API's transport)
+#   app       everything above, rpc, and app
+#   tools     core rpc tools (vhostctl: a client of the API, nothing of the daemon)
 #   testing   the product rooms (the tooling sits on top; the product never includes it)
 #   tests, bench: anything
 # Usage: scripts/check-layering.sh [path/to/vhostd]
@@ -20,10 +22,12 @@ declare -A allowed=(
   [backends]="core shm reactor backends"
   [virtio]="core shm reactor backends virtio"
   [vhost]="core shm reactor backends virtio vhost"
-  [app]="core shm reactor backends virtio vhost app"
-  [testing]="core shm reactor backends virtio vhost app testing"
+  [rpc]="core rpc"
+  [app]="core shm reactor backends virtio vhost rpc app"
+  [tools]="core rpc tools"
+  [testing]="core shm reactor backends virtio vhost rpc app testing"
 )
-rooms="core shm reactor backends virtio vhost app testing"
+rooms="core shm reactor backends virtio vhost rpc app tools testing"
 bad=0
 for room in ${!allowed[@]}; do
   [[ -d $room ]] || continue

@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
   # build
   g++ cmake ninja-build pkg-config git
-  liburing-dev libfmt-dev libspdlog-dev libcli11-dev libgtest-dev
+  liburing-dev libfmt-dev libspdlog-dev libcli11-dev libgtest-dev nlohmann-json3-dev
   # sanitizer + fuzz build
   clang libclang-rt-14-dev
   # end-to-end: QEMU guest, guest image, in-guest tools

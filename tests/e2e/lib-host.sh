@@ -208,6 +208,32 @@ lh_wait_guest() {
 # lh_run_guest ARGS...: lh_start_guest ARGS... && lh_wait_guest.
 lh_run_guest() { lh_start_guest "$@"; lh_wait_guest; }
 
+# lh_wait_guest_line REGEX SECS: wait until the guest's log has a line matching
+# REGEX (grep -E); returns 1 if the guest exits first or SECS pass.
+lh_wait_guest_line() {
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do
+    grep -aqE "$1" "$LH_GLOG" 2>/dev/null && return 0
+    kill -0 "$GUEST_PID" 2>/dev/null || { grep -aqE "$1" "$LH_GLOG" 2>/dev/null; return; }
+    sleep 0.1
+  done
+  return 1
+}
+
+# lh_vhostctl ARGS...: build/vhostctl against $RPC (the test's vhostd --rpc
+# socket); output to stdout, errors to stderr.
+lh_vhostctl() { "$BUILD_DIR/vhostctl" --socket "$RPC" "$@"; }
+
+# lh_fd_count PID: open fds of PID.
+lh_fd_count() { ls "/proc/$1/fd" | wc -l; }
+
+# lh_thread_count PID: PID's own threads, without the kernel's io_uring workers (iou-wrk-*,
+# iou-sqp-*: the kernel starts and retires them as it likes).
+lh_thread_count() { cat /proc/"$1"/task/*/comm 2>/dev/null | grep -vc '^iou-' || true; }
+
+# lh_rss_kb PID: resident set of PID in KiB.
+lh_rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+
 # lh_check_backend_alive WHEN: record a failure if the backend has died.
 lh_check_backend_alive() {
   if [[ -z $BACKEND_PID ]] || ! kill -0 "$BACKEND_PID" 2>/dev/null; then
