@@ -6,7 +6,8 @@
 #    the reads and writes blkbench sent (by type), with no errors and nothing left in flight;
 #  - QoS: device_set_qos changes the limits, device_list shows them, save_config keeps them;
 #  - save_config -> vhostd --config FILE brings the same devices back;
-#  - hostile clients (garbage, a huge line, many idle connections) do not hurt the daemon.
+#  - hostile clients (garbage, wrong types, a 100 MB line, 1000 idle connections, clients gone
+#    mid-request) do not hurt the daemon, and its fd count is back where it was afterwards.
 # Usage: tests/rpc_daemon_test.sh BUILD_DIR
 set -euo pipefail
 BUILD=$(cd "$1" && pwd)
@@ -72,7 +73,8 @@ ctl resize d0 128M >/dev/null || fail "resize failed"
 ctl remove blk0 || fail "removing blk0 failed"
 [[ ! -e $TMP/n0.sock ]] || fail "n0.sock still there after the remove"
 
-# Hostile clients: the daemon answers or closes, and keeps serving.
+# Hostile clients: the daemon answers or closes, and keeps serving; no fd stays behind.
+fds0=$(ls /proc/"$PID"/fd | wc -l)
 python3 - "$TMP/rpc/vhostd.sock" <<'PY' || fail "hostile clients"
 import socket, sys, json, time
 path = sys.argv[1]
@@ -89,7 +91,13 @@ def ask(line):
 assert b'"error"' in ask(b'{not json\n'), "garbage"
 assert b'-32601' in ask(b'{"jsonrpc":"2.0","id":1,"method":"no_such"}\n'), "unknown method"
 assert b'"error"' in ask(b'{"jsonrpc":"2.0","id":1,"method":"device_add","params":{"kind":"blk","socket":1.5}}\n'), "wrong type"
-idle = [conn() for _ in range(200)]
+import resource
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(soft, 4096), hard), hard))
+idle = [conn() for _ in range(1000)]  # vhostd keeps 64 and closes the rest
+# Clients that go away in the middle of a request.
+for i in range(50):
+    s = conn(); s.sendall(b'{"jsonrpc":"2.0","id":1,"method":"device_list","par'); s.close()
 s = conn()
 try:
     chunk = b"x" * (1 << 20)
@@ -102,6 +110,9 @@ r = json.loads(ask(b'{"jsonrpc":"2.0","id":7,"method":"version"}\n'))
 assert r["id"] == 7 and "version" in r["result"], r
 PY
 kill -0 "$PID" || fail "vhostd died"
+for _ in $(seq 50); do [[ $(ls /proc/"$PID"/fd | wc -l) == "$fds0" ]] && break; sleep 0.1; done
+fds=$(ls /proc/"$PID"/fd | wc -l)
+[[ $fds == "$fds0" ]] || fail "vhostd has $fds fds after the hostile clients, $fds0 before"
 stop
 
 start --config "$TMP/config.json"
