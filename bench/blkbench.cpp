@@ -84,9 +84,9 @@ struct Options {
 struct QueueResult {
     Histogram lat, rlat, wlat;
     uint64_t ios = 0, reads = 0, writes = 0, kicks = 0, calls = 0;
-    // Every request made available over the whole run (ramp, window, and the ones still in flight
-    // at the end, which the backend completes when the rings stop): what a backend's own request
-    // counters must show afterwards.
+    // Every request the backend took over the whole run (ramp, window, and the ones still in flight
+    // at the end, which it completes when the rings stop; not the ones it had not yet taken when
+    // GET_VRING_BASE stopped it): what a backend's own request counters must show afterwards.
     uint64_t sent_reads = 0, sent_writes = 0;
     // Verify counters cover the whole run (ramp included): correctness is not a timed figure.
     uint64_t verify_checked = 0, verify_unwritten = 0, verify_errors = 0;
@@ -305,6 +305,7 @@ int main(int argc, char** argv) {
         UniqueFd kick, call;
         std::vector<testing::GuestBlkRequest> rd, wr;  // indexed by slot (empty if the mix has none)
         std::vector<Slot> slots;
+        std::vector<uint32_t> slot_of;  // head -> slot of the request it carries
         // verify state of the queue's own blocks
         std::vector<uint64_t> gen;  // generation of the last completed write, 0: not written by this run
         std::vector<uint8_t> busy;  // a request to the block is in flight
@@ -322,6 +323,7 @@ int main(int argc, char** argv) {
         if (!o.self) CHECK(fe_holder->setup_queue(i, *qs[i].dq, qs[i].kick.get(), qs[i].call.get(), true), "queue setup");
         if (o.idle) continue;
         qs[i].slots.resize(o.qd);
+        qs[i].slot_of.resize(qsize);
         for (uint32_t k = 0; k < o.qd; ++k) {
             if (any_read) {
                 auto r = testing::make_blk_read(mem, 0, o.bs);
@@ -377,7 +379,7 @@ int main(int argc, char** argv) {
         const uint64_t spb = o.bs / kSector;
         uint64_t seq = 0;
         std::vector<Clock::time_point> start(qsize);
-        std::vector<uint32_t> slot_of(qsize);
+        auto& slot_of = q.slot_of;
         auto submit = [&](uint32_t slot) -> uint16_t {
             Slot& s = q.slots[slot];
             s.write = mixed ? rng() % 100 >= o.rwmix_read : any_write;
@@ -613,10 +615,28 @@ int main(int argc, char** argv) {
     if (!o.self) {
         for (uint32_t i = 0; i < o.queues; ++i) {
             auto r = fe_holder->get_vring_base(i);
-            if (!r.ok() && !backend_lost) {
-                fmt::print(stderr, "blkbench: GET_VRING_BASE {} after the run: {} (backend gone?)\n", i,
-                           r.error().describe());
+            if (!r.ok()) {
+                if (!backend_lost)
+                    fmt::print(stderr, "blkbench: GET_VRING_BASE {} after the run: {} (backend gone?)\n", i,
+                               r.error().describe());
                 backend_lost = true;
+                continue;
+            }
+            // The base is the backend's next avail index: what lies between it and ours was
+            // published but never taken (a stopped ring leaves it for the next backend).
+            Q& q = qs[i];
+            if (q.slots.empty()) continue;
+            const uint16_t avail = q.dq->read_avail_idx();
+            if (static_cast<uint16_t>(avail - r.value()) > o.qd) {
+                fmt::print(stderr, "blkbench: queue {}: backend's base {} is not within {} of avail {}\n", i,
+                           r.value(), o.qd, avail);
+                backend_lost = true;
+                continue;
+            }
+            for (uint16_t k = static_cast<uint16_t>(r.value()); k != avail; ++k) {
+                const uint16_t head = q.dq->read_avail_ring(k);
+                if (head >= q.slot_of.size()) break;
+                --(q.slots[q.slot_of[head]].write ? q.res.sent_writes : q.res.sent_reads);
             }
         }
     }
