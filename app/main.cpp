@@ -11,6 +11,7 @@
 #include "app/daemon.hpp"
 #include "app/device_spec.hpp"
 #include "app/management.hpp"
+#include "app/metrics.hpp"
 #include "core/log.hpp"
 #include "rpc/server.hpp"
 
@@ -30,6 +31,7 @@ int main(int argc, char** argv) {
     std::string rpc_path;
     std::string rpc_group;
     std::string config_file;
+    std::string metrics_addr;
     cli.set_version_flag("--version", std::string("vhostd ") + VHOSTD_VERSION);
     cli.add_option("--blk", blk_specs,
                    "virtio-blk device on a file or block device: "
@@ -65,6 +67,11 @@ int main(int argc, char** argv) {
     cli.add_option("--config", config_file,
                    "add the devices of this config document at start (the JSON that save_config / vhostctl "
                    "save-config writes)");
+    cli.add_option("--metrics", metrics_addr,
+                   "serve Prometheus metrics on http://ADDR:PORT/metrics: PORT, ADDR:PORT or [IPV6]:PORT "
+                   "(a bare port: loopback); --metrics alone: " + std::string(app::kDefaultMetricsAddress))
+        ->expected(0, 1)
+        ->default_str(app::kDefaultMetricsAddress);
     cli.add_option("--log-level", log_level, "trace | debug | info | warn | error | off")->capture_default_str();
     CLI11_PARSE(cli, argc, argv);
 
@@ -73,6 +80,13 @@ int main(int argc, char** argv) {
         return 2;
     }
     if (cli.count("--rpc") > 0 && rpc_path.empty()) rpc_path = "/run/vhostd/vhostd.sock";
+    if (cli.count("--metrics") > 0 && metrics_addr.empty()) metrics_addr = app::kDefaultMetricsAddress;
+    if (!metrics_addr.empty()) {
+        if (auto a = app::parse_metrics_address(metrics_addr); !a.ok()) {
+            fmt::print(stderr, "vhostd: --metrics: {}\n", a.error().context);
+            return 2;
+        }
+    }
     if (!rpc_group.empty() && rpc_path.empty()) {
         fmt::print(stderr, "vhostd: --rpc-group needs --rpc\n");
         return 2;
@@ -138,6 +152,17 @@ int main(int argc, char** argv) {
         fmt::print(stderr, "vhostd: {}\n", st.error().describe());
         return 1;
     }
+    // Before any device: a port in use fails the start before a socket is created.
+    std::unique_ptr<app::MetricsServer> metrics;
+    if (!metrics_addr.empty()) {
+        auto m = app::MetricsServer::start(daemon, metrics_addr);
+        if (!m.ok()) {
+            fmt::print(stderr, "vhostd: --metrics {}: {}\n", metrics_addr, m.error().describe());
+            daemon.stop();
+            return 1;
+        }
+        metrics = std::move(m).value();
+    }
     for (const auto& b : blks) {
         auto id = daemon.add_blk(b);
         if (!id.ok()) {
@@ -175,13 +200,15 @@ int main(int argc, char** argv) {
             return 1;
         }
     }
-    VLOG_INFO("vhostd ready: {} device(s), {} reactor(s), poll={}{}", daemon.device_count(), threads, poll,
-              rpc_path.empty() ? std::string() : ", management API on " + rpc_path);
+    VLOG_INFO("vhostd ready: {} device(s), {} reactor(s), poll={}{}{}", daemon.device_count(), threads, poll,
+              rpc_path.empty() ? std::string() : ", management API on " + rpc_path,
+              metrics ? ", metrics on http://" + metrics->address() + "/metrics" : std::string());
 
     int sig = 0;
     sigwait(&sigs, &sig);
     VLOG_INFO("got {}, stopping: draining in-flight I/O", sig == SIGINT ? "SIGINT" : "SIGTERM");
     if (rpc_server) rpc_server->stop();  // no management call runs while the devices go
+    metrics.reset();                     // nor a scrape
     daemon.stop();
     VLOG_INFO("vhostd stopped");
     return 0;

@@ -62,8 +62,11 @@ public:
     void record(uint64_t ns) {
         auto& b = b_[LogBuckets::index(ns)];
         b.store(b.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        sum_.add(ns);
         if (ns > max_.load(std::memory_order_relaxed)) max_.store(ns, std::memory_order_relaxed);
     }
+    // Any thread: the sum of every value recorded (a Prometheus histogram's _sum).
+    uint64_t sum_ns() const { return sum_.get(); }
 
     // Any thread: adds this histogram's buckets into `into` (to merge queues into a total).
     void snapshot(std::array<uint64_t, LogBuckets::kCount>& into, uint64_t& max) const {
@@ -103,6 +106,16 @@ public:
 private:
     std::array<std::atomic<uint64_t>, LogBuckets::kCount> b_{};
     std::atomic<uint64_t> max_{0};
+    Counter sum_;
 };
+
+// How many values of a snapshot are <= bound_ns, counting whole buckets only (a bucket whose
+// upper end lies above the bound counts towards the next bound): a Prometheus histogram's
+// cumulative `le` count, low by at most the 1/16-wide bucket straddling the bound.
+inline uint64_t count_at_most(const std::array<uint64_t, LogBuckets::kCount>& b, uint64_t bound_ns) {
+    uint64_t n = 0;
+    for (size_t i = 0; i < b.size() && LogBuckets::upper(i) <= bound_ns; ++i) n += b[i];
+    return n;
+}
 
 }  // namespace vhostd

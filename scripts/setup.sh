@@ -6,25 +6,41 @@ set -euo pipefail
 PACKAGES=(
   # build
   g++ cmake ninja-build pkg-config git
-  liburing-dev libfmt-dev libspdlog-dev libcli11-dev libgtest-dev nlohmann-json3-dev
+  liburing-dev libfmt-dev libspdlog-dev libcli11-dev libgtest-dev nlohmann-json3-dev prometheus-cpp-dev
   # sanitizer + fuzz build
   clang libclang-rt-14-dev
   # end-to-end: QEMU guest, guest image, in-guest tools
   qemu-system-x86 qemu-system-common qemu-utils busybox-static fio e2fsprogs cpio kmod xz-utils zstd
   # benchmarks / misc tools used by the scripts
-  procps iproute2 util-linux python3 hostname gnuplot-nox
+  procps iproute2 util-linux python3 hostname gnuplot-nox curl
 )
 
+SUDO=""
+[[ $(id -u) -eq 0 ]] || SUDO=sudo
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+updated=0
 if [[ ${#missing[@]} -eq 0 ]]; then
   echo "setup: all ${#PACKAGES[@]} packages present"
-  exit 0
+else
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  updated=1
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-SUDO=""
-[[ $(id -u) -eq 0 ]] || SUDO=sudo
-echo "setup: installing ${missing[*]}"
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+
+# promtool (the metrics test validates the exposition format with it) comes from the package
+# `prometheus`, whose install would also start a Prometheus server: take only the tool out of
+# the package.
+if ! command -v promtool >/dev/null; then
+  echo "setup: promtool from package prometheus (the tool only, no server)"
+  [[ $updated == 1 ]] || $SUDO apt-get update -qq
+  tmp=$(mktemp -d)
+  chmod 0777 "$tmp"  # apt downloads as its own user
+  (cd "$tmp" && apt-get download prometheus >/dev/null)
+  dpkg-deb --fsys-tarfile "$tmp"/prometheus_*.deb | tar -x -C "$tmp" ./usr/bin/promtool
+  $SUDO install -m 0755 "$tmp/usr/bin/promtool" /usr/local/bin/promtool
+  rm -rf "$tmp"
+fi

@@ -45,6 +45,8 @@ public:
         uint64_t my_max = 0;
         c_.latency.snapshot(mine, my_max);
         st.latency = LatencyHistogram::summarize(mine, my_max);
+        st.latency_sum_ns = c_.latency.sum_ns();
+        st.latency_buckets = mine;
         for (size_t i = 0; i < mine.size(); ++i) buckets[i] += mine[i];
         max = std::max(max, my_max);
         return st;
@@ -462,10 +464,12 @@ BlkDeviceStats BlkDevice::stats() const {
         t.calls += s.calls;
         t.qos_delays += s.qos_delays;
         t.qos_delay_ns += s.qos_delay_ns;
+        t.latency_sum_ns += s.latency_sum_ns;
         d.queues.push_back(s);
     }
     t.index = static_cast<uint32_t>(queues_.size());
     t.latency = LatencyHistogram::summarize(buckets, max);
+    t.latency_buckets = buckets;
     return d;
 }
 

@@ -35,6 +35,8 @@ struct BlkQueueStats {
     uint64_t kicks = 0, calls = 0;
     uint64_t qos_delays = 0, qos_delay_ns = 0;  // requests QoS held back, and for how long in all
     LatencySummary latency;
+    uint64_t latency_sum_ns = 0;
+    std::array<uint64_t, LogBuckets::kCount> latency_buckets{};  // core/stats.hpp's log-linear buckets
 };
 
 struct BlkDeviceStats {

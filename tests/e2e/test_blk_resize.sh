@@ -5,6 +5,8 @@
 # change without a reboot and data past the old end must read back (guest/blk_resize.sh). Then,
 # under fio across the 32 MiB mark, `vhostctl resize disk 32M`: the I/O past the new end must
 # fail with an I/O error, not hang, and the data before it stays.
+# Prometheus metrics are scraped (curl) while the guest's fio runs: promtool accepts them, the
+# guest's requests show up and grow between two scrapes, and the size gauge follows the resizes.
 #
 # Usage:
 #   tests/e2e/test_blk_resize.sh --build-dir BUILD --guest-dir DIR [--timeout SECS] [--keep]
@@ -22,8 +24,21 @@ lh_build_guest
 
 IMG="$TMP/disk.img" SOCK="$TMP/blk.sock" RPC="$TMP/vhostd.sock"
 truncate -s 64M "$IMG"
-lh_start_backend "$VHOSTD" --threads 1 --rpc "$RPC" --blk "id=disk,socket=$SOCK,path=$IMG,queues=2"
+lh_start_backend "$VHOSTD" --threads 1 --rpc "$RPC" --metrics 127.0.0.1:0 --blk "id=disk,socket=$SOCK,path=$IMG,queues=2"
 lh_wait_listen "$SOCK" "$RPC"
+METRICS=""
+for _ in $(seq 100); do
+  METRICS=$(grep -o 'metrics on http://[^ ]*/metrics' "$BLOG" | sed 's/^metrics on //') && [[ -n $METRICS ]] && break
+  sleep 0.05
+done
+# scrape FILE: one scrape, checked by promtool. metric NAME FILE: the sum of NAME{device="disk"}.
+scrape() {
+  curl -sf --max-time 10 "$METRICS" >"$1" || { fail "scrape of '$METRICS' failed"; return 0; }
+  promtool check metrics <"$1" >"$1.lint" 2>&1 || fail "promtool check metrics: $(cat "$1.lint")"
+}
+metric() {
+  awk -v n="$1" '$1 ~ "^"n"\\{" && $1 ~ /device="disk"/ { s += $2 } END { printf "%d\n", s }' "$2"
+}
 
 # shellcheck disable=SC2054  # commas are part of QEMU option values
 lh_start_guest blk_resize "$TMP/guest.log" "$TIMEOUT" "" \
@@ -31,7 +46,14 @@ lh_start_guest blk_resize "$TMP/guest.log" "$TIMEOUT" "" \
 
 size_of() { stat -c %s "$IMG"; }
 if lh_wait_guest_line 'resize fio running' 120; then
+  scrape "$TMP/m1"
   sleep 2
+  scrape "$TMP/m2"
+  r1=$(metric vhostd_blk_requests_total "$TMP/m1") r2=$(metric vhostd_blk_requests_total "$TMP/m2")
+  log "metrics during guest fio: $r1 then $r2 requests, $(metric vhostd_blk_bytes_total "$TMP/m2") bytes"
+  [[ $r2 -gt $r1 && $r1 -gt 0 ]] || fail "the guest's I/O does not show in the metrics ($r1 then $r2 requests)"
+  [[ $(metric vhostd_device_frontend_connected "$TMP/m2") == 1 ]] || fail "metrics: the frontend is not connected"
+  [[ $(metric vhostd_blk_size_bytes "$TMP/m2") == $((64 << 20)) ]] || fail "metrics: size before the grow"
   out=$(lh_vhostctl --json resize disk 128M) || fail "vhostctl resize disk 128M failed"
   log "grow: $out"
   [[ $out == *'"guest_notified":true'* ]] || fail "the grow did not reach the guest: $out"
@@ -42,6 +64,8 @@ if lh_wait_guest_line 'resize fio running' 120; then
     log "shrink: $out"
     [[ $out == *'"guest_notified":true'* ]] || fail "the shrink did not reach the guest: $out"
     [[ $(size_of) == $((32 << 20)) ]] || fail "the file is $(size_of) bytes after the shrink"
+    scrape "$TMP/m3"
+    [[ $(metric vhostd_blk_size_bytes "$TMP/m3") == $((32 << 20)) ]] || fail "metrics: size after the shrink"
   else
     fail "the guest never started the shrink phase"
   fi
