@@ -12,6 +12,7 @@
 #include "app/device_spec.hpp"
 #include "app/management.hpp"
 #include "app/metrics.hpp"
+#include "app/service.hpp"
 #include "core/log.hpp"
 #include "rpc/server.hpp"
 
@@ -204,9 +205,19 @@ int main(int argc, char** argv) {
               rpc_path.empty() ? std::string() : ", management API on " + rpc_path,
               metrics ? ", metrics on http://" + metrics->address() + "/metrics" : std::string());
 
+    // A service manager (systemd Type=notify) hears of it only now: every device listens.
+    app::ServiceNotifier service;
+    service.ready(app::service_status(daemon));
     int sig = 0;
-    sigwait(&sigs, &sig);
+    for (;;) {
+        auto wait = service.tick_interval();
+        timespec ts{static_cast<time_t>(wait.count() / 1000), static_cast<long>(wait.count() % 1000) * 1'000'000};
+        sig = sigtimedwait(&sigs, nullptr, &ts);
+        if (sig == SIGINT || sig == SIGTERM) break;
+        service.tick(daemon, app::service_status(daemon));
+    }
     VLOG_INFO("got {}, stopping: draining in-flight I/O", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    service.stopping("draining in-flight I/O of " + std::to_string(daemon.device_count()) + " device(s)");
     if (rpc_server) rpc_server->stop();  // no management call runs while the devices go
     metrics.reset();                     // nor a scrape
     daemon.stop();

@@ -7,12 +7,14 @@ PACKAGES=(
   # build
   g++ cmake ninja-build pkg-config git
   liburing-dev libfmt-dev libspdlog-dev libcli11-dev libgtest-dev nlohmann-json3-dev prometheus-cpp-dev
+  libsystemd-dev
   # sanitizer + fuzz build
   clang libclang-rt-14-dev
   # end-to-end: QEMU guest, guest image, in-guest tools
   qemu-system-x86 qemu-system-common qemu-utils busybox-static fio e2fsprogs cpio kmod xz-utils zstd
   # benchmarks / misc tools used by the scripts
   procps iproute2 util-linux python3 hostname gnuplot-nox curl
+  systemd  # systemd-analyze verify checks the unit files
 )
 
 SUDO=""
