@@ -60,7 +60,7 @@ Result<std::string> Daemon::claim_id(const std::string& wanted, const char* pref
     return make_error(Errc::kState, "no free device id");
 }
 
-Result<std::string> Daemon::add_blk(BlkSpec spec) {
+Result<std::string> Daemon::add_blk(BlkSpec spec, UniqueFd adopt, std::function<void()> on_closed) {
     std::shared_ptr<backends::BlockBackend> backend;
     std::string backend_kind = spec.backend;
     if (spec.backend == "null") {
@@ -82,6 +82,7 @@ Result<std::string> Daemon::add_blk(BlkSpec spec) {
     virtio::BlkDevice* raw = dev.get();
     auto server = std::make_unique<vhost::SocketServer>(spec.socket, spec.client,
                                                         std::make_unique<vhost::Session>(std::move(dev)));
+    if (adopt) VHOSTD_TRY(server->adopt(std::move(adopt), std::move(on_closed)));
     VHOSTD_TRY(server->start());
     VLOG_INFO("{}: virtio-blk on {} ({} queues, {}, {})", id, spec.socket, spec.queues, desc,
               spec.client ? "client mode" : "server mode");

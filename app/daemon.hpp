@@ -57,8 +57,10 @@ public:
     ~Daemon();
 
     Status start();
-    // Adds a device and starts serving its socket. Returns its id.
-    Result<std::string> add_blk(BlkSpec spec);
+    // Adds a device and starts serving its socket. Returns its id. With `adopt`, the device
+    // serves that socket (handed over by a launcher) instead of spec.socket, which then only
+    // names it; see SocketServer::adopt for `on_closed`.
+    Result<std::string> add_blk(BlkSpec spec, UniqueFd adopt = {}, std::function<void()> on_closed = {});
     Result<std::string> add_net(NetSpec spec);
     // Drains in-flight I/O, disconnects the frontend, closes every fd, unlinks the socket.
     Status remove_device(const std::string& id);

@@ -33,6 +33,12 @@ int main(int argc, char** argv) {
     std::string rpc_group;
     std::string config_file;
     std::string metrics_addr;
+    // QEMU's backend program conventions (docs/interop/vhost-user.rst): one disk per process.
+    std::string socket_path;
+    int given_fd = -1;
+    std::string blk_file;
+    bool read_only = false;
+    bool print_caps = false;
     cli.set_version_flag("--version", std::string("vhostd ") + VHOSTD_VERSION);
     cli.add_option("--blk", blk_specs,
                    "virtio-blk device on a file or block device: "
@@ -73,9 +79,36 @@ int main(int argc, char** argv) {
                    "(a bare port: loopback); --metrics alone: " + std::string(app::kDefaultMetricsAddress))
         ->expected(0, 1)
         ->default_str(app::kDefaultMetricsAddress);
+    auto* conv = "QEMU vhost-user backend program conventions (one virtio-blk device per process)";
+    cli.add_option("--socket-path", socket_path, "listen on this vhost-user socket (with --blk-file)")->group(conv);
+    cli.add_option("--fd", given_fd,
+                   "serve the vhost-user socket inherited as this fd, listening or connected (with --blk-file); "
+                   "a connected one is served once, then vhostd exits")
+        ->check(CLI::Range(0, 1 << 20))
+        ->group(conv);
+    cli.add_option("--blk-file", blk_file, "the disk: a regular file or a block device")->group(conv);
+    cli.add_flag("--read-only", read_only, "the --blk-file disk is read-only")->group(conv);
+    cli.add_flag("--print-capabilities", print_caps, "print the backend's capabilities as JSON and exit")->group(conv);
     cli.add_option("--log-level", log_level, "trace | debug | info | warn | error | off")->capture_default_str();
     CLI11_PARSE(cli, argc, argv);
 
+    if (print_caps) {
+        // VHostUserBackendCapabilitiesBlock (QEMU docs/interop/vhost-user.json).
+        fmt::print("{{\n  \"type\": \"block\",\n  \"features\": [\n    \"read-only\",\n    \"blk-file\"\n  ]\n}}\n");
+        return 0;
+    }
+    if (!socket_path.empty() && given_fd >= 0) {
+        fmt::print(stderr, "vhostd: --socket-path and --fd exclude each other\n");
+        return 2;
+    }
+    if ((!socket_path.empty() || given_fd >= 0) != !blk_file.empty()) {
+        fmt::print(stderr, "vhostd: --blk-file needs --socket-path or --fd, and they need --blk-file\n");
+        return 2;
+    }
+    if (read_only && blk_file.empty()) {
+        fmt::print(stderr, "vhostd: --read-only applies to --blk-file\n");
+        return 2;
+    }
     if (!set_log_level(log_level)) {
         fmt::print(stderr, "vhostd: unknown log level '{}'\n", log_level);
         return 2;
@@ -92,7 +125,7 @@ int main(int argc, char** argv) {
         fmt::print(stderr, "vhostd: --rpc-group needs --rpc\n");
         return 2;
     }
-    if (blk_specs.empty() && net_specs.empty() && config_file.empty() && rpc_path.empty()) {
+    if (blk_specs.empty() && blk_file.empty() && net_specs.empty() && config_file.empty() && rpc_path.empty()) {
         fmt::print(stderr, "vhostd: no devices given (use --blk ..., --net ..., --config FILE, or --rpc to add them "
                            "later; see --help)\n");
         return 2;
@@ -107,6 +140,16 @@ int main(int argc, char** argv) {
         config_doc = std::move(doc).value();
     }
     std::vector<app::BlkSpec> blks;
+    if (!blk_file.empty()) {
+        // The same device as --blk socket=...,path=... (every default of the flag applies); the
+        // names are set after parsing, so that a comma in them is no key separator.
+        auto r = app::parse_blk_spec(read_only ? "socket=x,path=x,readonly=on" : "socket=x,path=x");
+        if (!r.ok()) return 2;
+        app::BlkSpec b = r.value();
+        b.socket = given_fd >= 0 ? "fd:" + std::to_string(given_fd) : socket_path;
+        b.path = blk_file;
+        blks.push_back(b);
+    }
     for (const auto& s : blk_specs) {
         auto r = app::parse_blk_spec(s);
         if (!r.ok()) {
@@ -164,8 +207,13 @@ int main(int argc, char** argv) {
         }
         metrics = std::move(m).value();
     }
-    for (const auto& b : blks) {
-        auto id = daemon.add_blk(b);
+    for (size_t i = 0; i < blks.size(); ++i) {
+        const auto& b = blks[i];
+        UniqueFd adopt;
+        if (i == 0 && given_fd >= 0) adopt.reset(given_fd);
+        // A connected socket handed over is served once: when its frontend leaves, vhostd stops
+        // as if told to (the main thread takes the signal and drains).
+        auto id = daemon.add_blk(b, std::move(adopt), [] { kill(getpid(), SIGTERM); });
         if (!id.ok()) {
             fmt::print(stderr, "vhostd: --blk socket={}: {}\n", b.socket, id.error().describe());
             daemon.stop();

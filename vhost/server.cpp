@@ -2,6 +2,7 @@
 
 #include <poll.h>
 #include <pthread.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -53,7 +54,10 @@ Status SocketServer::start() {
     int efd = eventfd(0, EFD_CLOEXEC);
     if (efd < 0) return sys_error("eventfd");
     stop_fd_.reset(efd);
-    if (!client_) {
+    if (adopted_) {
+        VLOG_INFO("{}: serving the {} socket handed over as {}", session_->name(),
+                  given_conn_ ? "connected" : "listening", path_);
+    } else if (!client_) {
         VHOSTD_ASSIGN_OR_RETURN(listen_fd_, listen_unix(path_));
         created_socket_ = true;
         VLOG_INFO("{}: listening on {}", session_->name(), path_);
@@ -62,6 +66,29 @@ Status SocketServer::start() {
         VLOG_INFO("{}: will connect to {}", session_->name(), path_);
     }
     thread_ = std::thread([this] { run(); });
+    return ok_status();
+}
+
+Status SocketServer::adopt(UniqueFd fd, std::function<void()> on_closed) {
+    if (!fd) return make_error(Errc::kInvalid, "no socket to adopt");
+    int type = 0, listening = 0;
+    socklen_t len = sizeof(type);
+    if (getsockopt(fd.get(), SOL_SOCKET, SO_TYPE, &type, &len) != 0)
+        return make_error(Errc::kInvalid, "fd {} is not a socket: {}", fd.get(), strerror(errno));
+    sockaddr_storage addr{};
+    socklen_t alen = sizeof(addr);
+    if (getsockname(fd.get(), reinterpret_cast<sockaddr*>(&addr), &alen) != 0 || addr.ss_family != AF_UNIX ||
+        type != SOCK_STREAM)
+        return make_error(Errc::kInvalid, "fd {} is not a unix stream socket", fd.get());
+    len = sizeof(listening);
+    if (getsockopt(fd.get(), SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0) return sys_error("SO_ACCEPTCONN");
+    // Ours from now on: not inherited by anything we might start.
+    if (fcntl(fd.get(), F_SETFD, FD_CLOEXEC) != 0) return sys_error("F_SETFD");
+    if (listening) listen_fd_ = std::move(fd);
+    else given_conn_ = std::move(fd);
+    adopted_ = true;
+    client_ = false;
+    on_closed_ = std::move(on_closed);
     return ok_status();
 }
 
@@ -113,8 +140,9 @@ UniqueFd SocketServer::connect_one() {
 
 void SocketServer::run() {
     pthread_setname_np(pthread_self(), "vhostd-ctl");
+    const bool once = static_cast<bool>(given_conn_);
     while (true) {
-        UniqueFd conn = client_ ? connect_one() : accept_one();
+        UniqueFd conn = once ? std::move(given_conn_) : client_ ? connect_one() : accept_one();
         if (!conn) break;
         Peer who;
         who.connected = true;
@@ -137,6 +165,11 @@ void SocketServer::run() {
         // Stop requested while serving?
         pollfd p{stop_fd_.get(), POLLIN, 0};
         if (::poll(&p, 1, 0) > 0) break;
+        if (once) {
+            VLOG_INFO("{}: the frontend of the handed-over connection left", session_->name());
+            if (on_closed_) on_closed_();
+            break;
+        }
         if (client_) {
             // Don't spin if the frontend keeps dropping us immediately.
             pollfd q{stop_fd_.get(), POLLIN, 0};

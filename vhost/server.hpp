@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -25,6 +26,11 @@ public:
     // Server mode: creates the listening socket now, so errors (in use, bad path) surface at
     // start-up. Then spawns the control thread.
     Status start();
+    // Before start(): serve a socket handed over by whoever started us (a management layer's
+    // --fd, QEMU's backend program conventions) instead of the path. A listening socket is
+    // accepted on as usual (and not unlinked by us); a connected one is served once: when that
+    // frontend leaves, nobody can come back, and `on_closed` runs on the control thread.
+    Status adopt(UniqueFd fd, std::function<void()> on_closed);
     // Disconnects the frontend (draining its queues) and joins the thread.
     void stop();
 
@@ -53,6 +59,9 @@ private:
     UniqueFd stop_fd_;
     std::thread thread_;
     bool created_socket_ = false;
+    UniqueFd given_conn_;  // adopt(): a connected socket, served once
+    bool adopted_ = false;
+    std::function<void()> on_closed_;
     mutable std::mutex peer_mu_;
     Peer peer_;
 };
