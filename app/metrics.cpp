@@ -195,14 +195,26 @@ std::vector<MetricFamily> collect_metrics(Daemon& daemon) {
                         static_cast<double>(v));
             virtio::BlkDeviceStats st;
             // A device removed since list(): it just has no counters in this scrape.
-            if (daemon.with_blk(d.id, [&](virtio::BlkDevice& dev) { st = dev.stats(); }).ok())
+            uint64_t suppressed = 0;
+            if (daemon.with_blk(d.id, [&](virtio::BlkDevice& dev) {
+                        st = dev.stats();
+                        suppressed = dev.guest_log().total_suppressed() + dev.io_log().total_suppressed();
+                    }).ok()) {
                 blk_metrics(f, d.id, st);
+                f.counter("vhostd_log_suppressed_lines_total", "warnings the device's log rate limit dropped",
+                          {{"device", d.id}}, static_cast<double>(suppressed));
+            }
         } else {
             std::vector<virtio::NetPairStats> pairs;
+            uint64_t suppressed = 0;
             if (daemon.with_net(d.id, [&](virtio::NetDevice& dev) {
                         for (uint32_t i = 0; i < dev.pairs(); ++i) pairs.push_back(dev.stats(i));
-                    }).ok())
+                        suppressed = dev.guest_log().total_suppressed();
+                    }).ok()) {
                 net_metrics(f, d.id, pairs);
+                f.counter("vhostd_log_suppressed_lines_total", "warnings the device's log rate limit dropped",
+                          {{"device", d.id}}, static_cast<double>(suppressed));
+            }
         }
     }
     for (const auto& r : daemon.reactor_stats()) {

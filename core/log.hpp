@@ -3,6 +3,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <atomic>
+#include <cstdint>
+
 namespace vhostd {
 
 // Parses "trace|debug|info|warn|error|off"; returns false if unknown.
@@ -18,21 +21,58 @@ bool set_log_level(const std::string& level);
 
 namespace vhostd {
 
-// Guest-triggerable log lines go through this so a hostile guest cannot flood the log:
-// the first `burst` events are logged, then one in `every`.
-class LogLimiter {
+// Guest-triggerable log lines go through a LogRateLimit so that a hostile guest cannot flood
+// the log: at most `burst` lines per `interval`, shared by every thread that logs for one
+// device (lock-free; used on error paths only). The first line let through after a quiet spell
+// says how many were suppressed.
+class LogRateLimit {
 public:
-    explicit LogLimiter(uint64_t burst = 10, uint64_t every = 10000) : burst_(burst), every_(every) {}
-    bool allow() {
-        uint64_t n = count_++;
-        return n < burst_ || (n - burst_) % every_ == 0;
+    struct Verdict {
+        bool log = false;
+        uint64_t suppressed = 0;  // lines suppressed since the last one logged
+    };
+    explicit LogRateLimit(uint32_t burst = 10, uint64_t interval_ns = 5'000'000'000ull)
+        : burst_(burst), interval_ns_(interval_ns) {}
+
+    Verdict allow(uint64_t now_ns) {
+        // One word: the window's number (high 32 bits) and the lines logged in it (low 32), so
+        // that starting a new window and counting in it cannot race.
+        const uint64_t win = (now_ns / interval_ns_) & 0xffffffffu;
+        uint64_t cur = state_.load(std::memory_order_relaxed);
+        for (;;) {
+            uint64_t next;
+            if ((cur >> 32) != win) next = (win << 32) | 1u;
+            else if ((cur & 0xffffffffu) < burst_) next = cur + 1;
+            else break;
+            if (state_.compare_exchange_weak(cur, next, std::memory_order_relaxed))
+                return {true, suppressed_.exchange(0, std::memory_order_relaxed)};
+        }
+        suppressed_.fetch_add(1, std::memory_order_relaxed);
+        total_suppressed_.fetch_add(1, std::memory_order_relaxed);
+        return {};
     }
-    uint64_t count() const { return count_; }
+    Verdict allow();  // at CLOCK_MONOTONIC now
+    uint64_t total_suppressed() const { return total_suppressed_.load(std::memory_order_relaxed); }
 
 private:
-    uint64_t count_ = 0;
-    uint64_t burst_;
-    uint64_t every_;
+    std::atomic<uint64_t> state_{~0ull};  // no window yet
+    std::atomic<uint64_t> suppressed_{0};
+    std::atomic<uint64_t> total_suppressed_{0};
+    const uint32_t burst_;
+    const uint64_t interval_ns_;
 };
 
 }  // namespace vhostd
+
+// VLOG_LIMITED(limit, level, FMT, args...): logs through `limit` (a LogRateLimit); `level` is
+// warn, error, info... FMT must be a string literal.
+#define VLOG_LIMITED(limit, level, FMT, ...)                                                     \
+    do {                                                                                          \
+        auto vlog_v_ = (limit).allow();                                                           \
+        if (vlog_v_.log) {                                                                        \
+            if (vlog_v_.suppressed)                                                               \
+                spdlog::level(FMT " ({} similar line(s) suppressed)", __VA_ARGS__, vlog_v_.suppressed); \
+            else                                                                                  \
+                spdlog::level(FMT, __VA_ARGS__);                                                  \
+        }                                                                                         \
+    } while (0)

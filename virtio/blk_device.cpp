@@ -208,7 +208,7 @@ private:
     }
 
     void bad_request(Slot& s, uint8_t status, const char* why) {
-        if (log_limit_.allow()) VLOG_WARN("{} queue {}: head {}: {}", dev_.name(), index(), s.head, why);
+        VLOG_LIMITED(dev_.guest_log(), warn, "{} queue {}: head {}: {}", dev_.name(), index(), s.head, why);
         finish(s, status);
     }
 
@@ -224,9 +224,8 @@ private:
         ChainError ce;
         if (!vq_.walk(head, std::span<iovec>(s.iov, BlkDevice::kSlotIovecs), &c, &ce)) {
             // Return the chain so the guest does not leak it; nothing can be written safely.
-            if (log_limit_.allow())
-                VLOG_WARN("{} queue {}: head {}: bad descriptor chain: {}", dev_.name(), index(), head,
-                          chain_error_name(ce));
+            VLOG_LIMITED(dev_.guest_log(), warn, "{} queue {}: head {}: bad descriptor chain: {}", dev_.name(),
+                         index(), head, chain_error_name(ce));
             push_used(head, 0);
             c_.bad_chains.add();
             return;
@@ -288,7 +287,7 @@ private:
             retry_[n_retry_++] = s.head;  // at most one entry per slot: bounded by queue size
             return;
         }
-        if (log_limit_.allow()) VLOG_WARN("{} queue {}: submit failed: {}", dev_.name(), index(), st.error().describe());
+        VLOG_LIMITED(dev_.io_log(), warn, "{} queue {}: submit failed: {}", dev_.name(), index(), st.error().describe());
         finish(s, blk::kSIoErr);
     }
 
@@ -302,9 +301,8 @@ private:
                 s.req.op = BlockOp::kWriteZeroesUnmap;
                 return submit(s);
             }
-            if (io_log_limit_.allow())
-                VLOG_WARN("{} queue {}: I/O error op={} off={} len={}: {}", dev_.name(), index(), static_cast<int>(op),
-                          s.req.offset, s.req.len, strerror(-res));
+            VLOG_LIMITED(dev_.io_log(), warn, "{} queue {}: I/O error op={} off={} len={}: {}", dev_.name(), index(),
+                         static_cast<int>(op), s.req.offset, s.req.len, strerror(-res));
             return finish(s, blk::kSIoErr);
         }
         if ((op == BlockOp::kRead || op == BlockOp::kWrite) && static_cast<uint64_t>(res) < s.remaining) {
@@ -333,8 +331,6 @@ private:
     uint64_t parked_since_ = 0;
     uint32_t parked_gen_ = 0;
     Counters c_;
-    LogLimiter log_limit_;
-    LogLimiter io_log_limit_;
 };
 
 BlkDevice::BlkDevice(std::string name, std::shared_ptr<backends::BlockBackend> backend, BlkOptions opts,

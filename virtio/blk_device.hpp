@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "backends/block_backend.hpp"
+#include "core/log.hpp"
 #include "core/stats.hpp"
 #include "reactor/reactor.hpp"
 #include "virtio/blk_request.hpp"
@@ -60,6 +61,10 @@ public:
     ~BlkDevice() override;
 
     std::string name() const override { return name_; }
+    // Guest-triggered warnings, and backend I/O errors, of all its queues: each rate-limited
+    // together (core/log.hpp).
+    LogRateLimit& guest_log() { return guest_log_; }
+    LogRateLimit& io_log() { return io_log_; }
     uint32_t device_id() const override { return blk::kDeviceId; }
     uint64_t features() const override;
     bool supports_inflight() const override { return true; }
@@ -101,6 +106,8 @@ private:
     void update_writethrough();
 
     std::string name_;
+    LogRateLimit guest_log_;
+    LogRateLimit io_log_;
     std::shared_ptr<backends::BlockBackend> backend_;
     BlkOptions opts_;
     blk::DeviceLimits limits_;

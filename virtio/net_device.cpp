@@ -102,7 +102,6 @@ protected:
     NetDirCounters& stats_;
     std::unique_ptr<Channel> chan_;
     uint32_t hdr_ = sizeof(net::Hdr);
-    LogLimiter log_;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -170,8 +169,7 @@ private:
                         break;
                     }
                     // The whole ring cannot hold it: it can never be delivered.
-                    if (log_.allow())
-                        VLOG_WARN("{} rx queue {}: {}-byte frame larger than all RX buffers, dropped", dev_.name(),
+                    VLOG_LIMITED(dev_.guest_log(), warn, "{} rx queue {}: {}-byte frame larger than all RX buffers, dropped", dev_.name(),
                                   index(), bounce_len_);
                     stats_.dropped.add();
                     bounce_len_ = 0;
@@ -209,8 +207,7 @@ private:
                     break;
                 }
                 if (n == -EINTR) continue;
-                if (log_.allow())
-                    VLOG_WARN("{} rx queue {}: {} read failed: {}", dev_.name(), index(), dev_.backend().name(),
+                VLOG_LIMITED(dev_.guest_log(), warn, "{} rx queue {}: {} read failed: {}", dev_.name(), index(), dev_.backend().name(),
                               strerror(static_cast<int>(-n)));
                 stats_.dropped.add();
                 if (n == -EINVAL || n == -EFAULT) continue;  // the backend dropped this frame
@@ -221,7 +218,7 @@ private:
             if (direct) {
                 deliver(static_cast<uint64_t>(n), room);
             } else if (static_cast<uint64_t>(n) > kBounceBytes || static_cast<uint64_t>(n) < hdr_) {
-                if (log_.allow()) VLOG_WARN("{} rx queue {}: dropped a {}-byte frame", dev_.name(), index(), n);
+                VLOG_LIMITED(dev_.guest_log(), warn, "{} rx queue {}: dropped a {}-byte frame", dev_.name(), index(), n);
                 stats_.dropped.add();
             } else {
                 bounce_len_ = static_cast<uint32_t>(n);  // delivered on the next round
@@ -274,7 +271,7 @@ private:
                     break;
                 }
                 // Returned empty: the guest gets its buffer back and counts an error.
-                if (log_.allow()) VLOG_WARN("{} rx queue {}: head {}: {}", dev_.name(), index(), *head, bad);
+                VLOG_LIMITED(dev_.guest_log(), warn, "{} rx queue {}: head {}: {}", dev_.name(), index(), *head, bad);
                 stats_.dropped.add();
                 push_used(*head, 0);
                 continue;
@@ -327,8 +324,7 @@ private:
         if (n > room || n < hdr_) {
             // Truncated: the frame was larger than the buffers (or garbage). Drop it; the
             // chains stay unused and go back to the guest.
-            if (log_.allow())
-                VLOG_WARN("{} rx queue {}: dropped a {}-byte frame, buffers held {}", dev_.name(), index(), n, room);
+            VLOG_LIMITED(dev_.guest_log(), warn, "{} rx queue {}: dropped a {}-byte frame, buffers held {}", dev_.name(), index(), n, room);
             stats_.dropped.add();
             return;
         }
@@ -416,7 +412,7 @@ private:
     }
 
     void drop(uint16_t head, const char* why) {
-        if (log_.allow()) VLOG_WARN("{} tx queue {}: head {}: frame dropped: {}", dev_.name(), index(), head, why);
+        VLOG_LIMITED(dev_.guest_log(), warn, "{} tx queue {}: head {}: frame dropped: {}", dev_.name(), index(), head, why);
         stats_.dropped.add();
         push_used(head, 0);
     }

@@ -19,6 +19,7 @@
 
 #include "backends/net_backend.hpp"
 #include "reactor/reactor.hpp"
+#include "core/log.hpp"
 #include "core/stats.hpp"
 #include "virtio/queued_device.hpp"
 #include "virtio/net_types.hpp"
@@ -70,6 +71,8 @@ public:
     ~NetDevice() override;
 
     std::string name() const override { return name_; }
+    // Guest-triggered warnings of all its queues: rate-limited together (core/log.hpp).
+    LogRateLimit& guest_log() { return guest_log_; }
     uint32_t device_id() const override { return net::kDeviceId; }
     uint64_t features() const override;
     bool net_control() const override { return true; }
@@ -93,6 +96,7 @@ private:
     bool backend_attached(uint32_t pair) const;
 
     std::string name_;
+    LogRateLimit guest_log_;
     std::unique_ptr<backends::NetBackend> backend_;
     NetOptions opts_;
     uint32_t mtu_ = 1500;
