@@ -13,7 +13,7 @@ PACKAGES=(
   # end-to-end: QEMU guest, guest image, in-guest tools
   qemu-system-x86 qemu-system-common qemu-utils busybox-static fio e2fsprogs cpio kmod xz-utils zstd
   # benchmarks / misc tools used by the scripts
-  procps iproute2 util-linux python3 hostname gnuplot-nox curl
+  procps iproute2 util-linux python3 python3-jsonschema hostname gnuplot-nox curl
   systemd  # systemd-analyze verify checks the unit files
 )
 
@@ -46,3 +46,7 @@ if ! command -v promtool >/dev/null; then
   $SUDO install -m 0755 "$tmp/usr/bin/promtool" /usr/local/bin/promtool
   rm -rf "$tmp"
 fi
+
+# QEMU's vhost-user backend schema (the descriptor test validates against it), from the QEMU
+# source package.
+"$(dirname "$0")/qemu-schema.sh" >/dev/null

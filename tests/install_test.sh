@@ -2,8 +2,8 @@
 # `cmake --install` into a staging root (DESTDIR) with prefix /usr: every file lands where a
 # Debian system expects it; the installed vhostd runs; the unit's ExecStart and the descriptor's
 # binary name the installed path; the staged unit passes systemd-analyze verify; the descriptor
-# is the shape QEMU's vhost-user.json gives (description, type, binary) and its binary's
-# --print-capabilities matches its type.
+# and its binary's --print-capabilities validate (python3-jsonschema) against QEMU's
+# docs/interop/vhost-user.json from the QEMU source package (tests/descriptor_test.py).
 # Usage: tests/install_test.sh BUILD_DIR
 set -euo pipefail
 BUILD=$(cd "$1" && pwd)
@@ -38,6 +38,11 @@ assert d["type"] == "block" and d["binary"] == "/usr/bin/vhostd", d
 caps = json.loads(subprocess.check_output([root + d["binary"], "--print-capabilities"]))
 assert caps["type"] == d["type"], caps
 PY
+# The descriptor and its binary's capabilities against QEMU's own schema (scripts/setup.sh
+# fetches it from the QEMU source package).
+schema=$("$SRC/scripts/qemu-schema.sh") || fail "no QEMU vhost-user.json schema"
+[[ -z ${schema:-} ]] || python3 "$SRC/tests/descriptor_test.py" "$schema" "$R/usr/share/qemu/vhost-user/50-vhostd-blk.json" \
+  --root "$R" || fail "the descriptor does not validate against QEMU's schema"
 if command -v systemd-analyze >/dev/null; then
   sed "s|^ExecStart=/usr/bin/vhostd|ExecStart=$R/usr/bin/vhostd|" "$unit" >"$TMP/vhostd.service"
   out=$(systemd-analyze verify --man=no "$TMP/vhostd.service" 2>&1 | grep -v "Cannot stat /tmp/systemd-temporary" || true)
