@@ -75,6 +75,7 @@ Result<std::string> Daemon::add_blk(BlkSpec spec, UniqueFd adopt, std::function<
     }
     std::lock_guard lk(mu_);
     VHOSTD_ASSIGN_OR_RETURN(std::string id, claim_id(spec.id, "blk", next_blk_id_, spec.socket));
+    LogScope scope(id.c_str());
     spec.id = id;
     std::string desc = backend->info().description;
     virtio::BlkOptions opts{spec.queues, spec.serial.empty() ? id : spec.serial, to_limits(spec.qos)};
@@ -99,6 +100,7 @@ Result<std::string> Daemon::add_blk(BlkSpec spec, UniqueFd adopt, std::function<
 Result<std::string> Daemon::add_net(NetSpec spec) {
     std::lock_guard lk(mu_);
     VHOSTD_ASSIGN_OR_RETURN(std::string id, claim_id(spec.id, "net", next_net_id_, spec.socket));
+    LogScope scope(id.c_str());
     if (taps_.count(spec.tap)) return make_error(Errc::kInvalid, "tap {} is used by device {}", spec.tap, taps_[spec.tap]);
     VHOSTD_ASSIGN_OR_RETURN(auto tap, backends::Tap::open(backends::TapOptions{spec.tap, spec.queue_pairs, spec.mtu}));
     bool created = tap->created();
@@ -137,6 +139,7 @@ Result<std::string> Daemon::add_net(NetSpec spec) {
 }
 
 Status Daemon::remove_device(const std::string& id) {
+    LogScope scope(id.c_str());
     Entry e;
     {
         std::lock_guard lk(mu_);
@@ -154,6 +157,7 @@ Status Daemon::remove_device(const std::string& id) {
 }
 
 Result<Daemon::ResizeResult> Daemon::resize_device(const std::string& id, uint64_t new_size) {
+    LogScope scope(id.c_str());
     std::lock_guard lk(mu_);
     auto it = devices_.find(id);
     if (it == devices_.end()) return make_error(Errc::kInvalid, "no device '{}'", id);
@@ -177,6 +181,7 @@ Result<Daemon::ResizeResult> Daemon::resize_device(const std::string& id, uint64
 }
 
 Status Daemon::set_qos(const std::string& id, const QosSpec& qos) {
+    LogScope scope(id.c_str());
     std::lock_guard lk(mu_);
     auto it = devices_.find(id);
     if (it == devices_.end()) return make_error(Errc::kInvalid, "no device '{}'", id);

@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
     unsigned nap_us = 200;
     std::string cpus;
     std::string log_level = "info";
+    std::string log_format = "text";
     std::string rpc_path;
     std::string rpc_group;
     std::string config_file;
@@ -90,6 +91,10 @@ int main(int argc, char** argv) {
     cli.add_flag("--read-only", read_only, "the --blk-file disk is read-only")->group(conv);
     cli.add_flag("--print-capabilities", print_caps, "print the backend's capabilities as JSON and exit")->group(conv);
     cli.add_option("--log-level", log_level, "trace | debug | info | warn | error | off")->capture_default_str();
+    cli.add_option("--log-format", log_format,
+                   "text, or json: one object per line (time, level, thread, device, queue, message)")
+        ->check(CLI::IsMember({"text", "json"}))
+        ->capture_default_str();
     CLI11_PARSE(cli, argc, argv);
 
     if (print_caps) {
@@ -109,6 +114,7 @@ int main(int argc, char** argv) {
         fmt::print(stderr, "vhostd: --read-only applies to --blk-file\n");
         return 2;
     }
+    set_log_format(log_format);
     if (!set_log_level(log_level)) {
         fmt::print(stderr, "vhostd: unknown log level '{}'\n", log_level);
         return 2;

@@ -3,13 +3,73 @@
 
 #include <spdlog/spdlog.h>
 
+#include <array>
 #include <atomic>
+#include <initializer_list>
 #include <cstdint>
 
 namespace vhostd {
 
 // Parses "trace|debug|info|warn|error|off"; returns false if unknown.
 bool set_log_level(const std::string& level);
+
+// "text" (spdlog's default lines) or "json": one JSON object per line for log shippers,
+// {"time", "level", "thread", "device"?, "queue"?, "message", "fields"?}. Returns false if
+// unknown.
+bool set_log_format(const std::string& format);
+
+// A numeric detail of a line (a descriptor head, an offset, an errno) that the JSON format
+// carries as a field; the text format has it in the message already.
+struct LogField {
+    const char* key = nullptr;  // a string literal
+    int64_t value = 0;
+};
+
+// What a line is about, for the JSON format's "device", "queue" and "fields": set for the
+// lifetime of a LogScope on this thread (a device's control thread, a management call on a
+// device, a queue's warning). The device name must outlive the scope.
+struct LogContext {
+    static constexpr size_t kMaxFields = 5;
+    const char* device = nullptr;
+    int queue = -1;
+    uint64_t suppressed = 0;  // similar lines suppressed before this one (a rate-limited line)
+    size_t nfields = 0;
+    std::array<LogField, kMaxFields> fields{};
+};
+LogContext& log_context();  // this thread's
+
+// A context for a line about `device`'s queue `queue` (-1: the device) with up to kMaxFields
+// fields (more are ignored).
+inline LogContext log_at(const std::string& device, int queue = -1, std::initializer_list<LogField> fields = {}) {
+    LogContext c;
+    c.device = device.c_str();
+    c.queue = queue;
+    for (const LogField& f : fields) {
+        if (c.nfields == c.fields.size()) break;
+        c.fields[c.nfields++] = f;
+    }
+    return c;
+}
+
+// The context points into `device`: a temporary would dangle.
+LogContext log_at(std::string&& device, int queue = -1, std::initializer_list<LogField> fields = {}) = delete;
+
+class LogScope {
+public:
+    explicit LogScope(const LogContext& ctx) : saved_(log_context()) { log_context() = ctx; }
+    explicit LogScope(const char* device, int queue = -1) : saved_(log_context()) {
+        LogContext c;
+        c.device = device;
+        c.queue = queue;
+        log_context() = c;
+    }
+    ~LogScope() { log_context() = saved_; }
+    LogScope(const LogScope&) = delete;
+    LogScope& operator=(const LogScope&) = delete;
+
+private:
+    LogContext saved_;
+};
 
 }  // namespace vhostd
 
@@ -64,15 +124,19 @@ private:
 
 }  // namespace vhostd
 
-// VLOG_LIMITED(limit, level, FMT, args...): logs through `limit` (a LogRateLimit); `level` is
-// warn, error, info... FMT must be a string literal.
-#define VLOG_LIMITED(limit, level, FMT, ...)                                                     \
-    do {                                                                                          \
-        auto vlog_v_ = (limit).allow();                                                           \
-        if (vlog_v_.log) {                                                                        \
-            if (vlog_v_.suppressed)                                                               \
+// VLOG_LIMITED(limit, where, level, FMT, args...): logs through `limit` (a LogRateLimit) with
+// `where` (a LogContext, see log_at) as the line's context; `level` is warn, error, info...
+// FMT must be a string literal.
+#define VLOG_LIMITED(limit, where, level, FMT, ...)                                                  \
+    do {                                                                                             \
+        auto vlog_v_ = (limit).allow();                                                              \
+        if (vlog_v_.log) {                                                                           \
+            ::vhostd::LogContext vlog_c_ = (where);                                                  \
+            vlog_c_.suppressed = vlog_v_.suppressed;                                                 \
+            ::vhostd::LogScope vlog_scope_(vlog_c_);                                                 \
+            if (vlog_v_.suppressed)                                                                  \
                 spdlog::level(FMT " ({} similar line(s) suppressed)", __VA_ARGS__, vlog_v_.suppressed); \
-            else                                                                                  \
-                spdlog::level(FMT, __VA_ARGS__);                                                  \
-        }                                                                                         \
+            else                                                                                     \
+                spdlog::level(FMT, __VA_ARGS__);                                                     \
+        }                                                                                            \
     } while (0)

@@ -6,6 +6,7 @@
 #    the reads and writes blkbench sent (by type), with no errors and nothing left in flight;
 #  - QoS: device_set_qos changes the limits, device_list shows them, save_config keeps them;
 #  - save_config -> vhostd --config FILE brings the same devices back;
+#  - with --log-format json every line is a JSON object, and a line about a device names it;
 #  - hostile clients (garbage, wrong types, a 100 MB line, 1000 idle connections, clients gone
 #    mid-request) do not hurt the daemon, and its fd count is back where it was afterwards.
 # Usage: tests/rpc_daemon_test.sh BUILD_DIR
@@ -21,7 +22,7 @@ fail() { echo "rpc_daemon_test: FAIL: $*" >&2; fails=$((fails + 1)); }
 ctl() { "$CTL" --socket "$TMP/rpc/vhostd.sock" "$@"; }
 jq_py() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 start() {
-  "$VHOSTD" --threads 2 --rpc "$TMP/rpc/vhostd.sock" "$@" >>"$TMP/log" 2>&1 &
+  "$VHOSTD" --threads 2 --log-format json --rpc "$TMP/rpc/vhostd.sock" "$@" >>"$TMP/log" 2>&1 &
   PID=$!
   for _ in $(seq 100); do [[ -S $TMP/rpc/vhostd.sock ]] && return 0; sleep 0.05; done
   cat "$TMP/log" >&2; echo "rpc_daemon_test: vhostd did not create its socket" >&2; exit 1
@@ -137,6 +138,21 @@ start --config "$TMP/config.json"
 ids=$(ctl --json list | jq_py '" ".join(sorted(x["id"] + ":" + str(x["qos"]["iops"]) for x in d["devices"]))')
 [[ $ids == "blk0:0 d0:5000" ]] || fail "--config brought back '$ids'"
 stop
+
+# --log-format json: every line of both runs is one JSON object; what a management call did to
+# a device names the device.
+python3 - "$TMP/log" <<'PY' || fail "the JSON log"
+import json, sys
+lines = open(sys.argv[1], encoding="utf-8").read().splitlines()
+objs = [json.loads(l) for l in lines]  # raises on a line that is not JSON
+assert len(objs) > 10, len(objs)
+for o in objs:
+    assert {"time", "level", "message"} <= o.keys(), o
+resized = [o for o in objs if "resized from" in o["message"]]
+assert resized and all(o.get("device") == "d0" for o in resized), resized
+listening = [o for o in objs if "listening on" in o["message"]]
+assert listening and all("device" in o for o in listening), listening
+PY
 
 if [[ $fails -gt 0 ]]; then
   echo "rpc_daemon_test: $fails failure(s); vhostd log:" >&2; tail -n 30 "$TMP/log" >&2; exit 1

@@ -51,6 +51,7 @@ SocketServer::SocketServer(std::string path, bool client_mode, std::unique_ptr<S
 SocketServer::~SocketServer() { stop(); }
 
 Status SocketServer::start() {
+    LogScope scope(session_->name().c_str());
     int efd = eventfd(0, EFD_CLOEXEC);
     if (efd < 0) return sys_error("eventfd");
     stop_fd_.reset(efd);
@@ -140,6 +141,7 @@ UniqueFd SocketServer::connect_one() {
 
 void SocketServer::run() {
     pthread_setname_np(pthread_self(), "vhostd-ctl");
+    LogScope scope(session_->name().c_str());  // every line of this thread is about the device
     const bool once = static_cast<bool>(given_conn_);
     while (true) {
         UniqueFd conn = once ? std::move(given_conn_) : client_ ? connect_one() : accept_one();

@@ -208,7 +208,7 @@ private:
     }
 
     void bad_request(Slot& s, uint8_t status, const char* why) {
-        VLOG_LIMITED(dev_.guest_log(), warn, "{} queue {}: head {}: {}", dev_.name(), index(), s.head, why);
+        VLOG_LIMITED(dev_.guest_log(), log_at(dev_.name(), index(), {{"head", s.head}}), warn, "{} queue {}: head {}: {}", dev_.name(), index(), s.head, why);
         finish(s, status);
     }
 
@@ -224,7 +224,8 @@ private:
         ChainError ce;
         if (!vq_.walk(head, std::span<iovec>(s.iov, BlkDevice::kSlotIovecs), &c, &ce)) {
             // Return the chain so the guest does not leak it; nothing can be written safely.
-            VLOG_LIMITED(dev_.guest_log(), warn, "{} queue {}: head {}: bad descriptor chain: {}", dev_.name(),
+            VLOG_LIMITED(dev_.guest_log(), log_at(dev_.name(), index(), {{"head", head}}), warn,
+                         "{} queue {}: head {}: bad descriptor chain: {}", dev_.name(),
                          index(), head, chain_error_name(ce));
             push_used(head, 0);
             c_.bad_chains.add();
@@ -287,7 +288,7 @@ private:
             retry_[n_retry_++] = s.head;  // at most one entry per slot: bounded by queue size
             return;
         }
-        VLOG_LIMITED(dev_.io_log(), warn, "{} queue {}: submit failed: {}", dev_.name(), index(), st.error().describe());
+        VLOG_LIMITED(dev_.io_log(), log_at(dev_.name(), index(), {{"head", s.head}}), warn, "{} queue {}: submit failed: {}", dev_.name(), index(), st.error().describe());
         finish(s, blk::kSIoErr);
     }
 
@@ -301,7 +302,11 @@ private:
                 s.req.op = BlockOp::kWriteZeroesUnmap;
                 return submit(s);
             }
-            VLOG_LIMITED(dev_.io_log(), warn, "{} queue {}: I/O error op={} off={} len={}: {}", dev_.name(), index(),
+            VLOG_LIMITED(dev_.io_log(),
+                         log_at(dev_.name(), index(),
+                                {{"head", s.head}, {"op", static_cast<int>(op)}, {"offset", static_cast<int64_t>(s.req.offset)},
+                                 {"len", static_cast<int64_t>(s.req.len)}, {"errno", -res}}),
+                         warn, "{} queue {}: I/O error op={} off={} len={}: {}", dev_.name(), index(),
                          static_cast<int>(op), s.req.offset, s.req.len, strerror(-res));
             return finish(s, blk::kSIoErr);
         }

@@ -60,7 +60,7 @@ public:
               std::vector<Reactor*> queue_reactors);
     ~BlkDevice() override;
 
-    std::string name() const override { return name_; }
+    const std::string& name() const override { return name_; }
     // Guest-triggered warnings, and backend I/O errors, of all its queues: each rate-limited
     // together (core/log.hpp).
     LogRateLimit& guest_log() { return guest_log_; }

@@ -30,7 +30,7 @@ struct QueueStart {
 class VirtioDevice {
 public:
     virtual ~VirtioDevice() = default;
-    virtual std::string name() const = 0;
+    virtual const std::string& name() const = 0;
     virtual uint32_t device_id() const = 0;
     // Virtio feature bits offered (ring features included).
     virtual uint64_t features() const = 0;

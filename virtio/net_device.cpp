@@ -169,7 +169,8 @@ private:
                         break;
                     }
                     // The whole ring cannot hold it: it can never be delivered.
-                    VLOG_LIMITED(dev_.guest_log(), warn, "{} rx queue {}: {}-byte frame larger than all RX buffers, dropped", dev_.name(),
+                    VLOG_LIMITED(dev_.guest_log(), log_at(dev_.name(), index(), {{"len", bounce_len_}}), warn,
+                                 "{} rx queue {}: {}-byte frame larger than all RX buffers, dropped", dev_.name(),
                                   index(), bounce_len_);
                     stats_.dropped.add();
                     bounce_len_ = 0;
@@ -207,7 +208,7 @@ private:
                     break;
                 }
                 if (n == -EINTR) continue;
-                VLOG_LIMITED(dev_.guest_log(), warn, "{} rx queue {}: {} read failed: {}", dev_.name(), index(), dev_.backend().name(),
+                VLOG_LIMITED(dev_.guest_log(), log_at(dev_.name(), index(), {{"errno", -n}}), warn, "{} rx queue {}: {} read failed: {}", dev_.name(), index(), dev_.backend().name(),
                               strerror(static_cast<int>(-n)));
                 stats_.dropped.add();
                 if (n == -EINVAL || n == -EFAULT) continue;  // the backend dropped this frame
@@ -218,7 +219,8 @@ private:
             if (direct) {
                 deliver(static_cast<uint64_t>(n), room);
             } else if (static_cast<uint64_t>(n) > kBounceBytes || static_cast<uint64_t>(n) < hdr_) {
-                VLOG_LIMITED(dev_.guest_log(), warn, "{} rx queue {}: dropped a {}-byte frame", dev_.name(), index(), n);
+                VLOG_LIMITED(dev_.guest_log(), log_at(dev_.name(), index(), {{"len", n}}), warn, "{} rx queue {}: dropped a {}-byte frame",
+                             dev_.name(), index(), n);
                 stats_.dropped.add();
             } else {
                 bounce_len_ = static_cast<uint32_t>(n);  // delivered on the next round
@@ -271,7 +273,7 @@ private:
                     break;
                 }
                 // Returned empty: the guest gets its buffer back and counts an error.
-                VLOG_LIMITED(dev_.guest_log(), warn, "{} rx queue {}: head {}: {}", dev_.name(), index(), *head, bad);
+                VLOG_LIMITED(dev_.guest_log(), log_at(dev_.name(), index(), {{"head", *head}}), warn, "{} rx queue {}: head {}: {}", dev_.name(), index(), *head, bad);
                 stats_.dropped.add();
                 push_used(*head, 0);
                 continue;
@@ -324,7 +326,8 @@ private:
         if (n > room || n < hdr_) {
             // Truncated: the frame was larger than the buffers (or garbage). Drop it; the
             // chains stay unused and go back to the guest.
-            VLOG_LIMITED(dev_.guest_log(), warn, "{} rx queue {}: dropped a {}-byte frame, buffers held {}", dev_.name(), index(), n, room);
+            VLOG_LIMITED(dev_.guest_log(), log_at(dev_.name(), index(), {{"len", static_cast<int64_t>(n)}, {"room", static_cast<int64_t>(room)}}), warn,
+                         "{} rx queue {}: dropped a {}-byte frame, buffers held {}", dev_.name(), index(), n, room);
             stats_.dropped.add();
             return;
         }
@@ -412,7 +415,7 @@ private:
     }
 
     void drop(uint16_t head, const char* why) {
-        VLOG_LIMITED(dev_.guest_log(), warn, "{} tx queue {}: head {}: frame dropped: {}", dev_.name(), index(), head, why);
+        VLOG_LIMITED(dev_.guest_log(), log_at(dev_.name(), index(), {{"head", head}}), warn, "{} tx queue {}: head {}: frame dropped: {}", dev_.name(), index(), head, why);
         stats_.dropped.add();
         push_used(head, 0);
     }

@@ -70,7 +70,7 @@ public:
               std::vector<Reactor*> pair_reactors);
     ~NetDevice() override;
 
-    std::string name() const override { return name_; }
+    const std::string& name() const override { return name_; }
     // Guest-triggered warnings of all its queues: rate-limited together (core/log.hpp).
     LogRateLimit& guest_log() { return guest_log_; }
     uint32_t device_id() const override { return net::kDeviceId; }

@@ -261,7 +261,7 @@ TEST(MessageTable, UnknownAndUnsupportedRequestsAreRefused) {
 // Just enough device for the session to negotiate with; no queue ever runs.
 class FakeDevice : public virtio::VirtioDevice {
 public:
-    std::string name() const override { return "fake"; }
+    const std::string& name() const override { return name_; }
     uint32_t device_id() const override { return 2; }
     uint64_t features() const override { return virtio::kFVersion1; }
     uint32_t num_queues() const override { return 2; }
@@ -278,6 +278,9 @@ public:
     bool net_control() const override { return true; }
     Status net_set_mtu(uint64_t) override { return ok_status(); }
     Status net_send_rarp(std::span<const uint8_t, 6>) override { return ok_status(); }
+
+private:
+    std::string name_ = "fake";
 };
 
 class SessionMessages : public ::testing::Test {
