@@ -97,7 +97,7 @@ Result<std::string> Daemon::add_blk(BlkSpec spec, UniqueFd adopt, std::function<
     return id;
 }
 
-Result<std::string> Daemon::add_net(NetSpec spec) {
+Result<std::string> Daemon::add_net(NetSpec spec, UniqueFd adopt, std::function<void()> on_closed) {
     std::lock_guard lk(mu_);
     VHOSTD_ASSIGN_OR_RETURN(std::string id, claim_id(spec.id, "net", next_net_id_, spec.socket));
     LogScope scope(id.c_str());
@@ -122,6 +122,7 @@ Result<std::string> Daemon::add_net(NetSpec spec) {
     uint32_t mtu = dev->mtu();
     auto server = std::make_unique<vhost::SocketServer>(spec.socket, spec.client,
                                                         std::make_unique<vhost::Session>(std::move(dev)));
+    if (adopt) VHOSTD_TRY(server->adopt(std::move(adopt), std::move(on_closed)));
     VHOSTD_TRY(server->start());
     const auto& m = opts.mac;
     VLOG_INFO("{}: virtio-net on {} ({} queue pairs, tap {} {}, mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, mtu {}, {})",

@@ -61,7 +61,7 @@ public:
     // serves that socket (handed over by a launcher) instead of spec.socket, which then only
     // names it; see SocketServer::adopt for `on_closed`.
     Result<std::string> add_blk(BlkSpec spec, UniqueFd adopt = {}, std::function<void()> on_closed = {});
-    Result<std::string> add_net(NetSpec spec);
+    Result<std::string> add_net(NetSpec spec, UniqueFd adopt = {}, std::function<void()> on_closed = {});
     // Drains in-flight I/O, disconnects the frontend, closes every fd, unlinks the socket.
     Status remove_device(const std::string& id);
     // Makes a blk device new_size bytes (0: a block device re-reads its size), then tells the

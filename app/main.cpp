@@ -5,7 +5,9 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <functional>
 #include <optional>
+#include <string_view>
 #include <thread>
 
 #include "app/daemon.hpp"
@@ -38,8 +40,15 @@ int main(int argc, char** argv) {
     std::string socket_path;
     int given_fd = -1;
     std::string blk_file;
+    std::string tap;
+    unsigned conv_queues = 0;
     bool read_only = false;
     bool print_caps = false;
+    // Installed a second time as vhostd-net (the net descriptor's binary): its capabilities are
+    // those of a net backend. Everything else is the same program.
+    std::string_view self = argv[0];
+    if (auto slash = self.rfind('/'); slash != std::string_view::npos) self.remove_prefix(slash + 1);
+    const bool net_persona = self == "vhostd-net";
     cli.set_version_flag("--version", std::string("vhostd ") + VHOSTD_VERSION);
     cli.add_option("--blk", blk_specs,
                    "virtio-blk device on a file or block device: "
@@ -80,16 +89,23 @@ int main(int argc, char** argv) {
                    "(a bare port: loopback); --metrics alone: " + std::string(app::kDefaultMetricsAddress))
         ->expected(0, 1)
         ->default_str(app::kDefaultMetricsAddress);
-    auto* conv = "QEMU vhost-user backend program conventions (one virtio-blk device per process)";
-    cli.add_option("--socket-path", socket_path, "listen on this vhost-user socket (with --blk-file)")->group(conv);
+    auto* conv = "QEMU vhost-user backend program conventions (one device per process: --blk-file or --tap)";
+    cli.add_option("--socket-path", socket_path, "listen on this vhost-user socket")->group(conv);
     cli.add_option("--fd", given_fd,
-                   "serve the vhost-user socket inherited as this fd, listening or connected (with --blk-file); "
-                   "a connected one is served once, then vhostd exits")
+                   "serve the vhost-user socket inherited as this fd, listening or connected; a connected one is "
+                   "served once, then vhostd exits")
         ->check(CLI::Range(0, 1 << 20))
         ->group(conv);
-    cli.add_option("--blk-file", blk_file, "the disk: a regular file or a block device")->group(conv);
+    cli.add_option("--blk-file", blk_file, "a virtio-blk device on this disk: a regular file or a block device")
+        ->group(conv);
     cli.add_flag("--read-only", read_only, "the --blk-file disk is read-only")->group(conv);
-    cli.add_flag("--print-capabilities", print_caps, "print the backend's capabilities as JSON and exit")->group(conv);
+    cli.add_option("--tap", tap, "a virtio-net device on this tap (created if missing)")->group(conv);
+    cli.add_option("--queues", conv_queues, "the device's queues (blk) or queue pairs (net); default as --blk/--net")
+        ->check(CLI::Range(1u, 256u))
+        ->group(conv);
+    cli.add_flag("--print-capabilities", print_caps,
+                 "print the backend's capabilities as JSON and exit (block; net when run as vhostd-net)")
+        ->group(conv);
     cli.add_option("--log-level", log_level, "trace | debug | info | warn | error | off")->capture_default_str();
     cli.add_option("--log-format", log_format,
                    "text, or json: one object per line (time, level, thread, device, queue, message)")
@@ -98,22 +114,36 @@ int main(int argc, char** argv) {
     CLI11_PARSE(cli, argc, argv);
 
     if (print_caps) {
-        // VHostUserBackendCapabilitiesBlock (QEMU docs/interop/vhost-user.json).
-        fmt::print("{{\n  \"type\": \"block\",\n  \"features\": [\n    \"read-only\",\n    \"blk-file\"\n  ]\n}}\n");
+        // VHostUserBackendCapabilities (QEMU docs/interop/vhost-user.json): the block branch, or
+        // the bare type for net (the schema defines no net features).
+        if (net_persona)
+            fmt::print("{{\n  \"type\": \"net\"\n}}\n");
+        else
+            fmt::print("{{\n  \"type\": \"block\",\n  \"features\": [\n    \"read-only\",\n    \"blk-file\"\n  ]\n}}\n");
         return 0;
     }
     if (!socket_path.empty() && given_fd >= 0) {
         fmt::print(stderr, "vhostd: --socket-path and --fd exclude each other\n");
         return 2;
     }
-    if ((!socket_path.empty() || given_fd >= 0) != !blk_file.empty()) {
-        fmt::print(stderr, "vhostd: --blk-file needs --socket-path or --fd, and they need --blk-file\n");
+    if (!blk_file.empty() && !tap.empty()) {
+        fmt::print(stderr, "vhostd: --blk-file and --tap exclude each other (one device per process)\n");
+        return 2;
+    }
+    const bool single = !blk_file.empty() || !tap.empty();
+    if ((!socket_path.empty() || given_fd >= 0) != single) {
+        fmt::print(stderr, "vhostd: --blk-file or --tap needs --socket-path or --fd, and they need one of them\n");
         return 2;
     }
     if (read_only && blk_file.empty()) {
         fmt::print(stderr, "vhostd: --read-only applies to --blk-file\n");
         return 2;
     }
+    if (conv_queues != 0 && !single) {
+        fmt::print(stderr, "vhostd: --queues applies to --blk-file or --tap\n");
+        return 2;
+    }
+    const std::string conv_socket = given_fd >= 0 ? "fd:" + std::to_string(given_fd) : socket_path;
     set_log_format(log_format);
     if (!set_log_level(log_level)) {
         fmt::print(stderr, "vhostd: unknown log level '{}'\n", log_level);
@@ -131,7 +161,7 @@ int main(int argc, char** argv) {
         fmt::print(stderr, "vhostd: --rpc-group needs --rpc\n");
         return 2;
     }
-    if (blk_specs.empty() && blk_file.empty() && net_specs.empty() && config_file.empty() && rpc_path.empty()) {
+    if (blk_specs.empty() && !single && net_specs.empty() && config_file.empty() && rpc_path.empty()) {
         fmt::print(stderr, "vhostd: no devices given (use --blk ..., --net ..., --config FILE, or --rpc to add them "
                            "later; see --help)\n");
         return 2;
@@ -152,8 +182,9 @@ int main(int argc, char** argv) {
         auto r = app::parse_blk_spec(read_only ? "socket=x,path=x,readonly=on" : "socket=x,path=x");
         if (!r.ok()) return 2;
         app::BlkSpec b = r.value();
-        b.socket = given_fd >= 0 ? "fd:" + std::to_string(given_fd) : socket_path;
+        b.socket = conv_socket;
         b.path = blk_file;
+        if (conv_queues != 0) b.queues = conv_queues;
         blks.push_back(b);
     }
     for (const auto& s : blk_specs) {
@@ -166,6 +197,15 @@ int main(int argc, char** argv) {
     }
 
     std::vector<app::NetSpec> nets;
+    if (!tap.empty()) {
+        auto r = app::parse_net_spec("socket=x,tap=x");
+        if (!r.ok()) return 2;
+        app::NetSpec n = r.value();
+        n.socket = conv_socket;
+        n.tap = tap;
+        if (conv_queues != 0) n.queue_pairs = conv_queues;
+        nets.push_back(n);
+    }
     for (const auto& s : net_specs) {
         auto r = app::parse_net_spec(s);
         if (!r.ok()) {
@@ -213,21 +253,28 @@ int main(int argc, char** argv) {
         }
         metrics = std::move(m).value();
     }
+    // The socket handed over with --fd belongs to the single device (the first of its kind). A
+    // connected one is served once: when its frontend leaves, vhostd stops as if told to (the
+    // main thread takes the signal and drains).
+    auto stop_self = [] { kill(getpid(), SIGTERM); };
     for (size_t i = 0; i < blks.size(); ++i) {
         const auto& b = blks[i];
+        const bool mine = i == 0 && given_fd >= 0 && !blk_file.empty();
         UniqueFd adopt;
-        if (i == 0 && given_fd >= 0) adopt.reset(given_fd);
-        // A connected socket handed over is served once: when its frontend leaves, vhostd stops
-        // as if told to (the main thread takes the signal and drains).
-        auto id = daemon.add_blk(b, std::move(adopt), [] { kill(getpid(), SIGTERM); });
+        if (mine) adopt.reset(given_fd);
+        auto id = daemon.add_blk(b, std::move(adopt), mine ? std::function<void()>(stop_self) : nullptr);
         if (!id.ok()) {
             fmt::print(stderr, "vhostd: --blk socket={}: {}\n", b.socket, id.error().describe());
             daemon.stop();
             return 1;
         }
     }
-    for (const auto& n : nets) {
-        auto id = daemon.add_net(n);
+    for (size_t i = 0; i < nets.size(); ++i) {
+        const auto& n = nets[i];
+        const bool mine = i == 0 && given_fd >= 0 && !tap.empty();
+        UniqueFd adopt;
+        if (mine) adopt.reset(given_fd);
+        auto id = daemon.add_net(n, std::move(adopt), mine ? std::function<void()>(stop_self) : nullptr);
         if (!id.ok()) {
             fmt::print(stderr, "vhostd: --net socket={}: {}\n", n.socket, id.error().describe());
             daemon.stop();

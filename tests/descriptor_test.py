@@ -116,4 +116,10 @@ try:
     bad += 1
 except jsonschema.ValidationError:
     pass
+try:
+    jsonschema.validate({"type": "net", "features": ["read-only"]}, caps_schema("net"))
+    print("descriptor_test: the net capability schema accepted features it does not define", file=sys.stderr)
+    bad += 1
+except jsonschema.ValidationError:
+    pass
 sys.exit(1 if bad else 0)

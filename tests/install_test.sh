@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `cmake --install` into a staging root (DESTDIR) with prefix /usr: every file lands where a
 # Debian system expects it; the installed vhostd runs; the unit's ExecStart and the descriptor's
-# binary name the installed path; the staged unit passes systemd-analyze verify; the descriptor
+# binary name the installed path (vhostd-net, the net descriptor's binary, links to vhostd); the staged unit passes systemd-analyze verify; the descriptor
 # and its binary's --print-capabilities validate (python3-jsonschema) against QEMU's
 # docs/interop/vhost-user.json from the QEMU source package (tests/descriptor_test.py).
 # Usage: tests/install_test.sh BUILD_DIR
@@ -22,7 +22,8 @@ cp "$BUILD/vhostd" "$BUILD/vhostctl" "$TMP/build/"
 DESTDIR="$TMP/root" cmake --install "$TMP/build" >"$TMP/install.log" 2>&1 || { cat "$TMP/install.log" >&2; exit 1; }
 R=$TMP/root
 for f in usr/bin/vhostd usr/bin/vhostctl lib/systemd/system/vhostd.service usr/share/vhostd/systemd/vhostd-net.conf \
-         etc/vhostd/vhostd.conf usr/share/qemu/vhost-user/50-vhostd-blk.json; do
+         etc/vhostd/vhostd.conf usr/share/qemu/vhost-user/50-vhostd-blk.json usr/share/qemu/vhost-user/50-vhostd-net.json \
+         usr/libexec/vhostd/vhostd-net; do
   [[ -e $R/$f || -e $R/usr/$f ]] || fail "$f not installed"
 done
 unit=$(ls "$R"/lib/systemd/system/vhostd.service "$R"/usr/lib/systemd/system/vhostd.service 2>/dev/null | head -1 || true)
@@ -37,11 +38,18 @@ assert set(d) == {"description", "type", "binary"}, d
 assert d["type"] == "block" and d["binary"] == "/usr/bin/vhostd", d
 caps = json.loads(subprocess.check_output([root + d["binary"], "--print-capabilities"]))
 assert caps["type"] == d["type"], caps
+n = json.load(open(os.path.join(root, "usr/share/qemu/vhost-user/50-vhostd-net.json")))
+assert n["type"] == "net" and n["binary"] == "/usr/libexec/vhostd/vhostd-net", n
+link = root + n["binary"]
+assert os.path.islink(link) and os.path.realpath(link) == os.path.realpath(root + "/usr/bin/vhostd"), \
+    (link, os.readlink(link))
+caps = json.loads(subprocess.check_output([link, "--print-capabilities"]))
+assert caps == {"type": "net"}, caps
 PY
 # The descriptor and its binary's capabilities against QEMU's own schema (scripts/setup.sh
 # fetches it from the QEMU source package).
 schema=$("$SRC/scripts/qemu-schema.sh") || fail "no QEMU vhost-user.json schema"
-[[ -z ${schema:-} ]] || python3 "$SRC/tests/descriptor_test.py" "$schema" "$R/usr/share/qemu/vhost-user/50-vhostd-blk.json" \
+[[ -z ${schema:-} ]] || python3 "$SRC/tests/descriptor_test.py" "$schema" "$R"/usr/share/qemu/vhost-user/50-vhostd-{blk,net}.json \
   --root "$R" || fail "the descriptor does not validate against QEMU's schema"
 if command -v systemd-analyze >/dev/null; then
   sed "s|^ExecStart=/usr/bin/vhostd|ExecStart=$R/usr/bin/vhostd|" "$unit" >"$TMP/vhostd.service"

@@ -26,6 +26,11 @@
 #                       gso > 0 (summed over pairs: TSO both ways), rx/tx
 #                       bytes >= what the transfers moved; SIGTERM: exit 0 and
 #                       the tap is gone.
+#                       With --launch fd, vhostd runs as a management layer
+#                       launches it (QEMU's backend program conventions):
+#                       launch_fd.py makes the listening socket and execs
+#                       vhostd-net --fd N --tap vtap0 --queues 2, whose
+#                       --print-capabilities must say {"type": "net"}.
 #   --backend qemu-tap  QEMU's own tap backend (vhost=off) with QEMU inside
 #                       the namespace: validates the guest side and this
 #                       harness without vhostd.
@@ -42,13 +47,15 @@
 #
 # Usage:
 #   tests/e2e/test_net.sh --build-dir BUILD --guest-dir DIR
-#                         [--backend vhostd|qemu-tap] [--vectors N] [--timeout SECS] [--keep]
+#                         [--backend vhostd|qemu-tap] [--launch flag|fd] [--vectors N]
+#                         [--timeout SECS] [--keep]
 #                         [--rr-seconds T] [--rr-conns LIST] [--rr-size N]
 #
 #   --build-dir BUILD   CMake build dir containing the vhostd and netrr
 #                       binaries (netrr: also with --backend qemu-tap)
 #   --guest-dir DIR     guest image dir; built/refreshed with build-guest.sh
 #   --backend B         vhostd (default) or qemu-tap
+#   --launch L          vhostd: flag (--net socket=...; default) or fd (above)
 #   --vectors N         virtio-net-pci MSI-X vectors (default: 0 for vhostd,
 #                       see above; 2 x queue pairs + 2 = 6 for qemu-tap)
 #   --timeout SECS      guest timeout (default 420)
@@ -63,7 +70,7 @@
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-BUILD_DIR="" GUEST_DIR="" BACKEND=vhostd TIMEOUT=420 KEEP=0 VECTORS=""
+BUILD_DIR="" GUEST_DIR="" BACKEND=vhostd LAUNCH=flag TIMEOUT=420 KEEP=0 VECTORS=""
 RR_SECS=2 RR_CONNS=1,4 RR_SIZE=1
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit "${1:-2}"; }
@@ -72,6 +79,7 @@ while [[ $# -gt 0 ]]; do
     --build-dir) BUILD_DIR=$2; shift 2 ;;
     --guest-dir) GUEST_DIR=$2; shift 2 ;;
     --backend) BACKEND=$2; shift 2 ;;
+    --launch) LAUNCH=$2; shift 2 ;;
     --vectors) VECTORS=$2; shift 2 ;;
     --timeout) TIMEOUT=$2; shift 2 ;;
     --rr-seconds) RR_SECS=$2; shift 2 ;;
@@ -85,6 +93,7 @@ done
 [[ -n $GUEST_DIR ]] || { echo "test_net: --guest-dir is required" >&2; usage; }
 [[ $TIMEOUT =~ ^[0-9]+$ ]] || { echo "test_net: bad --timeout '$TIMEOUT'" >&2; usage; }
 case $BACKEND in vhostd|qemu-tap) ;; *) echo "test_net: bad --backend '$BACKEND'" >&2; usage ;; esac
+case $LAUNCH in flag|fd) ;; *) echo "test_net: bad --launch '$LAUNCH'" >&2; usage ;; esac
 [[ -z $VECTORS || $VECTORS =~ ^[0-9]+$ ]] || { echo "test_net: bad --vectors '$VECTORS'" >&2; usage; }
 [[ $RR_SECS =~ ^[1-9][0-9]*$ ]] || { echo "test_net: bad --rr-seconds '$RR_SECS'" >&2; usage; }
 [[ $RR_CONNS =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || { echo "test_net: bad --rr-conns '$RR_CONNS'" >&2; usage; }
@@ -176,10 +185,21 @@ config_tap() {
 QEMU_NET=()
 if [[ $BACKEND == vhostd ]]; then
   SOCK="$TMP/net.sock"
-  lh_start_backend ip netns exec "$NETNS" "$VHOSTD" --threads 1 \
-    --net "socket=$SOCK,tap=$TAP,queues=$QUEUES" --log-level info
+  if [[ $LAUNCH == fd ]]; then
+    caps=$("$VHOSTD-net" --print-capabilities) || fail "vhostd-net --print-capabilities failed"
+    python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d == {"type": "net"}, d' "$caps" ||
+      fail "vhostd-net --print-capabilities printed: $caps"
+    lh_start_backend ip netns exec "$NETNS" "$SCRIPT_DIR/launch_fd.py" listen "$SOCK" -- "$VHOSTD-net" --threads 1 \
+      --tap "$TAP" --queues "$QUEUES" --log-level info
+  else
+    lh_start_backend ip netns exec "$NETNS" "$VHOSTD" --threads 1 \
+      --net "socket=$SOCK,tap=$TAP,queues=$QUEUES" --log-level info
+  fi
   lh_wait_listen "$SOCK"
   lh_netns_wait_link "$TAP" 10 || lh_abort "vhostd did not create $TAP in $NETNS within 10 s"
+  if [[ $LAUNCH == fd ]] && ! grep -q 'serving the listening socket handed over' "$BLOG"; then
+    fail "vhostd-net did not say it adopted the listening socket"
+  fi
   if ! ip -n "$NETNS" link show "$TAP" | head -n1 | grep -q '[<,]UP[,>]'; then
     fail "vhostd did not bring $TAP up: $(ip -n "$NETNS" link show "$TAP" | head -n1)"
   fi
