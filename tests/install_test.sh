@@ -23,7 +23,7 @@ DESTDIR="$TMP/root" cmake --install "$TMP/build" >"$TMP/install.log" 2>&1 || { c
 R=$TMP/root
 for f in usr/bin/vhostd usr/bin/vhostctl lib/systemd/system/vhostd.service usr/share/vhostd/systemd/vhostd-net.conf \
          etc/vhostd/vhostd.conf usr/share/qemu/vhost-user/50-vhostd-blk.json usr/share/qemu/vhost-user/50-vhostd-net.json \
-         usr/libexec/vhostd/vhostd-net; do
+         usr/libexec/vhostd/vhostd-net usr/share/man/man8/vhostd.8 usr/share/man/man8/vhostctl.8; do
   [[ -e $R/$f || -e $R/usr/$f ]] || fail "$f not installed"
 done
 unit=$(ls "$R"/lib/systemd/system/vhostd.service "$R"/usr/lib/systemd/system/vhostd.service 2>/dev/null | head -1 || true)
@@ -51,6 +51,20 @@ PY
 schema=$("$SRC/scripts/qemu-schema.sh") || fail "no QEMU vhost-user.json schema"
 [[ -z ${schema:-} ]] || python3 "$SRC/tests/descriptor_test.py" "$schema" "$R"/usr/share/qemu/vhost-user/50-vhostd-{blk,net}.json \
   --root "$R" || fail "the descriptor does not validate against QEMU's schema"
+# The man pages: they render without markup warnings, and they tell the whole truth about the
+# command lines (every long option of vhostd --help, every vhostctl subcommand).
+for page in vhostd vhostctl; do
+  out=$(groff -man -Tutf8 -ww -z "$R/usr/share/man/man8/$page.8" 2>&1 | grep -v "adjust line\|break line" || true)
+  [[ -z $out ]] || fail "$page.8: $out"
+done
+man8=$(sed 's/\\-/-/g' "$R/usr/share/man/man8/vhostd.8")
+for opt in $("$R/usr/bin/vhostd" --help | grep -oE -- '--[a-z][a-z-]+' | sort -u); do
+  grep -qE -- "$opt([^a-z-]|$)" <<<"$man8" || fail "vhostd.8 does not document $opt"
+done
+man8=$(sed -n '/^\.SH SUBCOMMANDS/,/^\.SH EXIT/p' "$R/usr/share/man/man8/vhostctl.8" | sed 's/\\-/-/g; s/\\f[BIR]//g')
+for sub in $("$R/usr/bin/vhostctl" --help | sed -n '/^Subcommands:/,$p' | awk 'NR > 1 && NF {print $1}'); do
+  grep -qE -- "^(\.BI? )?$sub( |$)" <<<"$man8" || fail "vhostctl.8 does not document the subcommand $sub"
+done
 if command -v systemd-analyze >/dev/null; then
   sed "s|^ExecStart=/usr/bin/vhostd|ExecStart=$R/usr/bin/vhostd|" "$unit" >"$TMP/vhostd.service"
   out=$(systemd-analyze verify --man=no "$TMP/vhostd.service" 2>&1 | grep -v "Cannot stat /tmp/systemd-temporary" || true)
