@@ -13,13 +13,9 @@ trap 'rm -rf "$TMP"' EXIT
 fails=0
 fail() { echo "install_test: FAIL: $*" >&2; fails=$((fails + 1)); }
 
-# A separate configure with prefix /usr, sharing nothing with the build but the sources.
-cmake -S "$SRC" -B "$TMP/build" -G Ninja -DCMAKE_INSTALL_PREFIX=/usr -DCMAKE_BUILD_TYPE=Release \
-  >"$TMP/configure.log" 2>&1 || { cat "$TMP/configure.log" >&2; exit 1; }
-# The binaries come from this build: install reads them from the staging build's tree, so
-# link them in rather than compile everything twice.
-cp "$BUILD/vhostd" "$BUILD/vhostctl" "$TMP/build/"
-DESTDIR="$TMP/root" cmake --install "$TMP/build" >"$TMP/install.log" 2>&1 || { cat "$TMP/install.log" >&2; exit 1; }
+# The build's own install, with prefix /usr as a distribution's: the files that name installed
+# paths are made for the prefix of the install, not the one of the configure.
+DESTDIR="$TMP/root" cmake --install "$BUILD" --prefix /usr >"$TMP/install.log" 2>&1 || { cat "$TMP/install.log" >&2; exit 1; }
 R=$TMP/root
 for f in usr/bin/vhostd usr/bin/vhostctl lib/systemd/system/vhostd.service usr/share/vhostd/systemd/vhostd-net.conf \
          etc/vhostd/vhostd.conf usr/share/qemu/vhost-user/50-vhostd-blk.json usr/share/qemu/vhost-user/50-vhostd-net.json \
@@ -29,6 +25,14 @@ done
 unit=$(ls "$R"/lib/systemd/system/vhostd.service "$R"/usr/lib/systemd/system/vhostd.service 2>/dev/null | head -1 || true)
 [[ -n $unit ]] || { echo "install_test: FAIL: no unit installed" >&2; exit 1; }
 grep -q '^ExecStart=/usr/bin/vhostd ' "$unit" || fail "ExecStart: $(grep ExecStart "$unit")"
+grep -q '^EnvironmentFile=-/etc/vhostd/vhostd.conf$' "$unit" || fail "EnvironmentFile: $(grep EnvironmentFile "$unit")"
+# Another prefix: the unit and descriptors follow it (GNU rule: configuration in PREFIX/etc).
+DESTDIR="$TMP/local" cmake --install "$BUILD" --prefix /opt/vhostd >/dev/null 2>&1 || fail "install with prefix /opt/vhostd"
+grep -q '^ExecStart=/opt/vhostd/bin/vhostd ' "$TMP/local/opt/vhostd/lib/systemd/system/vhostd.service" &&
+  grep -q '^EnvironmentFile=-/opt/vhostd/etc/vhostd/vhostd.conf$' "$TMP/local/opt/vhostd/lib/systemd/system/vhostd.service" &&
+  [[ -f $TMP/local/opt/vhostd/etc/vhostd/vhostd.conf ]] &&
+  grep -q '"binary": "/opt/vhostd/libexec/vhostd/vhostd-net"' "$TMP/local/opt/vhostd/share/qemu/vhost-user/50-vhostd-net.json" ||
+  fail "an install with prefix /opt/vhostd names other paths"
 "$R/usr/bin/vhostd" --version | grep -q '^vhostd ' || fail "the installed vhostd does not run"
 python3 - "$R" <<'PY' || fail "descriptor"
 import json, os, subprocess, sys

@@ -18,7 +18,7 @@ fail() { echo "systemd_test: FAIL: $*" >&2; fails=$((fails + 1)); }
 command -v systemd-analyze >/dev/null || { echo "systemd_test: systemd-analyze missing (scripts/setup.sh installs it)" >&2; exit 1; }
 
 # --- the unit files ------------------------------------------------------------
-sed "s|@VHOSTD_BINDIR@|$BUILD|" "$SRC/dist/systemd/vhostd.service.in" >"$TMP/vhostd.service"
+sed "s|@VHOSTD_BINDIR@|$BUILD|; s|@VHOSTD_SYSCONFDIR@|/etc|" "$SRC/dist/systemd/vhostd.service.in" >"$TMP/vhostd.service"
 check_unit() {  # FILE: verify must be silent
   local out
   out=$(systemd-analyze verify --man=no "$1" 2>&1) || fail "systemd-analyze verify $1 failed: $out"
