@@ -4,7 +4,8 @@
 #   2. build with clang ASan+UBSan and run the unit + protocol tests and the fuzz smoke runs;
 #   3. build the Release type too (g++ -O3 warns where -O2 does not; warnings are errors);
 #   4. a seconds-long benchmark smoke run (bench/run.sh --quick);
-#   5. the end-to-end tests: real QEMU guests driving vhostd's devices.
+#   5. the end-to-end tests: real QEMU guests driving vhostd's devices;
+#   6. the Debian package: built, installed (apt-get), a guest on the installed binary, purged.
 # Options: --quick skips the sanitizer and Release builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,3 +37,6 @@ bench/run.sh --quick >/dev/null
 echo "=== end to end: QEMU guests on vhostd"
 tests/e2e/build-guest.sh build/guest
 ctest --test-dir build -L e2e --output-on-failure
+
+echo "=== the .deb: build, install with its declared dependencies, a guest on the installed vhostd, purge"
+tests/package_test.sh --guest-dir build/guest

@@ -11,14 +11,26 @@
 # --read-only (no guest): blkbench reads from a handed-over socket, and its writes fail.
 # Also --print-capabilities prints the block capabilities the conventions define.
 #
-# Usage: tests/e2e/test_blk_fd.sh --build-dir BUILD --guest-dir DIR [--timeout SECS] [--keep]
+# Usage: tests/e2e/test_blk_fd.sh --build-dir BUILD --guest-dir DIR [--descriptor FILE] [--timeout SECS] [--keep]
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib-host.sh
 . "$SCRIPT_DIR/lib-host.sh"
-lh_parse_common_args "$@"
+# --descriptor FILE: the vhostd to launch is the "binary" of this QEMU backend descriptor (as a
+# management layer finds it: /usr/share/qemu/vhost-user/50-vhostd-blk.json of an installed package).
+DESCRIPTOR="" args=()
+while [[ $# -gt 0 ]]; do
+  if [[ $1 == --descriptor ]]; then DESCRIPTOR=$2; shift 2; else args+=("$1"); shift; fi
+done
+lh_parse_common_args "${args[@]}"
+if [[ -n $DESCRIPTOR ]]; then
+  VHOSTD=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["type"] == "block", d; print(d["binary"])' \
+    "$DESCRIPTOR") || { echo "test_blk_fd: bad descriptor $DESCRIPTOR" >&2; exit 1; }
+  [[ -x $VHOSTD ]] || { echo "test_blk_fd: the descriptor's binary $VHOSTD is not executable" >&2; exit 1; }
+fi
 lh_init test_blk_fd blk-fd
+log "backend binary: $VHOSTD${DESCRIPTOR:+ (from $DESCRIPTOR)}"
 lh_build_guest
 
 caps=$("$VHOSTD" --print-capabilities) || fail "--print-capabilities failed"
