@@ -179,12 +179,17 @@ int main(int argc, char** argv) {
     if (!blk_file.empty()) {
         // The same device as --blk socket=...,path=... (every default of the flag applies); the
         // names are set after parsing, so that a comma in them is no key separator.
-        auto r = app::parse_blk_spec(read_only ? "socket=x,path=x,readonly=on" : "socket=x,path=x");
-        if (!r.ok()) return 2;
+        // --queues goes through the flag's parser too, which knows the limits.
+        std::string base = read_only ? "socket=x,path=x,readonly=on" : "socket=x,path=x";
+        if (conv_queues != 0) base += ",queues=" + std::to_string(conv_queues);
+        auto r = app::parse_blk_spec(base);
+        if (!r.ok()) {
+            fmt::print(stderr, "vhostd: --queues: {}\n", r.error().context);
+            return 2;
+        }
         app::BlkSpec b = r.value();
         b.socket = conv_socket;
         b.path = blk_file;
-        if (conv_queues != 0) b.queues = conv_queues;
         blks.push_back(b);
     }
     for (const auto& s : blk_specs) {
@@ -198,12 +203,16 @@ int main(int argc, char** argv) {
 
     std::vector<app::NetSpec> nets;
     if (!tap.empty()) {
-        auto r = app::parse_net_spec("socket=x,tap=x");
-        if (!r.ok()) return 2;
+        std::string base = "socket=x,tap=x";
+        if (conv_queues != 0) base += ",queues=" + std::to_string(conv_queues);
+        auto r = app::parse_net_spec(base);
+        if (!r.ok()) {
+            fmt::print(stderr, "vhostd: --queues: {}\n", r.error().context);
+            return 2;
+        }
         app::NetSpec n = r.value();
         n.socket = conv_socket;
         n.tap = tap;
-        if (conv_queues != 0) n.queue_pairs = conv_queues;
         nets.push_back(n);
     }
     for (const auto& s : net_specs) {
