@@ -15,6 +15,7 @@
 #include "app/management.hpp"
 #include "app/metrics.hpp"
 #include "app/service.hpp"
+#include "core/fault.hpp"
 #include "core/log.hpp"
 #include "rpc/server.hpp"
 
@@ -147,6 +148,10 @@ int main(int argc, char** argv) {
     set_log_format(log_format);
     if (!set_log_level(log_level)) {
         fmt::print(stderr, "vhostd: unknown log level '{}'\n", log_level);
+        return 2;
+    }
+    if (auto st = fault::arm_from_env(); !st.ok()) {
+        fmt::print(stderr, "vhostd: {}\n", st.error().describe());
         return 2;
     }
     if (cli.count("--rpc") > 0 && rpc_path.empty()) rpc_path = "/run/vhostd/vhostd.sock";

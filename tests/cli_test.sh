@@ -13,5 +13,13 @@ missing=0
 for k in $keys; do
   grep -qE "(^|[^a-z-])$k=" <<<"$help" || { echo "--help does not mention device key '$k'"; missing=1; }
 done
+# The test-only fault hook refuses a value it cannot use instead of running unarmed.
+for v in 0 abc 5x 99999999999; do
+  rc=0
+  out=$(VHOSTD_TEST_KILL_BEFORE_INTERRUPT=$v "$bin" --blk socket=/nonexistent/x.sock,null=1M 2>&1) || rc=$?
+  if [[ $rc != 2 || $out != *VHOSTD_TEST_KILL_BEFORE_INTERRUPT* ]]; then
+    echo "VHOSTD_TEST_KILL_BEFORE_INTERRUPT=$v: status $rc, output '$out'"; missing=1
+  fi
+done
 [[ $missing == 0 ]] && echo "cli: version '$ver', all $(wc -w <<<"$keys") device keys in --help"
 exit $missing

@@ -2,6 +2,7 @@
 
 #include <sys/eventfd.h>
 
+#include "core/fault.hpp"
 #include "core/log.hpp"
 
 namespace vhostd::virtio {
@@ -31,6 +32,7 @@ Status QueueWorker::start(QueueStart&& s) {
         if (reactor_.mode() != PollMode::kNever) vq_.disable_notify();
         arm_kick();
         reactor_.add_poller(this);
+        signal_unconditionally();
     });
     if (result.ok()) {
         running_ = true;
@@ -65,8 +67,26 @@ uint16_t QueueWorker::stop() {
 }
 
 void QueueWorker::set_call(int fd) {
-    if (running_) reactor_.run_sync([this, fd] { call_ = fd; });
-    else call_ = fd;
+    if (!running_) {
+        call_ = fd;  // start() signals it
+        return;
+    }
+    reactor_.run_sync([this, fd] {
+        call_ = fd;
+        signal_unconditionally();
+    });
+}
+
+// A previous backend (or this one, before the frontend swapped call fds) may have published used
+// entries and died, or lost the fd, before the notification that announces them: the guest would
+// wait for them forever (Linux's virtio-blk has no request timeout). Neither the ring nor the
+// inflight region tells whether that notification went out, so signal once, whatever the
+// suppression state says: a spurious interrupt costs the guest one look at its used ring. (QEMU's
+// libvhost-user does the same on SET_VRING_CALL, "in case of I/O hang after reconnecting".)
+void QueueWorker::signal_unconditionally() {
+    if (call_ < 0) return;
+    eventfd_write(call_, 1);
+    calls_.add();
 }
 
 Status QueueWorker::set_memory(std::shared_ptr<const shm::MemoryMap> mem) {
@@ -142,6 +162,7 @@ bool QueueWorker::poll() {
 
 void QueueWorker::publish_and_notify() {
     if (vq_.active() && vq_.publish_used() && vq_.needs_notify() && call_ >= 0) {
+        fault::before_interrupt();
         eventfd_write(call_, 1);
         calls_.add();
     }

@@ -82,6 +82,10 @@ private:
     void complete(int32_t res) override;  // kick read finished
     // Makes used entries visible and signals the driver if it asked for it.
     void publish_and_notify();
+    // Writes the call eventfd regardless of notification suppression (a queue (re)starts or gets
+    // a new call fd): completions a killed predecessor published but never announced reach the
+    // guest.
+    void signal_unconditionally();
     void arm_kick();
     uint16_t detach();  // drain and leave the reactor; keeps fds and device state
     void begin_stop(std::promise<void>* done);

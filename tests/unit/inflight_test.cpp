@@ -11,12 +11,14 @@
 // Without the buffer the same restart re-executes finished requests and loses others (checked:
 // the test would catch a backend that ignores the buffer).
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 
 #include <algorithm>
 #include <thread>
 
+#include "core/fault.hpp"
 #include "testing/fake_block_backend.hpp"
 #include "shm/memory_map.hpp"
 #include "shm/shared_buffer.hpp"
@@ -232,11 +234,13 @@ protected:
     }
 
     // A vhostd blk device in a child process (so it can be killed for real). hold_odd: the
-    // awkward backend above; otherwise the real file backend.
-    pid_t spawn(bool hold_odd) {
+    // awkward backend above; otherwise the real file backend. kill_before_interrupt: the child
+    // kills itself just before that used-buffer notification (fault hook; 0 = never).
+    pid_t spawn(bool hold_odd, uint64_t kill_before_interrupt = 0) {
         pid_t pid = ::fork();
         if (pid == 0) {
             spdlog::set_level(spdlog::level::off);
+            fault::arm_kill_before_interrupt(kill_before_interrupt);
             if (hold_odd) {
                 Reactor r(0, ReactorConfig{});
                 if (!r.start().ok()) _exit(2);
@@ -376,6 +380,50 @@ TEST_F(InflightRestart, KilledBackendFinishesExactlyTheMissingWrites) {
     for (int i = 0; i < kWrites; ++i)
         EXPECT_EQ(read_file(disk_, static_cast<uint64_t>(i) * 512, 512), std::vector<uint8_t>(512, static_cast<uint8_t>(i + 1)))
             << "sector " << i;
+}
+
+// Readable within `ms`? Drains the eventfd if so.
+bool eventfd_fires(int fd, int ms) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, ms) != 1) return false;
+    uint64_t v = 0;
+    return ::read(fd, &v, sizeof(v)) == static_cast<ssize_t>(sizeof(v));
+}
+
+TEST_F(InflightRestart, CompletionPublishedButNeverSignalledIsSignalledByTheNextBackend) {
+    // The backend dies between publishing a used entry (inflight tracking marks it done, so no
+    // one will redo it) and writing the call eventfd: the fault hook puts the kill exactly there,
+    // before its second notification. A guest with nothing else in flight sleeps until an
+    // interrupt; the next backend must send one without being asked for anything.
+    pid_t a = spawn(false, 2);
+    connect(true);
+    DriverQueue& q = *g_.queues[0];
+    const int call = g_.calls[0].get();
+    std::vector<uint8_t> first(512, 0xa1), second(512, 0xb2);
+    reqs_.push_back(testing::make_blk_write(*g_.mem, 0, first).value());
+    ASSERT_EQ(run(g_, 0, reqs_.back()), 1u) << "notification #1 goes out";
+    eventfd_fires(call, 0);  // nothing left to wake the driver
+    reqs_.push_back(testing::make_blk_write(*g_.mem, 1, second).value());
+    const uint16_t head = reqs_.back().submit(q).value();
+    ASSERT_OK(q.publish_and_kick(g_.kicks[0].get()));
+    int status = 0;
+    ASSERT_EQ(::waitpid(a, &status, 0), a);
+    children_.erase(std::find(children_.begin(), children_.end(), a));
+    ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "status " << status;
+    ASSERT_EQ(q.used_ready(), 1u) << "the completion was published before the kill";
+    ASSERT_FALSE(eventfd_fires(call, 0)) << "and never signalled";
+
+    spawn(false);
+    connect(true);  // submits nothing
+    ASSERT_TRUE(eventfd_fires(call, 3000)) << "the new backend must signal the completion its predecessor published";
+    auto u = q.pop_used();
+    ASSERT_TRUE(u.has_value());
+    EXPECT_EQ(u->id, head);
+    EXPECT_EQ(u->len, 1u);
+    EXPECT_EQ(reqs_.back().status(), blk::kSOk);
+    EXPECT_EQ(read_file(disk_, 512, 512), second);
+    EXPECT_TRUE(collect(1, 300).empty()) << "the finished write is not done again";
+    EXPECT_FALSE(q.broken()) << q.broken_reason();
 }
 
 TEST_F(InflightRestart, WithoutTheBufferTheSameRestartGoesWrong) {

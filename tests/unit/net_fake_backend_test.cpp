@@ -4,6 +4,7 @@
 // boundary promises: the device needs nothing but the interface, and honours its readiness (it
 // does not spin on an empty / full backend, a fired wake-up wakes a sleeping reactor, and a
 // queue stops only after its armed wake-up completed).
+#include <poll.h>
 #include <sys/eventfd.h>
 
 #include <atomic>
@@ -153,6 +154,26 @@ TEST_F(NetFakeBackend, FrameFormatFollowsTheGuest) {
     auto [hdr, o] = fake_->format();
     EXPECT_EQ(hdr, net::kHdrLegacyBytes);
     EXPECT_EQ(o, backends::NetOffloads{}) << "no GUEST_CSUM: no offloads at all";
+}
+
+TEST_F(NetFakeBackend, EveryQueueSignalsOnceWhenItStartsAndWhenItGetsANewCallFd) {
+    // A previous backend may have published used entries and died before their interrupt: each
+    // queue signals its call fd when it starts and when the frontend hands it another one, with
+    // no traffic at all (blk and net share this in QueueWorker).
+    auto fires = [](int fd, int ms) {
+        pollfd p{fd, POLLIN, 0};
+        if (::poll(&p, 1, ms) != 1) return false;
+        uint64_t v = 0;
+        return ::read(fd, &v, sizeof(v)) == static_cast<ssize_t>(sizeof(v));
+    };
+    Guest g;
+    connect(g);
+    for (uint32_t i = 0; i < 4; ++i) EXPECT_TRUE(fires(g.calls[i].get(), 2000)) << "queue " << i << " at start";
+    for (uint32_t i = 0; i < 4; ++i) EXPECT_FALSE(fires(g.calls[i].get(), 0)) << "queue " << i << ": once";
+    UniqueFd fresh = make_eventfd();
+    ASSERT_OK(g.fe->set_vring_call(1, fresh.get()));
+    EXPECT_TRUE(fires(fresh.get(), 2000)) << "a running queue signals its new call fd";
+    EXPECT_FALSE(fires(g.calls[1].get(), 0)) << "not the old one";
 }
 
 TEST_F(NetFakeBackend, TxFramesReachTheBackendWithACheckedHeader) {
