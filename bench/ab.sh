@@ -6,13 +6,14 @@
 #
 #   bench/ab.sh --a OLD/vhostd --b NEW/vhostd [--rounds N] [--seconds S] [--blkbench PATH]
 #               [--cell "null|file RW QD"]...   (only these cells; repeatable)
+#               [--notify poll|call]            (blkbench's completion mode; default poll)
 #
 # Backend on CPU 0 (one reactor, --poll always), blkbench on CPU 1, as bench/run.sh does. Cells:
 # null randread/randwrite QD32 and QD1 (IOPS, p50), file randread QD32 and QD1 on an O_DIRECT
 # file. Needs a build (blkbench) and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-A="" B="" ROUNDS=6 SECS=3 BB=${BUILD:-build}/blkbench
+A="" B="" ROUNDS=6 SECS=3 NOTIFY=poll BB=${BUILD:-build}/blkbench
 CELLS=("null randread 32" "null randwrite 32" "null randread 1" "file randread 32" "file randread 1")
 PICKED=()
 while [[ $# -gt 0 ]]; do
@@ -23,6 +24,7 @@ while [[ $# -gt 0 ]]; do
     --seconds) SECS=$2; shift 2 ;;
     --blkbench) BB=$2; shift 2 ;;
     --cell) PICKED+=("$2"); shift 2 ;;
+    --notify) NOTIFY=$2; shift 2 ;;
     *) echo "ab.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -43,7 +45,7 @@ one() {  # bin label cell...
   BPID=$!
   for _ in $(seq 50); do [[ -S $sock ]] && break; sleep 0.1; done
   out=$(taskset -c 1 "$BB" --socket "$sock" --bs 4096 --seconds "$SECS" --ramp 1 --qd "$qd" --rw "$rw" \
-        --notify poll --json)
+        --notify "$NOTIFY" --json)
   kill "$BPID"; wait "$BPID" 2>/dev/null || true; BPID=""
   echo "$label|$target $rw QD$qd|$out" >>"$TMP/runs"
 }
