@@ -103,6 +103,15 @@ uint8_t* MemoryMap::gpa_to_host(uint64_t gpa, uint64_t len) const {
     return r->host + (gpa - r->gpa);
 }
 
+std::optional<uint64_t> MemoryMap::host_to_gpa(const void* host, uint64_t len) const {
+    const auto p = reinterpret_cast<uintptr_t>(host);
+    for (const Span& s : spans_) {
+        const auto base = reinterpret_cast<uintptr_t>(s.host);
+        if (p >= base && p - base < s.size && len <= s.size - (p - base)) return s.gpa + (p - base);
+    }
+    return std::nullopt;
+}
+
 uint8_t* MemoryMap::uva_to_host(uint64_t uva, uint64_t len) const {
     for (const auto& r : regions_) {
         if (range_within(uva, len, r->uva(), r->size()) && uva - r->uva() < r->size())

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -62,6 +63,10 @@ public:
     // Host pointer for a frontend virtual address range inside one region, else nullptr.
     uint8_t* uva_to_host(uint64_t uva, uint64_t len) const;
 
+    // Guest-physical address of [host, host+len) if it lies wholly inside one region's mapping
+    // (a pointer this map handed out), else nullopt. Linear in the region count: for the
+    // migration log, not for the per-request path.
+    std::optional<uint64_t> host_to_gpa(const void* host, uint64_t len) const;
     // Appends iovecs covering [gpa, gpa+len) to out[*used...]; a range crossing region
     // boundaries yields several iovecs. Fails with kOutOfRange if any byte is unmapped, kBusy
     // if `out` has no room. len 0 appends nothing.

@@ -427,6 +427,13 @@ Status Frontend::set_inflight_fd(int fd, const vhost::InflightDesc& desc) {
     return send_noreply(Request::kSetInflightFd, bytes_of(desc), std::span(&fd, 1));
 }
 
+Status Frontend::set_log_base(int fd, uint64_t size, uint64_t offset) {
+    vhost::LogDesc d{size, offset};
+    VHOSTD_ASSIGN_OR_RETURN(RawReply r, call(Request::kSetLogBase, bytes_of(d), 0, std::span(&fd, 1)));
+    if (!r.fds.empty()) return make_error(Errc::kInvalid, "SET_LOG_BASE: unexpected fds in the reply");
+    return ok_status();
+}
+
 Status Frontend::setup_queue(uint32_t index, DriverQueue& q, int kick_fd, int call_fd, bool enable) {
     VHOSTD_TRY(set_vring_num(index, q.size()));
     VHOSTD_TRY(set_vring_base(index, 0));

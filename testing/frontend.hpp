@@ -95,6 +95,9 @@ public:
     Status send_rarp(const uint8_t mac[6]);
     Result<InflightFd> get_inflight_fd(uint16_t num_queues, uint16_t queue_size);
     Status set_inflight_fd(int fd, const vhost::InflightDesc& desc);
+    // Live migration: hands the backend the dirty log (LOG_SHMFD) and waits for its reply, as
+    // QEMU does.
+    Status set_log_base(int fd, uint64_t size, uint64_t offset = 0);
 
     // QEMU's per-queue start order: NUM, BASE(0), ADDR, KICK, CALL, then ENABLE(enable).
     Status setup_queue(uint32_t index, DriverQueue& q, int kick_fd, int call_fd, bool enable);

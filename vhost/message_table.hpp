@@ -101,7 +101,8 @@ inline constexpr std::array<MessageInfo, kRequestCount> kMessageTable = {
     supported(Request::kSetMemTable, "SET_MEM_TABLE")
         .at_least(sizeof(MemTableHeader), check_mem_table)
         .takes(FdRule::kPerRegion),
-    unsupported(Request::kSetLogBase, "SET_LOG_BASE"),
+    // Answered with an empty reply whether or not REPLY_ACK was asked for (QEMU waits for it).
+    supported(Request::kSetLogBase, "SET_LOG_BASE").exact(sizeof(LogDesc)).takes(FdRule::kOne).replies().needs(pf::kLogShmfd, "LOG_SHMFD"),
     unsupported(Request::kSetLogFd, "SET_LOG_FD"),
     supported(Request::kSetVringNum, "SET_VRING_NUM").exact(sizeof(VringState)),
     supported(Request::kSetVringAddr, "SET_VRING_ADDR").exact(sizeof(VringAddr)),

@@ -215,6 +215,13 @@ static_assert(sizeof(ConfigHeader) == 12);
 
 // The spec lists 20 bytes of fields, but QEMU (and DPDK) send and expect the C struct's size
 // with its tail padding: 24 bytes. A 20-byte reply makes QEMU drop the connection.
+// SET_LOG_BASE payload (with LOG_SHMFD; the log's memfd rides along).
+struct LogDesc {
+    le64 mmap_size;
+    le64 mmap_offset;
+};
+static_assert(sizeof(LogDesc) == 16);
+
 struct InflightDesc {
     le64 mmap_size;
     le64 mmap_offset;

@@ -39,6 +39,7 @@ constexpr Session::Handler Session::handler_for(Request r) {
         case Request::kRemMemReg: return &Session::on_rem_mem_reg;
         case Request::kSetStatus: return &Session::on_set_status;
         case Request::kGetStatus: return &Session::on_get_status;
+        case Request::kSetLogBase: return &Session::on_set_log_base;
         default: return nullptr;
     }
 }
@@ -119,21 +120,30 @@ Result<uint32_t> Session::vring_index(uint64_t idx) const {
 // ---- features and ownership ----------------------------------------------------------------
 
 Status Session::on_get_features(Message&, Reply& reply) {
-    put(reply.payload, le64{dev_->features() | kFProtocolFeatures});
+    put(reply.payload, le64{dev_->features() | kFProtocolFeatures | kFLogAll});
     return ok_status();
 }
 
 Status Session::on_set_features(Message& m, Reply&) {
     const uint64_t f = payload_as<le64>(m);
-    const uint64_t offered = dev_->features() | kFProtocolFeatures;
+    const uint64_t offered = dev_->features() | kFProtocolFeatures | kFLogAll;
     if (f & ~offered) return make_error(Errc::kInvalid, "features {:#x} include unoffered bits {:#x}", f, f & ~offered);
+    if (features_set_ && (f ^ acked_features_) == kFLogAll) {
+        // A migration starts or ends: the rings keep running and log (or stop logging) from the
+        // next reactor pass on.
+        acked_features_ = f;
+        if ((f & kFLogAll) && !log_) VLOG_WARN("{}: LOG_ALL without a log (SET_LOG_BASE): nothing can be logged", name_);
+        update_logging();
+        VLOG_INFO("{}: dirty logging {}", name_, (f & kFLogAll) ? "on" : "off");
+        return ok_status();
+    }
     if (features_set_ && f != acked_features_) {
         // Features changed under running rings: restart them with the new set.
         for (uint32_t i = 0; i < vrings_.size(); ++i) stop_vring(i);
     }
     acked_features_ = f;
     features_set_ = true;
-    dev_->set_features(f);
+    dev_->set_features(f & ~kFLogAll);  // the vhost layer's, not the device's
     // Rings that were waiting for "enabled by default" may start now.
     for (uint32_t i = 0; i < vrings_.size(); ++i) VHOSTD_TRY(try_start(i));
     return ok_status();
@@ -332,6 +342,34 @@ Status Session::on_set_inflight_fd(Message& m, Reply&) {
     VHOSTD_TRY(inflight_.set(d, m.fds[0].get(), vrings_.size()));
     VLOG_INFO("{}: inflight tracking on ({} queues of {})", name_, d.num_queues, d.queue_size);
     return ok_status();
+}
+
+// ---- live migration: the dirty log -------------------------------------------------------
+
+Status Session::on_set_log_base(Message& m, Reply&) {
+    const auto d = payload_as<LogDesc>(m);
+    VHOSTD_ASSIGN_OR_RETURN(auto log, shm::DirtyLog::map(m.fds[0].get(), d.mmap_size, d.mmap_offset));
+    // Every running ring switches before the reply: the frontend syncs and frees the previous
+    // log once it has it, so nothing may be marked there afterwards.
+    log_ = std::move(log);
+    update_logging();
+    VLOG_INFO("{}: dirty log of {} bytes (guest memory up to {} MiB)", name_, d.mmap_size,
+              d.mmap_size * 8 * shm::DirtyLog::kPageBytes >> 20);
+    return ok_status();
+}
+
+virtio::LogSettings Session::log_settings(uint32_t i) const {
+    virtio::LogSettings s;
+    if (!(acked_features_ & kFLogAll) || !log_) return s;
+    s.log = log_;
+    s.used = vrings_[i].log;
+    s.used_gpa = vrings_[i].log_addr;
+    return s;
+}
+
+void Session::update_logging() {
+    for (uint32_t i = 0; i < vrings_.size(); ++i)
+        if (vrings_[i].started) dev_->set_logging(i, log_settings(i));
 }
 
 }  // namespace vhostd::vhost

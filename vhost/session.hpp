@@ -27,7 +27,7 @@ class Session {
 public:
     static constexpr uint64_t kBaseProtocolFeatures = pf::kMq | pf::kReplyAck | pf::kConfig |
                                                       pf::kConfigureMemSlots | pf::kBackendReq |
-                                                      pf::kResetDevice | pf::kStatus;
+                                                      pf::kResetDevice | pf::kStatus | pf::kLogShmfd;
 
     explicit Session(std::unique_ptr<virtio::VirtioDevice> dev);
     ~Session();
@@ -75,6 +75,8 @@ private:
         UniqueFd err;
         bool enabled = false;
         bool started = false;
+        bool log = false;  // VHOST_VRING_F_LOG: log the used ring's writes at log_addr
+        uint64_t log_addr = 0;
     };
 
     // What a handler answers, for the messages that have a reply (MessageInfo::reply).
@@ -121,6 +123,7 @@ private:
     Status on_rem_mem_reg(Message& m, Reply& reply);
     Status on_set_status(Message& m, Reply& reply);
     Status on_get_status(Message& m, Reply& reply);
+    Status on_set_log_base(Message& m, Reply& reply);
 
     // Shared by the handlers.
 
@@ -145,6 +148,10 @@ private:
     Result<uint32_t> vring_index(uint64_t idx) const;
     Status apply_memory(std::shared_ptr<const shm::MemoryMap> map);
     Status try_start(uint32_t i);
+    // Dirty logging of vring i as the features, the log and the ring's flag say now.
+    virtio::LogSettings log_settings(uint32_t i) const;
+    // Hands every running ring its current log settings.
+    void update_logging();
     void stop_vring(uint32_t i);
     void reset_vrings();
     void reset_features();  // RESET_OWNER / RESET_DEVICE
@@ -167,6 +174,7 @@ private:
     std::unique_ptr<Connection> backend_req_;
     uint64_t backend_protocol_ = 0;  // acked_protocol_ as of the channel's setup
     InflightBuffers inflight_;
+    std::shared_ptr<const shm::DirtyLog> log_;  // SET_LOG_BASE
 };
 
 }  // namespace vhostd::vhost

@@ -29,12 +29,28 @@ Status Session::on_set_vring_addr(Message& m, Reply&) {
     const auto a = payload_as<VringAddr>(m);
     VHOSTD_ASSIGN_OR_RETURN(uint32_t i, vring_index(a.index));
     if (a.flags & ~kVringAddrFlagLog) return make_error(Errc::kInvalid, "vring {} addr flags {:#x}", i, a.flags);
-    if (a.flags & kVringAddrFlagLog) return make_error(Errc::kUnsupported, "dirty logging is not supported");
+    const bool log = (a.flags & kVringAddrFlagLog) != 0;
     Vring& v = vrings_[i];
+    // The used ring is logged at log_guest_addr onward: the whole ring must fit below 2^64 (the
+    // size is checked against the log when a page is marked).
+    const uint64_t log_addr = a.log_guest_addr;
+    if (log && !checked_add<uint64_t>(log_addr, virtio::used_ring_bytes(virtio::kMaxQueueSize)))
+        return make_error(Errc::kInvalid, "vring {} log address {:#x} runs past the address space", i, log_addr);
+    if (v.started && v.addr_set && v.desc_addr == a.desc_user_addr && v.avail_addr == a.avail_user_addr &&
+        v.used_addr == a.used_user_addr) {
+        // Only the log flag or address changes (QEMU turning logging on or off for a migration):
+        // the ring keeps running.
+        v.log = log;
+        v.log_addr = log_addr;
+        dev_->set_logging(i, log_settings(i));
+        return ok_status();
+    }
     if (v.started) stop_vring(i);  // re-translate on restart
     v.desc_addr = a.desc_user_addr;
     v.avail_addr = a.avail_user_addr;
     v.used_addr = a.used_user_addr;
+    v.log = log;
+    v.log_addr = log_addr;
     v.addr_set = true;
     return try_start(i);
 }
@@ -118,8 +134,9 @@ Status Session::try_start(uint32_t i) {
     virtio::QueueStart s;
     s.layout = virtio::QueueLayout{static_cast<uint16_t>(v.num), v.desc_addr, v.avail_addr, v.used_addr};
     s.last_avail = v.base;
-    s.features = acked_features_;
+    s.features = acked_features_ & ~kFLogAll;
     s.mem = mem_.map();
+    s.log = log_settings(i);
     if (v.kick.valid()) {
         s.kick = dup_fd(v.kick.get());
         if (!s.kick.valid()) return sys_error("dup kick fd");
@@ -157,6 +174,7 @@ void Session::reset_session() {
         backend_protocol_ = 0;
     }
     inflight_.reset();
+    log_.reset();
     acked_features_ = 0;
     acked_protocol_ = 0;
     features_set_ = false;

@@ -155,7 +155,10 @@ private:
     }
 
     void finish(Slot& s, uint8_t status) {
-        if (s.status != nullptr) *s.status = status;
+        if (s.status != nullptr) {
+            *s.status = status;
+            if (logging()) [[unlikely]] log_write(s.status, 1);
+        }
         push_used(s.head, status == blk::kSOk ? s.used_len : (s.status ? 1u : 0u));
         if (s.busy) {
             s.busy = false;
@@ -272,6 +275,7 @@ private:
                 char id[blk::kIdBytes] = {};
                 std::memcpy(id, dev_.serial().data(), std::min<size_t>(dev_.serial().size(), sizeof(id)));
                 size_t n = iov_copy_to(in_iov, n_in, id, std::min<uint64_t>(in_bytes, sizeof(id)));
+                if (logging()) [[unlikely]] log_write(in_iov, n_in, n);
                 s.used_len = static_cast<uint32_t>(n + 1);
                 return finish(s, blk::kSOk);
             }
@@ -294,6 +298,9 @@ private:
 
     void on_complete(Slot& s, int32_t res) {
         BlockOp op = s.req.op;
+        // A read's data is in guest memory now (the first res bytes of what is left of its iovecs).
+        if (op == BlockOp::kRead && res > 0 && logging()) [[unlikely]]
+            log_write(s.req.iov, s.req.iovcnt, static_cast<size_t>(res));
         if (res < 0) {
             if (op == BlockOp::kDiscard && (res == -EOPNOTSUPP || res == -EINVAL)) return finish(s, blk::kSOk);
             if (op == BlockOp::kWriteZeroes && res == -EOPNOTSUPP && !s.fallback_done) {

@@ -9,10 +9,21 @@
 
 #include "core/result.hpp"
 #include "core/unique_fd.hpp"
+#include "shm/dirty_log.hpp"
 #include "shm/memory_map.hpp"
 #include "virtio/virtqueue.hpp"
 
 namespace vhostd::virtio {
+
+// Dirty logging during a live migration (VHOST_F_LOG_ALL with a SET_LOG_BASE log): with `log`,
+// every write the queue makes into guest memory (device-writable buffers) is marked in it; with
+// `used` as well (the ring's VHOST_VRING_F_LOG), so are its used ring writes, at `used_gpa` (the
+// ring's log_guest_addr) onward.
+struct LogSettings {
+    std::shared_ptr<const shm::DirtyLog> log;  // null: logging off
+    bool used = false;
+    uint64_t used_gpa = 0;
+};
 
 struct QueueStart {
     QueueLayout layout;
@@ -25,6 +36,7 @@ struct QueueStart {
     // Inflight tracking (INFLIGHT_SHMFD): this queue's region, kept mapped by `inflight_owner`.
     InflightQueue* inflight = nullptr;
     std::shared_ptr<const void> inflight_owner;
+    LogSettings log;
 };
 
 class VirtioDevice {
@@ -51,6 +63,8 @@ public:
     virtual bool queue_running(uint32_t index) const = 0;
     // Swaps the call fd of a running queue (borrowed fd).
     virtual void set_call_fd(uint32_t index, int fd) = 0;
+    // Changes dirty logging of a running queue (a stopped one gets it with its next start).
+    virtual void set_logging(uint32_t index, LogSettings log) = 0;
     // Swaps guest memory under all running queues, draining their in-flight requests first.
     virtual Status set_memory(std::shared_ptr<const shm::MemoryMap> mem) = 0;
 

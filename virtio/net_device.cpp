@@ -350,6 +350,15 @@ private:
             uint8_t zero = 0;
             iov_write_at(hdr_iov, hdr_iovs, 0, &zero, 1);
         }
+        if (logging()) [[unlikely]] {
+            // After the header fix-ups above: every byte of the frame is in guest memory now.
+            uint64_t rest = n;
+            for (uint32_t k = first_ - buffers; rest > 0; ++k) {
+                uint32_t take = static_cast<uint32_t>(std::min<uint64_t>(rest, held_[k].bytes));
+                log_write(iov_.get() + held_[k].iov_first, held_[k].iov_count, take);
+                rest -= take;
+            }
+        }
         uint8_t gso_type = 0;
         iov_read_at(hdr_iov, hdr_iovs, 1, &gso_type, 1);
         stats_.packets.add();

@@ -2,6 +2,9 @@
 
 #include <sys/eventfd.h>
 
+#include <algorithm>
+#include <utility>
+
 #include "core/fault.hpp"
 #include "core/log.hpp"
 
@@ -16,10 +19,12 @@ Status QueueWorker::start(QueueStart&& s) {
     err_ = s.err;
     inflight_ = s.inflight;
     inflight_owner_ = s.inflight_owner;
+    log_ = std::move(s.log);
     reactor_.run_sync([&] {
         broken_ = false;
         Status st = vq_.activate(s.mem, s.layout, s.last_avail, (s.features & kFEventIdx) != 0,
                                  (s.features & kFIndirectDesc) != 0, inflight_, s.features);
+        if (st.ok()) apply_log();
         if (st.ok() && vq_.resubmits_left() > 0)
             VLOG_INFO("queue {}: resubmitting {} requests left in flight by a previous backend", index_,
                       vq_.resubmits_left());
@@ -40,6 +45,7 @@ Status QueueWorker::start(QueueStart&& s) {
         kick_.reset();
         inflight_ = nullptr;
         inflight_owner_.reset();
+        log_ = {};
     }
     return result;
 }
@@ -58,7 +64,10 @@ uint16_t QueueWorker::stop() {
     reactor_.run_sync([this] {
         on_stop();
         vq_.deactivate();  // a stopped queue must not keep the guest's memory mapped
+        vq_.set_used_log(nullptr, 0);
+        data_log_ = nullptr;
     });
+    log_ = {};  // the next start brings its own
     running_ = false;
     kick_.reset();
     inflight_ = nullptr;
@@ -75,6 +84,37 @@ void QueueWorker::set_call(int fd) {
         call_ = fd;
         signal_unconditionally();
     });
+}
+
+void QueueWorker::set_logging(LogSettings log) {
+    if (!running_) {
+        log_ = std::move(log);
+        return;
+    }
+    LogSettings old;  // let go of a replaced log here, not on the reactor
+    reactor_.run_sync([&] {
+        old = std::exchange(log_, std::move(log));
+        apply_log();
+    });
+}
+
+void QueueWorker::apply_log() {
+    data_log_ = log_.log.get();
+    vq_.set_used_log(log_.used ? data_log_ : nullptr, log_.used_gpa);
+}
+
+void QueueWorker::log_write(const void* p, size_t len) const {
+    if (data_log_ == nullptr || len == 0) return;
+    if (auto gpa = vq_.mem().host_to_gpa(p, len)) data_log_->mark(*gpa, len);
+}
+
+void QueueWorker::log_write(const iovec* iov, size_t n, size_t len) const {
+    if (data_log_ == nullptr) return;
+    for (size_t i = 0; i < n && len > 0; ++i) {
+        size_t c = std::min(iov[i].iov_len, len);
+        log_write(iov[i].iov_base, c);
+        len -= c;
+    }
 }
 
 // A previous backend (or this one, before the frontend swapped call fds) may have published used
@@ -97,9 +137,12 @@ Status QueueWorker::set_memory(std::shared_ptr<const shm::MemoryMap> mem) {
     reactor_.run_sync([&] {
         result = vq_.activate(mem, layout_, last, (features_ & kFEventIdx) != 0, (features_ & kFIndirectDesc) != 0,
                               inflight_, features_);
+        if (result.ok()) apply_log();
         if (!result.ok()) {
             on_stop();
             vq_.deactivate();
+            vq_.set_used_log(nullptr, 0);
+            data_log_ = nullptr;
             return;
         }
         if (reactor_.mode() != PollMode::kNever) vq_.disable_notify();
@@ -111,6 +154,7 @@ Status QueueWorker::set_memory(std::shared_ptr<const shm::MemoryMap> mem) {
         kick_.reset();
         inflight_ = nullptr;
         inflight_owner_.reset();
+        log_ = {};
     }
     return result;
 }

@@ -31,6 +31,9 @@ public:
     Status start(QueueStart&& s);
     uint16_t stop();  // drains; returns last_avail
     void set_call(int fd);
+    // Dirty logging for a live migration (takes effect between two reactor passes: a request
+    // completing after this call is logged).
+    void set_logging(LogSettings log);
     // Drains in-flight requests, swaps memory and re-translates the rings.
     Status set_memory(std::shared_ptr<const shm::MemoryMap> mem);
     // Waits until every request taken before the call has completed, then goes on serving (the
@@ -68,6 +71,14 @@ protected:
     // behind it. The reactor then sleeps until then instead of asking the guest for a kick.
     virtual uint64_t held_until() const { return 0; }
 
+    // Live migration: is this queue logging its writes into guest memory? The device marks every
+    // device-writable byte it (or its backend) wrote, after the write and before the used entry
+    // that hands the buffer back is published.
+    bool logging() const { return data_log_ != nullptr; }
+    void log_write(const void* p, size_t len) const;
+    // The first `len` bytes of the iovecs.
+    void log_write(const iovec* iov, size_t n, size_t len) const;
+
     bool broken() const { return broken_; }
     bool stopping() const { return stop_done_ != nullptr; }
     // Marks the queue broken (guest error): stop processing until reset; signal the err fd.
@@ -87,6 +98,7 @@ private:
     // guest.
     void signal_unconditionally();
     void arm_kick();
+    void apply_log();  // reactor thread: log_ -> data_log_ and the ring's used log
     uint16_t detach();  // drain and leave the reactor; keeps fds and device state
     void begin_stop(std::promise<void>* done);
     void try_finish_stop();
@@ -98,6 +110,8 @@ private:
     std::shared_ptr<const void> inflight_owner_;
     UniqueFd kick_;
     int call_ = -1;
+    LogSettings log_;
+    const shm::DirtyLog* data_log_ = nullptr;
     int err_ = -1;
     uint64_t kick_buf_ = 0;
     bool kick_armed_ = false;

@@ -19,6 +19,7 @@ public:
     uint16_t stop_queue(uint32_t index) override { return queue(index).stop(); }
     bool queue_running(uint32_t index) const override { return queue(index).running(); }
     void set_call_fd(uint32_t index, int fd) override { queue(index).set_call(fd); }
+    void set_logging(uint32_t index, LogSettings log) override { queue(index).set_logging(std::move(log)); }
     // Every queue drains and switches; the first error is returned, the other queues still switch.
     Status set_memory(std::shared_ptr<const shm::MemoryMap> mem) override {
         Status result;

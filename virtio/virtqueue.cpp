@@ -193,7 +193,10 @@ Result<uint16_t> SplitQueue::pop_head() {
     if (inflight_ != nullptr) track_popped(head);
     ++last_avail_;
     // With EVENT_IDX and notifications on, tell the guest the next index that should kick us.
-    if (event_idx_ && notify_enabled_) store_release(avail_event_, last_avail_);
+    if (event_idx_ && notify_enabled_) {
+        store_release(avail_event_, last_avail_);
+        log_used();
+    }
     return head;
 }
 
@@ -205,7 +208,10 @@ void SplitQueue::rewind(uint16_t n) {
             if (head < size_) st(inflight_->desc[head].inflight, uint8_t{0});
         }
     }
-    if (event_idx_ && notify_enabled_) store_release(avail_event_, last_avail_);
+    if (event_idx_ && notify_enabled_) {
+        store_release(avail_event_, last_avail_);
+        log_used();
+    }
 }
 
 bool SplitQueue::walk(uint16_t head, std::span<iovec> iov, Chain* out, ChainError* err) const {
@@ -282,6 +288,7 @@ bool SplitQueue::publish_used() {
         store_release(used_idx_ptr_, used_idx_);
     }
     published_idx_ = used_idx_;
+    log_used();
     return true;
 }
 
@@ -307,6 +314,7 @@ bool SplitQueue::enable_notify_beyond(uint16_t seen) {
     } else {
         store_relaxed(used_flags_, static_cast<uint16_t>(load_relaxed(used_flags_) & ~kUsedFNoNotify));
     }
+    log_used();
     // The guest may have added buffers before it saw our flag: re-check after a full fence.
     std::atomic_thread_fence(std::memory_order_seq_cst);
     return load_acquire(avail_idx_) != seen;
@@ -323,6 +331,7 @@ void SplitQueue::disable_notify() {
         // it, and it stays behind while we poll (a spurious kick once per 64K entries at most).
         store_relaxed(avail_event_, static_cast<uint16_t>(last_avail_ - 1));
     }
+    log_used();
 }
 
 }  // namespace vhostd::virtio

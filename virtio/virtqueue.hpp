@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/result.hpp"
+#include "shm/dirty_log.hpp"
 #include "shm/memory_map.hpp"
 #include "virtio/inflight.hpp"
 #include "virtio/virtio_types.hpp"
@@ -105,6 +106,15 @@ public:
     // The guest's avail idx (acquire).
     uint16_t avail_idx() const;
 
+    // Live migration: with a log, every write this queue makes to the used ring (entries, idx,
+    // flags, avail_event) is marked in it, the ring's first byte at `used_log_gpa` (the ring's
+    // log_guest_addr); nullptr stops that. Survives activate/deactivate.
+    void set_used_log(const shm::DirtyLog* log, uint64_t used_log_gpa) {
+        used_log_ = log;
+        used_log_gpa_ = used_log_gpa;
+        log_used();
+    }
+
     uint16_t last_avail() const { return last_avail_; }
     uint16_t used_idx() const { return used_idx_; }
     // Used idx as the guest sees it (read from ring memory).
@@ -115,6 +125,11 @@ private:
                     std::span<iovec> iov, Chain* out, ChainError* err, bool is_indirect) const;
 
     Status recover_inflight(uint16_t* last_avail, uint64_t features);
+    // After a store into the used ring: mark the ring's pages in the migration log, if any.
+    void log_used() const {
+        if (used_log_ != nullptr && size_ != 0) [[unlikely]]
+            used_log_->mark(used_log_gpa_, used_ring_bytes(size_));
+    }
     void track_popped(uint16_t head);
 
     std::shared_ptr<const shm::MemoryMap> mem_;
@@ -142,6 +157,8 @@ private:
     uint16_t signalled_idx_ = 0;  // used idx at the last notification
     bool signalled_valid_ = false;
     bool notify_enabled_ = true;
+    const shm::DirtyLog* used_log_ = nullptr;
+    uint64_t used_log_gpa_ = 0;
 };
 
 }  // namespace vhostd::virtio

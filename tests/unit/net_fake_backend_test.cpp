@@ -4,9 +4,12 @@
 // boundary promises: the device needs nothing but the interface, and honours its readiness (it
 // does not spin on an empty / full backend, a fired wake-up wakes a sleeping reactor, and a
 // queue stops only after its armed wake-up completed).
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <deque>
 #include <mutex>
@@ -174,6 +177,42 @@ TEST_F(NetFakeBackend, EveryQueueSignalsOnceWhenItStartsAndWhenItGetsANewCallFd)
     ASSERT_OK(g.fe->set_vring_call(1, fresh.get()));
     EXPECT_TRUE(fires(fresh.get(), 2000)) << "a running queue signals its new call fd";
     EXPECT_FALSE(fires(g.calls[1].get(), 0)) << "not the old one";
+}
+
+TEST_F(NetFakeBackend, RxFramesAreLoggedForAMigrationHeaderAndMergedBuffersToo) {
+    // Live migration: every byte a received frame puts in guest buffers (the backend's data, and
+    // the header fields vhostd writes itself) is marked in the dirty log.
+    extra_protocol_features_ = vhost::pf::kLogShmfd;
+    Guest g;
+    connect(g);
+    constexpr uint64_t kLogBytes = ((4ull << 30) + (16ull << 20)) / 4096 / 8;
+    UniqueFd fd(memfd_create("log", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+    ASSERT_EQ(ftruncate(fd.get(), kLogBytes), 0);
+    ASSERT_EQ(fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK), 0);
+    void* m = mmap(nullptr, kLogBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+    ASSERT_NE(m, MAP_FAILED);
+    const auto* bits = static_cast<const uint8_t*>(m);
+    auto marked = [&](uint64_t gpa) { return (bits[gpa / 4096 / 8] >> (gpa / 4096 % 8)) & 1; };
+    ASSERT_OK(g.fe->set_log_base(fd.get(), kLogBytes));
+    ASSERT_OK(g.fe->set_features(g.features | vhost::kFLogAll));
+    post_rx(g, 0, 16);
+    // Buffers in the order the device takes them (a fresh ring: posting order, rising gpa).
+    std::vector<DriverBuf> bufs;
+    for (auto& [head, b] : rx_bufs_) bufs.push_back(b);
+    std::sort(bufs.begin(), bufs.end(), [](const DriverBuf& a, const DriverBuf& b) { return a.gpa < b.gpa; });
+    Frame f = eth_frame(5000, 7);
+    fake_->inject(0, with_hdr(hdr_, f));
+    auto r = recv_rx(g, 0);
+    ASSERT_TRUE(r.has_value());
+    ASSERT_EQ(r->first.num_buffers, 4) << "merged over 4 buffers";
+    uint64_t left = hdr_ + f.size();
+    for (size_t i = 0; left > 0; ++i) {
+        uint64_t n = std::min<uint64_t>(left, bufs[i].len);
+        for (uint64_t off = 0; off < n; off += 4096) EXPECT_TRUE(marked(bufs[i].gpa + off)) << "buffer " << i << " +" << off;
+        EXPECT_TRUE(marked(bufs[i].gpa + n - 1)) << "buffer " << i << " end";
+        left -= n;
+    }
+    munmap(m, kLogBytes);
 }
 
 TEST_F(NetFakeBackend, TxFramesReachTheBackendWithACheckedHeader) {

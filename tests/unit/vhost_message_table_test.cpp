@@ -65,9 +65,10 @@ const std::vector<Expect> kSupported = {
     {Request::kRemMemReg, Size::kExact, 40, Fds::kAtMostOne, 0, false},
     {Request::kSetStatus, Size::kExact, 8, Fds::kNone, 0, false},
     {Request::kGetStatus, Size::kIgnored, 0, Fds::kNone, 0, true},
+    {Request::kSetLogBase, Size::kExact, 16, Fds::kOne, pf::kLogShmfd, true},
 };
 
-const std::vector<uint32_t> kUnsupported = {0, 6, 7, 22, 23, 26, 27, 28, 29, 30, 33, 35, 41, 1000, 0xffffffffu};
+const std::vector<uint32_t> kUnsupported = {0, 7, 22, 23, 26, 27, 28, 29, 30, 33, 35, 41, 1000, 0xffffffffu};
 
 constexpr uint64_t kAllFeatures = ~0ull;
 
@@ -273,6 +274,7 @@ public:
     uint16_t stop_queue(uint32_t) override { return 0; }
     bool queue_running(uint32_t) const override { return false; }
     void set_call_fd(uint32_t, int) override {}
+    void set_logging(uint32_t, virtio::LogSettings) override {}
     Status set_memory(std::shared_ptr<const shm::MemoryMap>) override { return ok_status(); }
     bool supports_inflight() const override { return true; }
     bool net_control() const override { return true; }

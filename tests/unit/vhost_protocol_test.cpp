@@ -155,12 +155,13 @@ TEST_F(VhostProtocol, BadRingParametersAreRejected) {
     a = {1, 0, g.mem->uva_of(base.value()) + 8, g.mem->uva_of(base.value()) + 0x1000,
          g.mem->uva_of(base.value()) + 0x2000, 0};
     EXPECT_FALSE(f.set_vring_addr(a).ok()) << "misaligned ring started";
-    // Dirty logging is not offered.
+    // A used ring logged at an address whose ring would run past 2^64.
     a.desc_user_addr = a.desc_user_addr - 8;
     a.flags = vhost::kVringAddrFlagLog;
+    a.log_guest_addr = UINT64_MAX - 100;
     EXPECT_FALSE(f.set_vring_addr(a).ok());
     // Unknown and unsupported requests: error ack, connection survives.
-    ASSERT_OK(f.send_raw(hdr(Request::kSetLogBase, 0, vhost::kVersion | vhost::kFlagNeedReply), {}));
+    ASSERT_OK(f.send_raw(hdr(Request::kSetLogFd, 0, vhost::kVersion | vhost::kFlagNeedReply), {}));
     auto rep = f.recv_raw();
     ASSERT_OK(rep);
     ASSERT_EQ(rep.value().payload.size(), 8u);
