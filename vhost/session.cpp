@@ -205,7 +205,17 @@ Status Session::on_set_status(Message& m, Reply&) {
     const uint64_t s = payload_as<le64>(m);
     if (s > 0xff) return make_error(Errc::kInvalid, "status {:#x} out of range", s);
     if (s == 0) {
-        reset_vrings();
+        // QEMU 7.2 stops a running device (VM stop, the end of a migration) with SET_STATUS 0
+        // *before* GET_VRING_BASE, and saves the answer as the ring's position: the rings stop
+        // (draining) and forget their setup, but each keeps its position for GET_VRING_BASE.
+        // Forgetting it would restart the guest's rings at 0 after a pause or on the migration
+        // destination.
+        for (uint32_t i = 0; i < vrings_.size(); ++i) {
+            stop_vring(i);
+            const uint16_t base = vrings_[i].base;
+            vrings_[i] = Vring{};
+            vrings_[i].base = base;
+        }
         status_ = 0;
         return ok_status();
     }

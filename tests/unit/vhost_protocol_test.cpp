@@ -416,6 +416,37 @@ TEST_F(VhostProtocol, StatusAndResetsStopRingsAndTheDeviceWorksAfterwards) {
     EXPECT_EQ(s0.value(), 0u);
 }
 
+TEST_F(VhostProtocol, SetStatusZeroThenGetVringBaseReportsTheRingPosition) {
+    // QEMU 7.2's vhost_dev_stop (VM stop, end of a migration): SET_STATUS 0, SET_VRING_ENABLE 0,
+    // then GET_VRING_BASE, whose answer it restores with SET_VRING_BASE on the next start (or
+    // sends to the migration destination). A position of 0 there makes the guest's ring look
+    // thousands of requests ahead.
+    Guest g;
+    connect_guest(g, sock_, 1);
+    auto r = testing::make_blk_read(*g.mem, 0, 512);
+    ASSERT_OK(r);
+    for (int i = 0; i < 5; ++i) {
+        r.value().reset_status();
+        EXPECT_EQ(run(g, 0, r.value()), 513u);
+    }
+    ASSERT_OK(g.fe->set_status(0));
+    ASSERT_OK(g.fe->set_vring_enable(0, false));
+    auto base = g.fe->get_vring_base(0);
+    ASSERT_OK(base);
+    EXPECT_EQ(base.value(), 5u) << "the ring's position survives SET_STATUS 0";
+    // And the device starts again where it stopped (QEMU's vhost_dev_start after "cont").
+    ASSERT_OK(g.fe->set_features(g.features));
+    ASSERT_OK(g.fe->set_vring_num(0, g.queues[0]->size()));
+    ASSERT_OK(g.fe->set_vring_base(0, base.value()));
+    ASSERT_OK(g.fe->set_vring_addr(0, *g.queues[0]));
+    ASSERT_OK(g.fe->set_vring_kick(0, g.kicks[0].get()));
+    ASSERT_OK(g.fe->set_vring_call(0, g.calls[0].get()));
+    ASSERT_OK(g.fe->set_vring_enable(0, true));
+    r.value().reset_status();
+    EXPECT_EQ(run(g, 0, r.value()), 513u);
+    EXPECT_FALSE(g.queues[0]->broken()) << g.queues[0]->broken_reason();
+}
+
 TEST_F(VhostProtocol, ResetDeviceAndResetOwnerStopRings) {
     for (int which = 0; which < 2; ++which) {
         Guest g;
