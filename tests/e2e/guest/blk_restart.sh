@@ -1,12 +1,13 @@
 #!/bin/sh
-# Guest side of test_blk_restart.sh (busybox sh): verified I/O on both queues
-# of /dev/vda while the host kills and restarts the vhost-user backend.
+# Guest side of test_blk_restart.sh and test_migrate.sh (busybox sh): verified
+# I/O on both queues of /dev/vda while the host kills and restarts the
+# vhost-user backend, or migrates the VM between QEMUs (and vhostds).
 #
 # Kernel command line knobs:
 #   vtest_queues=N     expect N blk-mq hardware queues
 #   vtest_runtime=S    seconds of the main fio phase (default 75)
 #
-# Markers for the host (it kills the backend only between them):
+# Markers for the host (it kills the backend or migrates only between them):
 #   VTEST-PHASE: io-start        the main fio phase begins
 #   VTEST-PHASE: io-end          it has ended (fio exited 0, no errors)
 #

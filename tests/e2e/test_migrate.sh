@@ -1,0 +1,271 @@
+#!/usr/bin/env bash
+# End-to-end test of live migration: a guest whose disk is served by vhostd
+# moves between QEMUs while it runs verified I/O, and one migration is
+# cancelled half-way.
+#
+#   vhostd A, vhostd B   --threads 1 --blk socket=SA|SB,path=disk.img,queues=2
+#                        (two processes, like two hosts sharing the disk: the
+#                        same backing file, 64 MiB, page cache)
+#   QEMU 1, 2, 3, ...    the same machine; QEMU 1 on vhostd A, each
+#                        destination on the other vhostd than its source; a
+#                        destination starts with -incoming, the source
+#                        migrates to it over a unix socket (QMP migrate), then
+#                        quits. vhost-user-blk-pci, num-queues=2.
+#   guest                guest/blk_restart.sh: fio 4k random writes QD16 on
+#                        both queues and 512k writes + fsync, crc32c-verified
+#                        after every pass (vtest_runtime, 45 s); a read-verify
+#                        pass over all 64 MiB; no I/O or virtio errors in the
+#                        kernel log.
+#
+# During the fio phase: first a pause (QMP stop, 1 s, cont), then a migration
+# from QEMU 1 that is cancelled
+# half-way (bandwidth limited to 1 MiB/s, migrate_cancel after 3 s): QEMU 1
+# must keep running and vhostd A must turn dirty logging on and off again.
+# Then MIGRATIONS (6) migrations: QEMU 1 -> 2 -> 3 ... (A -> B -> A ...:
+# there and back three times). Each must complete, the destination must run,
+# and the source's vhostd must have logged (dirty logging on).
+#
+# Checks: the guest passes on the last QEMU (fio verify, final read pass,
+# clean kernel log); every migration completed; the cancelled one left the
+# source running; no vhostd logged an error; the backing file passes fio's
+# crc32c verification on the host; both vhostds exit 0 on SIGTERM.
+#
+# Usage:
+#   tests/e2e/test_migrate.sh --build-dir BUILD --guest-dir DIR
+#                             [--timeout SECS] [--keep]
+#
+#   --build-dir BUILD   CMake build dir containing the vhostd binary
+#   --guest-dir DIR     guest image dir; built/refreshed with build-guest.sh
+#   --timeout SECS      limit for the whole guest run (default 300)
+#   --keep              keep the temp dir (logs, backing file) for debugging
+#
+# Environment:
+#   VTEST_RUNTIME      fio phase seconds (default 45)
+#   VTEST_MIGRATIONS   completed migrations (default 6)
+#
+# Exit status 0 = PASS, 1 = FAIL.
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib-host.sh
+. "$SCRIPT_DIR/lib-host.sh"
+TIMEOUT=${TIMEOUT:-300}
+lh_parse_common_args "$@"
+lh_init test_migrate migrate
+lh_build_guest
+
+DISK_MIB=64
+QUEUES=2
+RUNTIME=${VTEST_RUNTIME:-45}
+MIGRATIONS=${VTEST_MIGRATIONS:-6}
+IMG="$TMP/disk.img"
+dd if=/dev/zero of="$IMG" bs=1M count=$DISK_MIB status=none
+QEMU_BIN=${QEMU:-qemu-system-x86_64}
+
+# --- the two vhostds ------------------------------------------------------------
+declare -A VPID=() VLOG=()
+start_vhostd() {  # NAME
+  local sock="$TMP/$1.sock" i
+  VLOG[$1]="$TMP/vhostd-$1.log"
+  "$VHOSTD" --threads 1 --log-level "${VTEST_LOG_LEVEL:-info}" --blk "socket=$sock,path=$IMG,queues=$QUEUES" \
+    </dev/null >"${VLOG[$1]}" 2>&1 &
+  VPID[$1]=$!
+  lh_track_pid "${VPID[$1]}"
+  for ((i = 0; i < 100; i++)); do
+    [[ -S $sock ]] && return 0
+    kill -0 "${VPID[$1]}" 2>/dev/null || lh_abort "vhostd $1 exited before listening"
+    sleep 0.1
+  done
+  lh_abort "vhostd $1 did not create $sock within 10s"
+}
+start_vhostd A
+start_vhostd B
+BLOG=${VLOG[A]}   # lh_finish shows this one on failure
+log "vhostd A pid ${VPID[A]}, vhostd B pid ${VPID[B]}"
+
+# --- QEMUs ----------------------------------------------------------------------
+# QEMU k: serial log $TMP/guest.k.log, QMP $TMP/qmp.k.sock, incoming (k > 1) on
+# $TMP/mig.k.sock; its vhostd is QSIDE[k].
+declare -A QPID=() QSIDE=()
+vhostd_of() { echo "${QSIDE[$1]}"; }
+other() { if [[ $1 == A ]]; then echo B; else echo A; fi; }
+start_qemu() {  # K SIDE
+  local k=$1 side=$2
+  QSIDE[$k]=$side
+  # shellcheck disable=SC2054  # commas are part of QEMU option values
+  local args=(
+    "$QEMU_BIN" -accel tcg -machine q35 -cpu max -smp 2 -m 512M
+    -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem
+    -nographic -monitor none -serial "file:$TMP/guest.$k.log" -no-reboot -nic none
+    -kernel "$GUEST_DIR/vmlinuz" -initrd "$GUEST_DIR/initramfs.cpio.gz"
+    -append "console=ttyS0 quiet panic=-1 vtest=blk_restart vtest_queues=$QUEUES vtest_runtime=$RUNTIME"
+    -qmp "unix:$TMP/qmp.$k.sock,server=on,wait=off"
+    -chardev "socket,id=c0,path=$TMP/$side.sock"
+    -device "vhost-user-blk-pci,chardev=c0,num-queues=$QUEUES"
+  )
+  ((k > 1)) && args+=(-incoming "unix:$TMP/mig.$k.sock")
+  # shellcheck disable=SC2206  # extra QEMU arguments for debugging, split on spaces
+  [[ -n ${VTEST_QEMU_ARGS:-} ]] && args+=(${VTEST_QEMU_ARGS//@K@/$k})
+  timeout --kill-after=10 "$TIMEOUT" "${args[@]}" </dev/null >"$TMP/qemu.$k.out" 2>&1 &
+  QPID[$k]=$!
+  lh_track_pid "${QPID[$k]}"
+  local i
+  for ((i = 0; i < 100; i++)); do
+    [[ -S $TMP/qmp.$k.sock ]] && return 0
+    kill -0 "${QPID[$k]}" 2>/dev/null || { cat "$TMP/qemu.$k.out" >&2; lh_abort "QEMU $k exited at start"; }
+    sleep 0.1
+  done
+  lh_abort "QEMU $k: no QMP socket within 10s"
+}
+qmp() { local k=$1; shift; python3 "$SCRIPT_DIR/qmp.py" "$TMP/qmp.$k.sock" "$@"; }
+qemu_running() { kill -0 "${QPID[$1]}" 2>/dev/null; }
+vm_status() { qmp "$1" query-status 2>/dev/null | grep -o '"status": "[a-z-]*"' | head -n1 | cut -d'"' -f4; }
+mig_status() { qmp "$1" query-migrate 2>/dev/null | grep -o '"status": "[a-z-]*"' | head -n1 | cut -d'"' -f4; }
+# gmark K REGEX: the guest printed a line matching REGEX while on QEMU k or before.
+gmark_any() { cat "$TMP"/guest.*.log 2>/dev/null | grep -aqE "^$1"; }
+logging_events() { { grep -c "dirty logging $2" "${VLOG[$1]}" || true; } | head -n1; }
+
+# wait_mig K SECS: wait until QEMU k's migration leaves the active states;
+# prints the final status.
+wait_mig() {
+  local k=$1 i s
+  for ((i = 0; i < $2 * 10; i++)); do
+    s=$(mig_status "$k")
+    case $s in
+      completed|failed|cancelled) echo "$s"; return 0 ;;
+    esac
+    sleep 0.1
+  done
+  echo "timeout($s)"
+}
+
+# --- run ------------------------------------------------------------------------
+start_qemu 1 A
+CUR=1 NEXT=2
+log "QEMU 1 pid ${QPID[1]} booting on vhostd A"
+deadline=$((SECONDS + 180))
+until gmark_any 'VTEST-PHASE: io-start'; do
+  qemu_running 1 || lh_abort "QEMU 1 exited before the guest's fio phase"
+  ((SECONDS < deadline)) || lh_abort "the guest did not start its fio phase within 180s"
+  sleep 0.2
+done
+IO_T0=$SECONDS
+log "guest fio phase started (${RUNTIME}s)"
+
+# A pause: QMP stop / cont (QEMU stops the device: SET_STATUS 0, GET_VRING_BASE;
+# then starts it again at that position).
+sleep 2
+qmp 1 stop >/dev/null || fail "QMP stop failed"
+sleep 1
+qmp 1 cont >/dev/null || fail "QMP cont failed"
+[[ $(vm_status 1) == running ]] || fail "QEMU 1 does not run after stop/cont"
+sleep 2
+grep -q '\[error\]' "${VLOG[A]}" && fail "vhostd A reported errors after the guest was paused and resumed"
+
+# A cancelled migration: the source goes on, vhostd A logs and stops logging.
+start_qemu 2 B
+NEXT=3
+on0=$(logging_events A on) off0=$(logging_events A off)
+qmp 1 'migrate-set-parameters {"max-bandwidth": 1048576}' >/dev/null
+qmp 1 "migrate {\"uri\": \"unix:$TMP/mig.2.sock\"}" >/dev/null || fail "QMP migrate (to be cancelled) failed"
+sleep 3
+s=$(mig_status 1)
+[[ $s == active ]] || fail "the migration to be cancelled is '$s' after 3s, not active"
+qmp 1 migrate_cancel >/dev/null || fail "QMP migrate_cancel failed"
+s=$(wait_mig 1 30)
+[[ $s == cancelled ]] || fail "the cancelled migration ended '$s'"
+st=$(vm_status 1)
+if [[ $st == running ]]; then
+  log "migration cancelled after 3s: QEMU 1 keeps running"
+else
+  fail "QEMU 1 is '$st' after the cancelled migration"
+fi
+for ((i = 0; i < 50; i++)); do
+  [[ $(logging_events A off) -gt $off0 ]] && break
+  sleep 0.1
+done
+[[ $(logging_events A on) -gt $on0 ]] || fail "vhostd A never turned dirty logging on for the cancelled migration"
+[[ $(logging_events A off) -gt $off0 ]] || fail "vhostd A did not turn dirty logging off after the cancel"
+qmp 2 quit >/dev/null 2>&1 || true   # the incoming QEMU that never got a VM
+wait "${QPID[2]}" 2>/dev/null || true
+qmp 1 'migrate-set-parameters {"max-bandwidth": 107374182400}' >/dev/null
+
+# The migrations: k -> k+1, the source quits, the next destination starts on
+# the source's vhostd (its socket is free again).
+DONE=0
+for ((m = 1; m <= MIGRATIONS; m++)); do
+  src=$CUR dst=$NEXT
+  NEXT=$((NEXT + 1))
+  side=$(vhostd_of "$src")
+  start_qemu "$dst" "$(other "$side")"
+  on0=$(logging_events "$side" on)
+  t0=$SECONDS
+  qmp "$src" 'migrate-set-parameters {"max-bandwidth": 107374182400}' >/dev/null
+  qmp "$src" "migrate {\"uri\": \"unix:$TMP/mig.$dst.sock\"}" >/dev/null || { fail "QMP migrate $src -> $dst failed"; break; }
+  s=$(wait_mig "$src" 120)
+  if [[ $s != completed ]]; then
+    fail "migration $m (QEMU $src -> $dst) ended '$s'"
+    qmp "$src" query-migrate >&2 || true
+    break
+  fi
+  for ((i = 0; i < 50; i++)); do
+    [[ $(vm_status "$dst") == running ]] && break
+    sleep 0.1
+  done
+  st=$(vm_status "$dst")
+  [[ $st == running ]] || { fail "QEMU $dst is '$st' after migration $m"; break; }
+  [[ $(logging_events "$side" on) -gt $on0 ]] || fail "vhostd $side did not log dirty pages for migration $m"
+  qmp "$src" quit >/dev/null 2>&1 || true
+  wait "${QPID[$src]}" 2>/dev/null || true
+  log "migration $m: QEMU $src (vhostd $side) -> QEMU $dst (vhostd $(vhostd_of "$dst")) in $((SECONDS - t0))s, t=+$((SECONDS - IO_T0))s"
+  DONE=$((DONE + 1))
+  CUR=$dst
+  if gmark_any 'VTEST-PHASE: io-end' || gmark_any 'VTEST-RESULT:'; then
+    fail "the guest's fio phase ended after $DONE migration(s): raise VTEST_RUNTIME"
+    break
+  fi
+done
+log "$DONE of $MIGRATIONS migrations completed; the guest now runs on QEMU $CUR"
+
+# The guest finishes on the last QEMU and powers it off.
+if [[ ${#FAILURES[@]} -eq 0 ]]; then
+  for ((i = 0; i < (RUNTIME + 120) * 10; i++)); do
+    qemu_running "$CUR" || break
+    sleep 0.1
+  done
+  qemu_running "$CUR" && fail "the guest did not finish on QEMU $CUR"
+fi
+for k in "${!QPID[@]}"; do
+  if qemu_running "$k"; then kill -TERM "${QPID[$k]}" 2>/dev/null || true; fi
+  wait "${QPID[$k]}" 2>/dev/null || true
+done
+GLOG="$TMP/guest.$CUR.log"
+if grep -aq '^VTEST-RESULT: PASS' "$GLOG"; then
+  log "guest passed on QEMU $CUR"
+else
+  fail "guest test failed: $(grep -a -m1 '^VTEST-RESULT' "$GLOG" | tr -d '\r' || echo 'no result')"
+  tail -n 30 "$GLOG" | tr -d '\r' | sed 's/^/  guest| /' >&2
+fi
+cat "$TMP"/guest.*.log | grep -aE '^(vtest|VTEST)' | tr -d '\r' | sed 's/^/  guest| /' >&2 || true
+
+# --- checks ---------------------------------------------------------------------
+for side in A B; do
+  if grep -q '\[error\]' "${VLOG[$side]}"; then
+    fail "vhostd $side logged errors"
+    grep '\[error\]' "${VLOG[$side]}" | head -n 5 | sed 's/^/  | /' >&2
+  fi
+done
+if fio --filename="$IMG" --rw=read --numjobs=2 --offset_increment=16M --size=16M \
+     --verify=crc32c --verify_fatal=1 --name=check4k --offset=0 --bs=4k \
+     --name=checkflush --offset=32M --bs=512k \
+     --output="$TMP/hostcheck.out" >/dev/null 2>"$TMP/hostcheck.err"; then
+  log "host check: fio crc32c verification of the backing file (64 MiB) OK"
+else
+  fail "host check: fio verification of the backing file failed"
+  head -n 10 "$TMP/hostcheck.err" | sed 's/^/  | /' >&2
+fi
+for side in A B; do
+  BACKEND_PID=${VPID[$side]} BLOG=${VLOG[$side]}
+  lh_stop_backend 0
+done
+lh_finish
