@@ -1,21 +1,30 @@
 #!/usr/bin/env bash
-# End-to-end test of live migration: a guest whose disk is served by vhostd
-# moves between QEMUs while it runs verified I/O, and one migration is
-# cancelled half-way.
+# End-to-end test of live migration: a guest whose disk and NIC are served by
+# vhostd moves between QEMUs while it runs verified I/O and a TCP stream, and
+# one migration is cancelled half-way.
 #
 #   vhostd A, vhostd B   --threads 1 --blk socket=SA|SB,path=disk.img,queues=2
+#                        --net socket=NA|NB,tap=vtapa|vtapb,queues=1
 #                        (two processes, like two hosts sharing the disk: the
-#                        same backing file, 64 MiB, page cache)
+#                        same backing file, 64 MiB, page cache; and the same
+#                        network: both taps are ports of bridge br0,
+#                        10.77.0.1/24, in a network namespace of the test's
+#                        own)
 #   QEMU 1, 2, 3, ...    the same machine; QEMU 1 on vhostd A, each
 #                        destination on the other vhostd than its source; a
 #                        destination starts with -incoming, the source
 #                        migrates to it over a unix socket (QMP migrate), then
-#                        quits. vhost-user-blk-pci, num-queues=2.
+#                        quits. vhost-user-blk-pci, num-queues=2, and
+#                        virtio-net-pci (vectors=0, guest_announce=off: QEMU
+#                        announces the guest with SEND_RARP after a migration)
 #   guest                guest/blk_restart.sh: fio 4k random writes QD16 on
 #                        both queues and 512k writes + fsync, crc32c-verified
-#                        after every pass (vtest_runtime, 45 s); a read-verify
+#                        after every pass (vtest_runtime, 60 s); a read-verify
 #                        pass over all 64 MiB; no I/O or virtio errors in the
-#                        kernel log.
+#                        kernel log. Beside fio, 10.77.0.2 streams 256 KiB
+#                        every 0.2 s over TCP to nc on 10.77.0.1 until fio
+#                        ends (the md5 of what it sent is compared with what
+#                        the host received).
 #
 # During the fio phase: first a pause (QMP stop, 1 s, cont), then a migration
 # from QEMU 1 that is cancelled
@@ -23,10 +32,14 @@
 # must keep running and vhostd A must turn dirty logging on and off again.
 # Then MIGRATIONS (6) migrations: QEMU 1 -> 2 -> 3 ... (A -> B -> A ...:
 # there and back three times). Each must complete, the destination must run,
-# and the source's vhostd must have logged (dirty logging on).
+# the source's vhostd must have logged (dirty logging on), and the
+# destination's vhostd must have announced the guest's MAC on its tap: a RARP
+# from that MAC seen on the bridge (a raw-socket capture), the bridge's fdb
+# pointing at the destination's tap.
 #
 # Checks: the guest passes on the last QEMU (fio verify, final read pass,
-# clean kernel log); every migration completed; the cancelled one left the
+# clean kernel log); the TCP stream arrived whole (bytes and md5); every
+# migration completed; the cancelled one left the
 # source running; no vhostd logged an error; the backing file passes fio's
 # crc32c verification on the host; both vhostds exit 0 on SIGTERM.
 #
@@ -40,9 +53,10 @@
 #   --keep              keep the temp dir (logs, backing file) for debugging
 #
 # Environment:
-#   VTEST_RUNTIME      fio phase seconds (default 45)
+#   VTEST_RUNTIME      fio phase seconds (default 60)
 #   VTEST_MIGRATIONS   completed migrations (default 6)
 #
+# Needs root (network namespaces, taps, bridges) and iproute2 on the host.
 # Exit status 0 = PASS, 1 = FAIL.
 set -euo pipefail
 
@@ -56,27 +70,60 @@ lh_build_guest
 
 DISK_MIB=64
 QUEUES=2
-RUNTIME=${VTEST_RUNTIME:-45}
+RUNTIME=${VTEST_RUNTIME:-60}
 MIGRATIONS=${VTEST_MIGRATIONS:-6}
 IMG="$TMP/disk.img"
 dd if=/dev/zero of="$IMG" bs=1M count=$DISK_MIB status=none
 QEMU_BIN=${QEMU:-qemu-system-x86_64}
+
+# --- the network ----------------------------------------------------------------
+BR=br0 BR_IP=10.77.0.1 GUEST_IP=10.77.0.2 PORT=5500
+MAC=52:54:00:12:34:0c
+declare -A TAP=([A]=vtapa [B]=vtapb)
+lh_netns_create "vhostd-e2e-mig-$$"
+ip -n "$NETNS" link add "$BR" type bridge stp_state 0 forward_delay 0
+ip -n "$NETNS" addr add "$BR_IP/24" dev "$BR"
+ip -n "$NETNS" link set "$BR" up
+# The stream's receiver, and every RARP frame the bridge sees (ethertype 0x8035).
+# busybox nc ends the connection when its stdin reaches EOF: the receiver's
+# stdin is a FIFO nobody writes to.
+mkfifo "$TMP/hold"
+ip netns exec "$NETNS" timeout $((TIMEOUT + 60)) busybox nc -l -p "$PORT" >"$TMP/stream.recv" 2>"$TMP/stream.err" \
+  0<>"$TMP/hold" &
+lh_track_pid $!
+ip netns exec "$NETNS" timeout $((TIMEOUT + 60)) python3 -u -c '
+import socket, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x8035))
+s.bind((sys.argv[1], 0))
+while True:
+    f = s.recv(2048)
+    print("rarp", f[6:12].hex(":"), f"{time.time():.3f}", flush=True)
+' "$BR" >"$TMP/rarp.log" 2>&1 &
+lh_track_pid $!
+lh_netns_wait_tcp_listen 10 "$PORT" || lh_abort "the stream receiver did not listen on $PORT"
+rarps() { { grep -c "^rarp $MAC " "$TMP/rarp.log" || true; } | head -n1; }
+announced() { { grep -c "announced $MAC (RARP)" "${VLOG[$1]}" || true; } | head -n1; }
+on_tap() { bridge -n "$NETNS" fdb show br "$BR" 2>/dev/null | grep -q "^$MAC dev ${TAP[$1]} "; }
 
 # --- the two vhostds ------------------------------------------------------------
 declare -A VPID=() VLOG=()
 start_vhostd() {  # NAME
   local sock="$TMP/$1.sock" i
   VLOG[$1]="$TMP/vhostd-$1.log"
-  "$VHOSTD" --threads 1 --log-level "${VTEST_LOG_LEVEL:-info}" --blk "socket=$sock,path=$IMG,queues=$QUEUES" \
+  ip netns exec "$NETNS" "$VHOSTD" --threads 1 --log-level "${VTEST_LOG_LEVEL:-info}" \
+    --blk "socket=$sock,path=$IMG,queues=$QUEUES" --net "socket=$TMP/n$1.sock,tap=${TAP[$1]},queues=1" \
     </dev/null >"${VLOG[$1]}" 2>&1 &
   VPID[$1]=$!
   lh_track_pid "${VPID[$1]}"
   for ((i = 0; i < 100; i++)); do
-    [[ -S $sock ]] && return 0
+    [[ -S $sock && -S $TMP/n$1.sock ]] && break
     kill -0 "${VPID[$1]}" 2>/dev/null || lh_abort "vhostd $1 exited before listening"
     sleep 0.1
   done
-  lh_abort "vhostd $1 did not create $sock within 10s"
+  [[ -S $sock && -S $TMP/n$1.sock ]] || lh_abort "vhostd $1 did not create its sockets within 10s"
+  lh_netns_wait_link "${TAP[$1]}" 10 || lh_abort "vhostd $1 did not create ${TAP[$1]}"
+  ip -n "$NETNS" link set "${TAP[$1]}" master "$BR"
+  ip -n "$NETNS" link set "${TAP[$1]}" up
 }
 start_vhostd A
 start_vhostd B
@@ -98,10 +145,12 @@ start_qemu() {  # K SIDE
     -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem
     -nographic -monitor none -serial "file:$TMP/guest.$k.log" -no-reboot -nic none
     -kernel "$GUEST_DIR/vmlinuz" -initrd "$GUEST_DIR/initramfs.cpio.gz"
-    -append "console=ttyS0 quiet panic=-1 vtest=blk_restart vtest_queues=$QUEUES vtest_runtime=$RUNTIME"
+    -append "console=ttyS0 quiet panic=-1 vtest=blk_restart vtest_queues=$QUEUES vtest_runtime=$RUNTIME vtest_net_addr=$GUEST_IP/24 vtest_net_sink=$BR_IP:$PORT vtest_net_mac=$MAC"
     -qmp "unix:$TMP/qmp.$k.sock,server=on,wait=off"
     -chardev "socket,id=c0,path=$TMP/$side.sock"
     -device "vhost-user-blk-pci,chardev=c0,num-queues=$QUEUES"
+    -chardev "socket,id=c1,path=$TMP/n$side.sock" -netdev vhost-user,id=n0,chardev=c1
+    -device "virtio-net-pci,netdev=n0,mac=$MAC,vectors=0,guest_announce=off"
   )
   ((k > 1)) && args+=(-incoming "unix:$TMP/mig.$k.sock")
   # shellcheck disable=SC2206  # extra QEMU arguments for debugging, split on spaces
@@ -197,8 +246,9 @@ for ((m = 1; m <= MIGRATIONS; m++)); do
   src=$CUR dst=$NEXT
   NEXT=$((NEXT + 1))
   side=$(vhostd_of "$src")
-  start_qemu "$dst" "$(other "$side")"
-  on0=$(logging_events "$side" on)
+  dside=$(other "$side")
+  start_qemu "$dst" "$dside"
+  on0=$(logging_events "$side" on) ann0=$(announced "$dside") rarp0=$(rarps)
   t0=$SECONDS
   qmp "$src" 'migrate-set-parameters {"max-bandwidth": 107374182400}' >/dev/null
   qmp "$src" "migrate {\"uri\": \"unix:$TMP/mig.$dst.sock\"}" >/dev/null || { fail "QMP migrate $src -> $dst failed"; break; }
@@ -215,6 +265,13 @@ for ((m = 1; m <= MIGRATIONS; m++)); do
   st=$(vm_status "$dst")
   [[ $st == running ]] || { fail "QEMU $dst is '$st' after migration $m"; break; }
   [[ $(logging_events "$side" on) -gt $on0 ]] || fail "vhostd $side did not log dirty pages for migration $m"
+  for ((i = 0; i < 50; i++)); do
+    [[ $(rarps) -gt $rarp0 ]] && on_tap "$dside" && break
+    sleep 0.1
+  done
+  [[ $(announced "$dside") -gt $ann0 ]] || fail "vhostd $dside did not announce $MAC after migration $m (SEND_RARP)"
+  [[ $(rarps) -gt $rarp0 ]] || fail "no RARP from $MAC on the bridge after migration $m"
+  on_tap "$dside" || fail "the bridge does not have $MAC on ${TAP[$dside]} after migration $m"
   qmp "$src" quit >/dev/null 2>&1 || true
   wait "${QPID[$src]}" 2>/dev/null || true
   log "migration $m: QEMU $src (vhostd $side) -> QEMU $dst (vhostd $(vhostd_of "$dst")) in $((SECONDS - t0))s, t=+$((SECONDS - IO_T0))s"
@@ -249,6 +306,10 @@ fi
 cat "$TMP"/guest.*.log | grep -aE '^(vtest|VTEST)' | tr -d '\r' | sed 's/^/  guest| /' >&2 || true
 
 # --- checks ---------------------------------------------------------------------
+lh_check_xfer "$GLOG" stream "$TMP/stream.recv"
+sbytes=$(stat -c %s "$TMP/stream.recv" 2>/dev/null || echo 0)
+((sbytes >= 8 * 1048576)) || fail "the TCP stream carried only $sbytes bytes"
+log "RARPs from $MAC seen on the bridge: $(rarps)"
 for side in A B; do
   if grep -q '\[error\]' "${VLOG[$side]}"; then
     fail "vhostd $side logged errors"

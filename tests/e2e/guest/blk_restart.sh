@@ -6,6 +6,12 @@
 # Kernel command line knobs:
 #   vtest_queues=N     expect N blk-mq hardware queues
 #   vtest_runtime=S    seconds of the main fio phase (default 75)
+#   vtest_net_addr=A/N with a virtio-net device (the migration test): bring
+#                      it up with this address and, all through the fio
+#                      phase, stream paced data over TCP to
+#   vtest_net_sink=H:P (a listener on the host side); printed at the end as
+#                      "VTEST-MD5 stream BYTES MD5" for the host to compare
+#   vtest_net_mac=MAC  the interface's MAC
 #
 # Markers for the host (it kills the backend or migrates only between them):
 #   VTEST-PHASE: io-start        the main fio phase begins
@@ -43,6 +49,31 @@ vt_log "/dev/$DEV: $SIZE_MIB MiB, logical block $(cat /sys/block/$DEV/queue/logi
 vt_check_queues $DEV
 NQ=$(ls /sys/block/$DEV/mq | wc -l)
 
+NET_ADDR=$(vt_param vtest_net_addr)
+if [ -n "$NET_ADDR" ]; then
+  SINK=$(vt_need vtest_net_sink)
+  SINK_HOST=${SINK%:*} SINK_PORT=${SINK#*:}
+  vt_step "network: $NET_ADDR, a paced TCP stream to $SINK beside the fio phase"
+  IF=$(vt_net_find_if "$(vt_param vtest_net_mac)") || vt_fail "no virtio-net interface"
+  for f in all default "$IF"; do echo 1 >"/proc/sys/net/ipv6/conf/$f/disable_ipv6" 2>/dev/null || true; done
+  vt_run ip link set lo up
+  vt_run ip link set "$IF" up
+  vt_run ip addr add "$NET_ADDR" dev "$IF"
+  vt_ping "$SINK_HOST" 60 || vt_fail "$SINK_HOST does not answer pings"
+  # 256 KiB chunks ("stream N" repeated) every 0.2 s until fio is done; what
+  # was sent is kept for its md5.
+  rm -f /tmp/fio.done
+  (
+    i=0
+    while [ ! -e /tmp/fio.done ]; do
+      yes "stream $i" | head -c 262144
+      i=$((i + 1))
+      sleep 0.2
+    done
+  ) | tee /tmp/stream.sent | nc "$SINK_HOST" "$SINK_PORT" >/dev/null 2>/tmp/stream.err &
+  STREAM_PID=$!
+fi
+
 # FIO_REGION, FIO_FLUSH_REGION: the regions, block sizes, depths and the CPU
 # pinning of the jobs, shared by both phases: job i of each runs on CPU i, so
 # with one hardware queue per CPU each job uses its own virtqueue.
@@ -64,6 +95,11 @@ vt_fio --name=rand4k $FIO_REGION --rw=randwrite --time_based --runtime="$RUNTIME
   --name=flush $FIO_FLUSH_REGION --rw=randwrite --fsync=1 --time_based --runtime="$RUNTIME" \
   --verify=crc32c --do_verify=1 --verify_fatal=1
 echo "VTEST-PHASE: io-end"
+if [ -n "$NET_ADDR" ]; then
+  touch /tmp/fio.done
+  wait "$STREAM_PID" || vt_fail "the TCP stream to $SINK failed: $(cat /tmp/stream.err)"
+  echo "VTEST-MD5 stream $(wc -c </tmp/stream.sent) $(vt_md5 </tmp/stream.sent)"
+fi
 vt_vq_irqs $DEV >/tmp/irq.after
 RKIB=$(fio_kib rand4k 6) WKIB=$(fio_kib rand4k 47)
 vt_log "main phase: 4k jobs wrote $WKIB KiB, verified $RKIB KiB;" \
