@@ -7,6 +7,10 @@
 // 0x8000 (so the region's contents are fuzzed too: recovery must validate everything); flag 8
 // makes its desc_num match the queue so recovery gets past the first check.
 //
+// With flag 16 the same image is also a packed ring (descriptor ring at 0x0, driver area at
+// 0x1000, device area at 0x2000; the base's avail and used halves both from last_avail): every
+// available chain is taken, walked and handed back in reverse order.
+//
 // Input: [u8 log2 queue size][u8 flags][u16 last_avail][guest memory image...]
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -18,6 +22,7 @@
 #include "backends/null_backend.hpp"
 #include "core/log.hpp"
 #include "virtio/blk_device.hpp"
+#include "virtio/packed_queue.hpp"
 #include "virtio/virtqueue.hpp"
 
 using namespace vhostd;
@@ -99,6 +104,36 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         q.publish_used();
         q.needs_notify();
         q.enable_notify();
+    }
+
+    if (flags & 16) {
+        virtio::PackedQueue pq;
+        const uint32_t base = uint32_t{last_avail} | (uint32_t{last_avail} << 16);
+        if (pq.activate(map.value(), layout, base, event_idx, indirect).ok()) {
+            iovec iov[64];
+            std::vector<uint16_t> taken;
+            auto pending = pq.pending();
+            for (uint16_t i = 0; pending.ok() && i < *pending; ++i) {
+                auto id = pq.pop_head();
+                if (!id.ok()) break;
+                taken.push_back(*id);
+                virtio::Chain c;
+                virtio::ChainError err;
+                if (pq.walk(*id, iov, &c, &err)) {
+                    for (size_t k = 0; k < c.n_readable + c.n_writable; ++k) {
+                        auto* b = static_cast<uint8_t*>(iov[k].iov_base);
+                        auto* base_ptr = region.value()->host();
+                        if (b < base_ptr || b + iov[k].iov_len > base_ptr + kMemSize) abort();  // escaped guest memory
+                    }
+                }
+            }
+            if (taken.size() > 1) pq.rewind(1);
+            for (size_t k = taken.size() > 1 ? taken.size() - 1 : taken.size(); k-- > 0;) pq.push_used(taken[k], 1);
+            pq.publish_used();
+            pq.needs_notify();
+            pq.enable_notify();
+            pq.disable_notify();
+        }
     }
 
     // The same memory through the blk device on a reactor.
