@@ -212,7 +212,7 @@ Status Session::on_set_status(Message& m, Reply&) {
         // destination.
         for (uint32_t i = 0; i < vrings_.size(); ++i) {
             stop_vring(i);
-            const uint16_t base = vrings_[i].base;
+            const uint32_t base = vrings_[i].base;
             vrings_[i] = Vring{};
             vrings_[i].base = base;
         }

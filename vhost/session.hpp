@@ -68,7 +68,7 @@ private:
         uint64_t desc_addr = 0;  // frontend virtual addresses of the ring parts
         uint64_t avail_addr = 0;
         uint64_t used_addr = 0;
-        uint16_t base = 0;
+        uint32_t base = 0;  // SET/GET_VRING_BASE (packed rings: both positions, see packed_base())
         bool kick_set = false;  // a kick fd, or "no fd: poll"
         UniqueFd kick;
         UniqueFd call;

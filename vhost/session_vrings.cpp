@@ -6,6 +6,7 @@
 #include "core/checked.hpp"
 #include "core/log.hpp"
 #include "vhost/session.hpp"
+#include "virtio/packed_queue.hpp"
 
 namespace vhostd::vhost {
 
@@ -58,9 +59,11 @@ Status Session::on_set_vring_addr(Message& m, Reply&) {
 Status Session::on_set_vring_base(Message& m, Reply&) {
     const auto s = payload_as<VringState>(m);
     VHOSTD_ASSIGN_OR_RETURN(uint32_t i, vring_index(s.index));
-    if (s.num > 0xffff) return make_error(Errc::kInvalid, "vring {} base {} too large for a split ring", i, s.num);
+    // A packed ring's base carries both positions (checked against the ring size at start).
+    if (s.num > 0xffff && !(acked_features_ & virtio::kFRingPacked))
+        return make_error(Errc::kInvalid, "vring {} base {} too large for a split ring", i, s.num);
     if (vrings_[i].started) return make_error(Errc::kState, "SET_VRING_BASE on running vring {}", i);
-    vrings_[i].base = static_cast<uint16_t>(s.num);
+    vrings_[i].base = s.num;
     return ok_status();
 }
 
@@ -133,7 +136,7 @@ Status Session::try_start(uint32_t i) {
     if (!v.enabled && !rings_enabled_by_default()) return ok_status();
     virtio::QueueStart s;
     s.layout = virtio::QueueLayout{static_cast<uint16_t>(v.num), v.desc_addr, v.avail_addr, v.used_addr};
-    s.last_avail = v.base;
+    s.base = v.base;
     s.features = acked_features_ & ~kFLogAll;
     s.mem = mem_.map();
     s.log = log_settings(i);

@@ -27,7 +27,7 @@ struct LogSettings {
 
 struct QueueStart {
     QueueLayout layout;
-    uint16_t last_avail = 0;
+    uint32_t base = 0;      // SET_VRING_BASE: split: next avail index; packed: packed_base()
     uint64_t features = 0;  // negotiated virtio features
     std::shared_ptr<const shm::MemoryMap> mem;
     UniqueFd kick;  // invalid: no kick fd, the queue is polled
@@ -57,9 +57,9 @@ public:
     virtual void set_features(uint64_t features) = 0;
 
     virtual Status start_queue(uint32_t index, QueueStart&& start) = 0;
-    // Stops a running queue after its in-flight requests completed; returns the next avail
-    // index to process (for GET_VRING_BASE).
-    virtual uint16_t stop_queue(uint32_t index) = 0;
+    // Stops a running queue after its in-flight requests completed; returns its position (for
+    // GET_VRING_BASE: see Virtqueue::base()).
+    virtual uint32_t stop_queue(uint32_t index) = 0;
     virtual bool queue_running(uint32_t index) const = 0;
     // Swaps the call fd of a running queue (borrowed fd).
     virtual void set_call_fd(uint32_t index, int fd) = 0;

@@ -8,6 +8,7 @@
 
 #include "core/log.hpp"
 #include "virtio/iov.hpp"
+#include "virtio/packed_queue.hpp"
 #include "virtio/queue_worker.hpp"
 
 static_assert(std::endian::native == std::endian::little, "virtio-net headers are little-endian: port the header code");
@@ -507,7 +508,7 @@ uint64_t NetDevice::features() const {
     return kFVersion1 | kFIndirectDesc | kFEventIdx | net::kFAnyLayout | net::kFMac | net::kFMtu | net::kFStatus |
            net::kFMrgRxbuf | net::kFCsum | net::kFGuestCsum | net::kFHostTso4 | net::kFHostTso6 | net::kFHostEcn |
            net::kFHostUfo | net::kFGuestTso4 | net::kFGuestTso6 | net::kFGuestEcn | net::kFGuestUfo | net::kFCtrlVq |
-           net::kFMq;
+           net::kFMq | kFRingPacked;
 }
 
 void NetDevice::read_config(uint32_t offset, std::span<uint8_t> out) const {
@@ -541,9 +542,9 @@ Status NetDevice::start_queue(uint32_t index, QueueStart&& start) {
     return st;
 }
 
-uint16_t NetDevice::stop_queue(uint32_t index) {
+uint32_t NetDevice::stop_queue(uint32_t index) {
     uint32_t pair = index / 2;
-    uint16_t last = QueuedDevice::stop_queue(index);
+    uint32_t last = QueuedDevice::stop_queue(index);
     if (!backend_attached(pair)) {
         if (auto st = backend_->set_queue_attached(pair, false); !st.ok())
             VLOG_WARN("{}: {}", name_, st.error().describe());

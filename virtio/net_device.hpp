@@ -81,7 +81,7 @@ public:
     Status write_config(uint32_t offset, std::span<const uint8_t> in) override;
     void set_features(uint64_t features) override;
     Status start_queue(uint32_t index, QueueStart&& start) override;
-    uint16_t stop_queue(uint32_t index) override;
+    uint32_t stop_queue(uint32_t index) override;
     Status net_set_mtu(uint64_t mtu) override;
     Status net_send_rarp(std::span<const uint8_t, 6> mac) override;
     void session_ended() override;

@@ -275,6 +275,25 @@ bool PackedQueue::enable_notify() {
     return scanned_ > 0 || is_avail(scan_);
 }
 
+uint16_t PackedQueue::avail_token() {
+    (void)pending();  // moves the frontier; a broken ring shows up in the caller's next pending()
+    return static_cast<uint16_t>(scan_.idx | (scan_.wrap ? 0x8000 : 0));
+}
+
+bool PackedQueue::enable_notify_beyond(uint16_t token) {
+    const PackedPos at{static_cast<uint16_t>(token & 0x7fff), (token & 0x8000) != 0};
+    if (at.idx >= size_) return enable_notify();
+    if (event_idx_) {
+        store_relaxed(&device_event_->off_wrap, token);
+        store_relaxed(&device_event_->flags, kRingEventDesc);
+    } else {
+        store_relaxed(&device_event_->flags, kRingEventEnable);
+    }
+    log_host(device_event_, sizeof(EventSuppress));
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    return is_avail(at);
+}
+
 void PackedQueue::disable_notify() {
     store_relaxed(&device_event_->flags, kRingEventDisable);
     log_host(device_event_, sizeof(EventSuppress));

@@ -111,6 +111,13 @@ public:
     bool enable_notify();
     void disable_notify();
 
+    // Net RX's wait for more buffers: a token for the frontier of available chains (it changes
+    // when the driver adds one), and a kick request for the first chain past it. True if one is
+    // already there.
+    uint16_t avail_token();
+    bool enable_notify_beyond(uint16_t token);
+    uint16_t taken() const { return static_cast<uint16_t>(pops_); }
+
     PackedPos next_avail() const { return avail_; }
     PackedPos next_used() const { return used_; }
     // GET_VRING_BASE: both positions (what a successor resumes from).

@@ -22,7 +22,7 @@ Status QueueWorker::start(QueueStart&& s) {
     log_ = std::move(s.log);
     reactor_.run_sync([&] {
         broken_ = false;
-        Status st = vq_.activate(s.mem, s.layout, s.last_avail, (s.features & kFEventIdx) != 0,
+        Status st = vq_.activate(s.mem, s.layout, s.base, (s.features & kFEventIdx) != 0,
                                  (s.features & kFIndirectDesc) != 0, inflight_, s.features);
         if (st.ok()) apply_log();
         if (st.ok() && vq_.resubmits_left() > 0)
@@ -50,17 +50,17 @@ Status QueueWorker::start(QueueStart&& s) {
     return result;
 }
 
-uint16_t QueueWorker::detach() {
+uint32_t QueueWorker::detach() {
     std::promise<void> done;
     auto fut = done.get_future();
     reactor_.post([this, &done] { begin_stop(&done); });
     fut.wait();
-    return vq_.last_avail();
+    return vq_.base();
 }
 
-uint16_t QueueWorker::stop() {
-    if (!running_) return vq_.last_avail();
-    uint16_t last = detach();
+uint32_t QueueWorker::stop() {
+    if (!running_) return vq_.base();
+    uint32_t last = detach();
     reactor_.run_sync([this] {
         on_stop();
         vq_.deactivate();  // a stopped queue must not keep the guest's memory mapped
@@ -132,7 +132,7 @@ void QueueWorker::signal_unconditionally() {
 Status QueueWorker::set_memory(std::shared_ptr<const shm::MemoryMap> mem) {
     if (!running_) return ok_status();
     // No request may point into the old mapping: drain, then re-translate the rings.
-    uint16_t last = detach();
+    uint32_t last = detach();
     Status result;
     reactor_.run_sync([&] {
         result = vq_.activate(mem, layout_, last, (features_ & kFEventIdx) != 0, (features_ & kFIndirectDesc) != 0,
@@ -197,9 +197,9 @@ bool QueueWorker::poll() {
     }
     if (!kick_armed_ && kick_.valid()) arm_kick();
     if (!broken_) {
-        uint16_t before = vq_.last_avail();
+        uint16_t before = vq_.taken();
         work |= process();
-        reactor_.note_arrivals(static_cast<uint16_t>(vq_.last_avail() - before));
+        reactor_.note_arrivals(static_cast<uint16_t>(vq_.taken() - before));
     }
     return work;
 }

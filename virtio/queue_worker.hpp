@@ -10,7 +10,7 @@
 
 #include "reactor/reactor.hpp"
 #include "virtio/device.hpp"
-#include "virtio/virtqueue.hpp"
+#include "virtio/vring.hpp"
 
 namespace vhostd::virtio {
 
@@ -29,7 +29,7 @@ public:
 
     // ---- control thread ----
     Status start(QueueStart&& s);
-    uint16_t stop();  // drains; returns last_avail
+    uint32_t stop();  // drains; returns the ring's position (Virtqueue::base())
     void set_call(int fd);
     // Dirty logging for a live migration (takes effect between two reactor passes: a request
     // completing after this call is logged).
@@ -86,7 +86,7 @@ protected:
     // Request completion path: published after the device poll and in end_pass.
     void push_used(uint16_t head, uint32_t len) { vq_.push_used(head, len); }
 
-    SplitQueue vq_;
+    Virtqueue vq_;
     uint64_t features_ = 0;
 
 private:
@@ -99,7 +99,7 @@ private:
     void signal_unconditionally();
     void arm_kick();
     void apply_log();  // reactor thread: log_ -> data_log_ and the ring's used log
-    uint16_t detach();  // drain and leave the reactor; keeps fds and device state
+    uint32_t detach();  // drain and leave the reactor; keeps fds and device state
     void begin_stop(std::promise<void>* done);
     void try_finish_stop();
 

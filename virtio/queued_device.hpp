@@ -16,7 +16,7 @@ class QueuedDevice : public VirtioDevice {
 public:
     uint32_t num_queues() const override { return static_cast<uint32_t>(workers_.size()); }
     Status start_queue(uint32_t index, QueueStart&& start) override { return queue(index).start(std::move(start)); }
-    uint16_t stop_queue(uint32_t index) override { return queue(index).stop(); }
+    uint32_t stop_queue(uint32_t index) override { return queue(index).stop(); }
     bool queue_running(uint32_t index) const override { return queue(index).running(); }
     void set_call_fd(uint32_t index, int fd) override { queue(index).set_call(fd); }
     void set_logging(uint32_t index, LogSettings log) override { queue(index).set_logging(std::move(log)); }

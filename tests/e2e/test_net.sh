@@ -56,6 +56,8 @@
 #   --guest-dir DIR     guest image dir; built/refreshed with build-guest.sh
 #   --backend B         vhostd (default) or qemu-tap
 #   --launch L          vhostd: flag (--net socket=...; default) or fd (above)
+#   --packed            packed virtqueues (virtio-net-pci packed=on; the guest
+#                       must negotiate ring_packed)
 #   --vectors N         virtio-net-pci MSI-X vectors (default: 0 for vhostd,
 #                       see above; 2 x queue pairs + 2 = 6 for qemu-tap)
 #   --timeout SECS      guest timeout (default 420)
@@ -70,7 +72,7 @@
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-BUILD_DIR="" GUEST_DIR="" BACKEND=vhostd LAUNCH=flag TIMEOUT=420 KEEP=0 VECTORS=""
+BUILD_DIR="" GUEST_DIR="" BACKEND=vhostd LAUNCH=flag TIMEOUT=420 KEEP=0 VECTORS="" PACKED=0
 RR_SECS=2 RR_CONNS=1,4 RR_SIZE=1
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit "${1:-2}"; }
@@ -81,6 +83,7 @@ while [[ $# -gt 0 ]]; do
     --backend) BACKEND=$2; shift 2 ;;
     --launch) LAUNCH=$2; shift 2 ;;
     --vectors) VECTORS=$2; shift 2 ;;
+    --packed) PACKED=1; shift ;;
     --timeout) TIMEOUT=$2; shift 2 ;;
     --rr-seconds) RR_SECS=$2; shift 2 ;;
     --rr-conns) RR_CONNS=$2; shift 2 ;;
@@ -119,6 +122,7 @@ TAP=vtap0 DEV=net0         # DEV: vhostd's name of the device in its log
 HOST_IP=10.77.0.1 GUEST_IP=10.77.0.2 PREFIX=24
 MAC=52:54:00:12:34:56
 FEATURES=version_1,mq,csum,guest_csum,host_tso4,guest_tso4
+[[ $PACKED == 1 ]] && FEATURES+=,ring_packed
 MIB_BYTES=1048576
 
 # shellcheck source-path=SCRIPTDIR source=lib-host.sh
@@ -211,7 +215,7 @@ else
   QEMU_NET=(-netdev "tap,id=n0,ifname=$TAP,script=no,downscript=no,queues=$QUEUES,vhost=off")
 fi
 # shellcheck disable=SC2054
-QEMU_NET+=(-device "virtio-net-pci,netdev=n0,mq=on,vectors=$VECTORS,mac=$MAC")
+QEMU_NET+=(-device "virtio-net-pci,netdev=n0,mq=on,vectors=$VECTORS,mac=$MAC$([[ $PACKED == 1 ]] && echo ,packed=on)")
 
 # --- guest ----------------------------------------------------------------------
 lh_start_guest net "$GLOG" "$TIMEOUT" \

@@ -140,7 +140,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     int call = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     virtio::QueueStart s;
     s.layout = layout;
-    s.last_avail = last_avail;
+    s.base = last_avail;
     s.features = (event_idx ? virtio::kFEventIdx : 0) | (indirect ? virtio::kFIndirectDesc : 0) | virtio::kFVersion1;
     s.mem = map.value();
     s.call = call;

@@ -17,6 +17,7 @@
 #include <utility>
 
 #include "testing/fake_net_backend.hpp"
+#include "testing/packed_driver_queue.hpp"
 #include "testing/blk_fixture.hpp"
 #include "vhost/server.hpp"
 #include "virtio/net_device.hpp"
@@ -213,6 +214,85 @@ TEST_F(NetFakeBackend, RxFramesAreLoggedForAMigrationHeaderAndMergedBuffersToo) 
         left -= n;
     }
     munmap(m, kLogBytes);
+}
+
+TEST_F(NetFakeBackend, PackedRingsCarryFramesBothWaysAndGetVringBaseReportsBothPositions) {
+    auto fe = Frontend::connect(path("n.sock"));
+    ASSERT_OK(fe);
+    auto& f = *fe.value();
+    auto offered = f.get_features();
+    ASSERT_OK(offered);
+    ASSERT_TRUE(offered.value() & virtio::kFRingPacked) << "net devices offer packed rings";
+    const uint64_t features = offered.value() & (kNetFeatures | virtio::kFRingPacked);
+    auto pf = f.get_protocol_features();
+    ASSERT_OK(pf);
+    ASSERT_OK(f.set_protocol_features(pf.value() & (vhost::pf::kMq | vhost::pf::kReplyAck)));
+    ASSERT_OK(f.set_owner());
+    ASSERT_OK(f.set_features(features));
+    auto mem = GuestRam::create({{0, 16ull << 20}});
+    ASSERT_OK(mem);
+    ASSERT_OK(f.set_mem_table(*mem.value()));
+    std::vector<std::unique_ptr<PackedDriverQueue>> qs;
+    std::vector<UniqueFd> kicks, calls;
+    for (uint32_t i = 0; i < 2; ++i) {  // rx0, tx0
+        auto q = PackedDriverQueue::create(*mem.value(), 256, (features & virtio::kFEventIdx) != 0);
+        ASSERT_OK(q);
+        qs.push_back(std::move(q).value());
+        kicks.push_back(make_eventfd());
+        calls.push_back(make_eventfd());
+        const virtio::QueueLayout l = qs[i]->layout();
+        ASSERT_OK(f.set_vring_num(i, 256));
+        ASSERT_OK(f.set_vring_base(i, virtio::kPackedFreshBase));
+        ASSERT_OK(f.set_vring_addr(vhost::VringAddr{i, 0, l.desc_uva, l.used_uva, l.avail_uva, 0}));
+        ASSERT_OK(f.set_vring_kick(i, kicks[i].get()));
+        ASSERT_OK(f.set_vring_call(i, calls[i].get()));
+        ASSERT_OK(f.set_vring_enable(i, true));
+    }
+    const uint32_t hdr = net::hdr_size(features);
+    // TX: frames (several rounds of the 256-slot ring, so the wrap counters flip) reach the backend.
+    for (int round = 0; round < 3; ++round) {
+        std::vector<Frame> frames;
+        for (int i = 0; i < 100; ++i) frames.push_back(eth_frame(60 + static_cast<size_t>(i) * 7, static_cast<uint8_t>(i + round)));
+        for (const auto& fr : frames) {
+            Frame bytes(hdr);
+            bytes.insert(bytes.end(), fr.begin(), fr.end());
+            auto gpa = mem.value()->alloc(bytes.size(), 64);
+            ASSERT_OK(gpa);
+            std::memcpy(mem.value()->host(gpa.value(), bytes.size()), bytes.data(), bytes.size());
+            DriverBuf b{gpa.value(), static_cast<uint32_t>(bytes.size()), false};
+            ASSERT_OK(qs[1]->add_chain({&b, 1}));
+        }
+        ASSERT_OK(qs[1]->publish_and_kick(kicks[1].get()));
+        for (size_t i = 0; i < frames.size(); ++i)
+            ASSERT_TRUE(qs[1]->wait_used(calls[1].get(), std::chrono::seconds(3)).has_value()) << "frame " << i;
+        auto sent = fake_->take_sent(0);
+        ASSERT_EQ(sent.size(), frames.size());
+        for (size_t i = 0; i < frames.size(); ++i) EXPECT_EQ(sent[i], with_hdr(hdr, frames[i]));
+    }
+    // RX: a frame lands in the guest's buffers.
+    std::vector<DriverBuf> rx;
+    for (int i = 0; i < 8; ++i) {
+        auto gpa = mem.value()->alloc(1536, 64);
+        ASSERT_OK(gpa);
+        rx.push_back({gpa.value(), 1536, true});
+        ASSERT_OK(qs[0]->add_chain({&rx.back(), 1}));
+    }
+    ASSERT_OK(qs[0]->publish_and_kick(kicks[0].get()));
+    Frame fr = eth_frame(1000, 9);
+    fake_->inject(0, with_hdr(hdr, fr));
+    auto u = qs[0]->wait_used(calls[0].get(), std::chrono::seconds(3));
+    ASSERT_TRUE(u.has_value());
+    EXPECT_EQ(u->len, hdr + fr.size());
+    const uint8_t* got = mem.value()->host(rx[u->id].gpa + hdr, fr.size());
+    EXPECT_EQ(Frame(got, got + fr.size()), fr);
+    // Stopping reports where both rings are, wrap counters included: everything taken was used,
+    // so both positions are where the driver's next used buffer would be (RX took one of eight).
+    for (uint32_t i = 0; i < 2; ++i) {
+        auto base = f.get_vring_base(i);
+        ASSERT_OK(base);
+        EXPECT_EQ(base.value(), virtio::packed_base(qs[i]->next_used(), qs[i]->next_used())) << "vring " << i;
+    }
+    EXPECT_FALSE(qs[1]->next_used().wrap) << "the TX ring wrapped";
 }
 
 TEST_F(NetFakeBackend, TxFramesReachTheBackendWithACheckedHeader) {

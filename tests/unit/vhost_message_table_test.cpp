@@ -271,7 +271,7 @@ public:
     Status write_config(uint32_t, std::span<const uint8_t>) override { return ok_status(); }
     void set_features(uint64_t) override {}
     Status start_queue(uint32_t, virtio::QueueStart&&) override { return ok_status(); }
-    uint16_t stop_queue(uint32_t) override { return 0; }
+    uint32_t stop_queue(uint32_t) override { return 0; }
     bool queue_running(uint32_t) const override { return false; }
     void set_call_fd(uint32_t, int) override {}
     void set_logging(uint32_t, virtio::LogSettings) override {}
