@@ -122,7 +122,7 @@ TAP=vtap0 DEV=net0         # DEV: vhostd's name of the device in its log
 HOST_IP=10.77.0.1 GUEST_IP=10.77.0.2 PREFIX=24
 MAC=52:54:00:12:34:56
 FEATURES=version_1,mq,csum,guest_csum,host_tso4,guest_tso4
-[[ $PACKED == 1 ]] && FEATURES+=,ring_packed
+if [[ $PACKED == 1 ]]; then FEATURES+=,ring_packed; fi
 MIB_BYTES=1048576
 
 # shellcheck source-path=SCRIPTDIR source=lib-host.sh
@@ -215,7 +215,9 @@ else
   QEMU_NET=(-netdev "tap,id=n0,ifname=$TAP,script=no,downscript=no,queues=$QUEUES,vhost=off")
 fi
 # shellcheck disable=SC2054
-QEMU_NET+=(-device "virtio-net-pci,netdev=n0,mq=on,vectors=$VECTORS,mac=$MAC$([[ $PACKED == 1 ]] && echo ,packed=on)")
+PACKED_OPT=""
+if [[ $PACKED == 1 ]]; then PACKED_OPT=",packed=on"; fi
+QEMU_NET+=(-device "virtio-net-pci,netdev=n0,mq=on,vectors=$VECTORS,mac=$MAC$PACKED_OPT")
 
 # --- guest ----------------------------------------------------------------------
 lh_start_guest net "$GLOG" "$TIMEOUT" \
