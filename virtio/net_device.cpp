@@ -539,6 +539,11 @@ Status NetDevice::start_queue(uint32_t index, QueueStart&& start) {
     Status st = backend_->configure(pair, net::hdr_size(start.features), guest_offloads(start.features));
     if (st.ok()) st = QueuedDevice::start_queue(index, std::move(start));
     if (!st.ok() && !was_attached) (void)backend_->set_queue_attached(pair, false);
+    if (st.ok() && pending_rarp_) {
+        auto sent = announce(*pending_rarp_);
+        if (!sent.ok()) VLOG_WARN("{}", sent.error().describe());
+        if (!sent.ok() || sent.value()) pending_rarp_.reset();
+    }
     return st;
 }
 
@@ -564,7 +569,7 @@ Status NetDevice::net_set_mtu(uint64_t mtu) {
     return ok_status();
 }
 
-Status NetDevice::net_send_rarp(std::span<const uint8_t, 6> mac) {
+Result<bool> NetDevice::announce(std::span<const uint8_t, 6> mac) {
     // After a migration: announce the guest's MAC on the host side, as a RARP broadcast from
     // it (what QEMU's own announce does), so that bridges and switches learn the new port.
     uint8_t frame[60] = {};  // minimum Ethernet frame, zero padded
@@ -585,9 +590,19 @@ Status NetDevice::net_send_rarp(std::span<const uint8_t, 6> mac) {
         }
         VLOG_INFO("{}: announced {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} (RARP)", name_, mac[0], mac[1], mac[2],
                   mac[3], mac[4], mac[5]);
-        return ok_status();
+        return true;
     }
-    VLOG_INFO("{}: SEND_RARP with no running queue: nothing to announce through", name_);
+    return false;
+}
+
+Status NetDevice::net_send_rarp(std::span<const uint8_t, 6> mac) {
+    VHOSTD_ASSIGN_OR_RETURN(bool sent, announce(mac));
+    if (!sent) {
+        std::array<uint8_t, 6> m;
+        std::memcpy(m.data(), mac.data(), m.size());
+        pending_rarp_ = m;
+        VLOG_INFO("{}: SEND_RARP before any queue runs: announced when the first one starts", name_);
+    }
     return ok_status();
 }
 
@@ -600,6 +615,7 @@ NetPairStats NetDevice::stats(uint32_t pair) const {
 }
 
 void NetDevice::session_ended() {
+    pending_rarp_.reset();
     // The counters run on for the device's life (device_stats); the log line tells this session's part.
     for (uint32_t p = 0; p < pairs(); ++p) {
         NetPairStats now = stats(p);

@@ -14,6 +14,7 @@
 
 #include <array>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -85,6 +86,8 @@ public:
     Status net_set_mtu(uint64_t mtu) override;
     Status net_send_rarp(std::span<const uint8_t, 6> mac) override;
     void session_ended() override;
+    // Sends the RARP for `mac` through an attached backend queue; false if none is attached.
+    Result<bool> announce(std::span<const uint8_t, 6> mac);
 
     uint32_t pairs() const { return static_cast<uint32_t>(pairs_); }
     uint32_t mtu() const { return mtu_; }
@@ -100,6 +103,9 @@ private:
     std::unique_ptr<backends::NetBackend> backend_;
     NetOptions opts_;
     uint32_t mtu_ = 1500;
+    // A SEND_RARP that came before any queue ran (a migration destination's QEMU announces as
+    // soon as the VM runs, which can be before the rings start): sent when the first one starts.
+    std::optional<std::array<uint8_t, 6>> pending_rarp_;
     uint64_t acked_ = 0;
     size_t pairs_ = 0;
     std::unique_ptr<NetPairCounters[]> counters_;

@@ -448,6 +448,19 @@ TEST_F(NetFakeBackend, StopWaitsForArmedWakeups) {
         fake_->set_tx_cap(0, 1024);
         EXPECT_EQ(fake_->queue(0).destroyed_armed.load(), 0) << "a channel went away with its wake-up armed";
     }
+    // A RARP that comes before any ring runs (a migration destination) goes out when one starts.
+    {
+        Guest early;
+        connect_guest(early, path("n.sock"), 4, kNetFeatures, 256, false);
+        const uint8_t mac[6] = {0x52, 0x54, 0, 9, 8, 7};
+        ASSERT_OK(early.fe->send_rarp(mac));
+        EXPECT_TRUE(fake_->take_sent(0).empty()) << "no queue runs yet";
+        ASSERT_OK(early.fe->set_vring_enable(0, true));
+        ASSERT_OK(early.fe->set_vring_enable(1, true));
+        auto sent = fake_->take_sent(0);
+        ASSERT_EQ(sent.size(), 1u) << "announced once its queue started";
+        EXPECT_EQ(0, std::memcmp(sent[0].data() + net::hdr_size(early.features) + 6, mac, 6));
+    }
     // RARP goes through the backend of an attached queue.
     Guest g;
     connect(g);
