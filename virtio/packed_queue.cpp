@@ -152,25 +152,6 @@ void PackedQueue::rewind(uint16_t n) {
     scanned_descs_ = 0;
 }
 
-bool PackedQueue::add_buffer(uint64_t addr, uint32_t len, bool writable, std::span<iovec> iov, Chain* out,
-                             ChainError* err) const {
-    if (!writable && out->n_writable > 0) return *err = ChainError::kOrder, false;
-    uint64_t& total = writable ? out->writable_bytes : out->readable_bytes;
-    auto sum = checked_add<uint64_t>(total, len);
-    if (!sum || *sum + (writable ? out->readable_bytes : out->writable_bytes) > kMaxChainBytes)
-        return *err = ChainError::kTooLong, false;
-    total = *sum;
-    size_t n = out->n_readable + out->n_writable;
-    const size_t before = n;
-    Status st = mem_->gpa_to_iovecs(addr, len, iov, &n);
-    if (!st.ok()) {
-        *err = st.error().code == Errc::kBusy ? ChainError::kTooManySegments : ChainError::kBadAddress;
-        return false;
-    }
-    (writable ? out->n_writable : out->n_readable) += n - before;
-    return true;
-}
-
 bool PackedQueue::walk_indirect(const PackedDesc& d, std::span<iovec> iov, Chain* out, ChainError* err) const {
     if (!indirect_ || (d.flags & kDescFNext) || d.len == 0 || d.len % sizeof(PackedDesc) != 0 ||
         d.len / sizeof(PackedDesc) > kMaxIndirect)
@@ -181,7 +162,7 @@ bool PackedQueue::walk_indirect(const PackedDesc& d, std::span<iovec> iov, Chain
         PackedDesc e;
         std::memcpy(&e, t + i * sizeof(PackedDesc), sizeof(e));  // copy once, validate the copy
         // In a table only WRITE means anything (the spec: the rest is reserved and ignored).
-        if (!add_buffer(e.addr, e.len, (e.flags & kDescFWrite) != 0, iov, out, err)) return false;
+        if (!add_chain_buffer(*mem_, e.addr, e.len, (e.flags & kDescFWrite) != 0, iov, out, err)) return false;
     }
     return true;
 }
@@ -201,7 +182,7 @@ bool PackedQueue::walk(uint16_t id, std::span<iovec> iov, Chain* out, ChainError
             if (t.count != 1) return *err = ChainError::kBadIndirect, false;
             return walk_indirect(d, iov, out, err);
         }
-        if (!add_buffer(d.addr, d.len, (d.flags & kDescFWrite) != 0, iov, out, err)) return false;
+        if (!add_chain_buffer(*mem_, d.addr, d.len, (d.flags & kDescFWrite) != 0, iov, out, err)) return false;
     }
     return true;
 }

@@ -73,7 +73,6 @@ inline constexpr uint32_t kPackedFreshBase = packed_base({0, true}, {0, true});
 class PackedQueue {
 public:
     static constexpr uint32_t kMaxIndirect = kMaxQueueSize;
-    static constexpr uint64_t kMaxChainBytes = 1ull << 32;
 
     // Validates and caches ring pointers: desc_uva is the descriptor ring, avail_uva the driver
     // event suppression area, used_uva the device's. `base` is the SET_VRING_BASE value.
@@ -143,7 +142,6 @@ private:
     Result<Taken> chain_at(PackedPos p, uint16_t* id) const;
     PackedPos advance(PackedPos p, uint32_t n) const;
     bool walk_indirect(const PackedDesc& d, std::span<iovec> iov, Chain* out, ChainError* err) const;
-    bool add_buffer(uint64_t addr, uint32_t len, bool writable, std::span<iovec> iov, Chain* out, ChainError* err) const;
     void log_host(const void* p, size_t len) const;
 
     std::shared_ptr<const shm::MemoryMap> mem_;

@@ -214,6 +214,25 @@ void SplitQueue::rewind(uint16_t n) {
     }
 }
 
+bool add_chain_buffer(const shm::MemoryMap& mem, uint64_t addr, uint32_t len, bool writable, std::span<iovec> iov,
+                      Chain* out, ChainError* err) {
+    if (!writable && out->n_writable > 0) return *err = ChainError::kOrder, false;
+    uint64_t& total = writable ? out->writable_bytes : out->readable_bytes;
+    auto sum = checked_add<uint64_t>(total, len);
+    if (!sum || *sum + (writable ? out->readable_bytes : out->writable_bytes) > kMaxChainBytes)
+        return *err = ChainError::kTooLong, false;
+    total = *sum;
+    size_t n = out->n_readable + out->n_writable;
+    const size_t before = n;
+    Status st = mem.gpa_to_iovecs(addr, len, iov, &n);
+    if (!st.ok()) {
+        *err = st.error().code == Errc::kBusy ? ChainError::kTooManySegments : ChainError::kBadAddress;
+        return false;
+    }
+    (writable ? out->n_writable : out->n_readable) += n - before;
+    return true;
+}
+
 bool SplitQueue::walk(uint16_t head, std::span<iovec> iov, Chain* out, ChainError* err) const {
     *out = Chain{};
     out->head = head;
@@ -223,7 +242,6 @@ bool SplitQueue::walk(uint16_t head, std::span<iovec> iov, Chain* out, ChainErro
 
 bool SplitQueue::walk_table(const Desc* table, uint32_t table_size, uint16_t start, std::span<iovec> iov,
                             Chain* out, ChainError* err, bool is_indirect) const {
-    size_t n = out->n_readable + out->n_writable;
     uint32_t idx = start;
     // Budget: a chain can't have more descriptors than its table has entries.
     for (uint32_t budget = table_size;; --budget) {
@@ -235,27 +253,14 @@ bool SplitQueue::walk_table(const Desc* table, uint32_t table_size, uint16_t sta
         if (d.flags & kDescFIndirect) {
             // Only one level, only from the ring's table, only when negotiated, never with NEXT.
             if (is_indirect || !indirect_ || (d.flags & kDescFNext) || d.len == 0 || d.len % sizeof(Desc) != 0 ||
-                d.len / sizeof(Desc) > kMaxIndirect || n != 0)
+                d.len / sizeof(Desc) > kMaxIndirect || out->n_readable + out->n_writable != 0)
                 return *err = ChainError::kBadIndirect, false;
             const uint8_t* t = mem_->gpa_to_host(d.addr, d.len);
             if (t == nullptr) return *err = ChainError::kBadIndirect, false;  // must lie in one region
             return walk_table(reinterpret_cast<const Desc*>(t), d.len / sizeof(Desc), 0, iov, out, err, true);
         }
 
-        bool writable = (d.flags & kDescFWrite) != 0;
-        if (!writable && out->n_writable > 0) return *err = ChainError::kOrder, false;
-        uint64_t& total = writable ? out->writable_bytes : out->readable_bytes;
-        auto sum = checked_add<uint64_t>(total, d.len);
-        if (!sum || *sum + (writable ? out->readable_bytes : out->writable_bytes) > kMaxChainBytes)
-            return *err = ChainError::kTooLong, false;
-        total = *sum;
-        size_t before = n;
-        Status st = mem_->gpa_to_iovecs(d.addr, d.len, iov, &n);
-        if (!st.ok()) {
-            *err = st.error().code == Errc::kBusy ? ChainError::kTooManySegments : ChainError::kBadAddress;
-            return false;
-        }
-        (writable ? out->n_writable : out->n_readable) += n - before;
+        if (!add_chain_buffer(*mem_, d.addr, d.len, (d.flags & kDescFWrite) != 0, iov, out, err)) return false;
 
         if (!(d.flags & kDescFNext)) return true;
         idx = d.next;

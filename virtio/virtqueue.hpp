@@ -53,12 +53,20 @@ enum class ChainError : uint8_t {
 };
 const char* chain_error_name(ChainError e);
 
+// Largest total chain length accepted (split and packed rings).
+inline constexpr uint64_t kMaxChainBytes = 1ull << 32;
+// One guest buffer of a chain being walked (either ring): readable ones must come before
+// writable ones, the chain stays within kMaxChainBytes, and the buffer is translated into iov
+// after the ones already there. On failure *err says why.
+bool add_chain_buffer(const shm::MemoryMap& mem, uint64_t addr, uint32_t len, bool writable, std::span<iovec> iov,
+                      Chain* out, ChainError* err);
+
 class SplitQueue {
 public:
     // Largest indirect table we walk (entries); matches the queue size cap.
     static constexpr uint32_t kMaxIndirect = kMaxQueueSize;
     // Largest total chain length we accept.
-    static constexpr uint64_t kMaxChainBytes = 1ull << 32;
+    static constexpr uint64_t kMaxChainBytes = ::vhostd::virtio::kMaxChainBytes;
 
     // Validates and caches ring pointers. `last_avail` is the SET_VRING_BASE value.
     // With `inflight` (this queue's part of the shared inflight buffer), requests are tracked

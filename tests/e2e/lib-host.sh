@@ -289,6 +289,21 @@ lh_check_blk_image() {
   fi
 }
 
+# lh_check_restart_layout IMG: host-side fio crc32c verification of the 64 MiB
+# backing file written by guest/blk_restart.sh (two 16 MiB 4k jobs from 0, two
+# 16 MiB 512k jobs from 32M): what the guest verified must verify on the host.
+lh_check_restart_layout() {
+  if fio --filename="$1" --rw=read --numjobs=2 --offset_increment=16M --size=16M \
+       --verify=crc32c --verify_fatal=1 --name=check4k --offset=0 --bs=4k \
+       --name=checkflush --offset=32M --bs=512k \
+       --output="$TMP/hostcheck.out" >/dev/null 2>"$TMP/hostcheck.err"; then
+    log "host check: fio crc32c verification of the backing file (64 MiB) OK"
+  else
+    fail "host check: fio verification of the backing file failed"
+    head -n 10 "$TMP/hostcheck.err" | sed 's/^/  | /' >&2
+  fi
+}
+
 # lh_stop_backend WANT: SIGTERM the backend, wait up to 10 s; its exit status
 # must be WANT (a number) unless WANT is "any".
 lh_stop_backend() {

@@ -344,15 +344,7 @@ log "RESUBMITTED: $total request(s) in $events queue restart(s) over $KILLS SIGK
 
 # What the guest verified must verify on the host too (the data is in the file).
 if [[ $GUEST_OK == 1 ]]; then
-  if fio --filename="$IMG" --rw=read --numjobs=2 --offset_increment=16M --size=16M \
-       --verify=crc32c --verify_fatal=1 --name=check4k --offset=0 --bs=4k \
-       --name=checkflush --offset=32M --bs=512k \
-       --output="$TMP/hostcheck.out" >/dev/null 2>"$TMP/hostcheck.err"; then
-    log "host check: fio crc32c verification of the backing file (64 MiB) OK"
-  else
-    fail "host check: fio verification of the backing file failed"
-    head -n 10 "$TMP/hostcheck.err" | sed 's/^/  | /' >&2
-  fi
+  lh_check_restart_layout "$IMG"
 fi
 
 # The guest has powered off: the last vhostd lost its frontend and must exit 0.

@@ -316,15 +316,7 @@ for side in A B; do
     grep '\[error\]' "${VLOG[$side]}" | head -n 5 | sed 's/^/  | /' >&2
   fi
 done
-if fio --filename="$IMG" --rw=read --numjobs=2 --offset_increment=16M --size=16M \
-     --verify=crc32c --verify_fatal=1 --name=check4k --offset=0 --bs=4k \
-     --name=checkflush --offset=32M --bs=512k \
-     --output="$TMP/hostcheck.out" >/dev/null 2>"$TMP/hostcheck.err"; then
-  log "host check: fio crc32c verification of the backing file (64 MiB) OK"
-else
-  fail "host check: fio verification of the backing file failed"
-  head -n 10 "$TMP/hostcheck.err" | sed 's/^/  | /' >&2
-fi
+lh_check_restart_layout "$IMG"
 for side in A B; do
   BACKEND_PID=${VPID[$side]} BLOG=${VLOG[$side]}
   lh_stop_backend 0
