@@ -26,8 +26,10 @@ public:
     Status set(const InflightDesc& desc, int fd, size_t device_queues);
 
     // The region of queue `i` for a ring of `ring_size` entries: nullptr when no buffer is in
-    // use or it does not cover queue i; an error if the ring size differs from the buffer's.
-    Result<virtio::InflightQueue*> queue(uint32_t i, uint32_t ring_size) const;
+    // use or it does not cover queue i; an error if the ring size differs from the buffer's, or
+    // a packed ring's region would not fit (a split-sized buffer). A packed ring reads it as
+    // virtio::InflightQueuePacked.
+    Result<virtio::InflightQueue*> queue(uint32_t i, uint32_t ring_size, bool packed) const;
     // Keeps the buffer in use mapped for as long as a queue runs on it.
     std::shared_ptr<const void> owner() const { return in_use_; }
 
@@ -40,6 +42,7 @@ private:
     std::shared_ptr<shm::SharedBuffer> created_;  // the last one GET_INFLIGHT_FD handed out
     uint16_t num_queues_ = 0;                     // of in_use_
     uint16_t queue_size_ = 0;
+    uint64_t stride_ = 0;                         // bytes per queue region
 };
 
 }  // namespace vhostd::vhost

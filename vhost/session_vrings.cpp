@@ -146,7 +146,7 @@ Status Session::try_start(uint32_t i) {
     }
     s.call = v.call.get();
     s.err = v.err.get();
-    VHOSTD_ASSIGN_OR_RETURN(s.inflight, inflight_.queue(i, v.num));
+    VHOSTD_ASSIGN_OR_RETURN(s.inflight, inflight_.queue(i, v.num, (acked_features_ & virtio::kFRingPacked) != 0));
     if (s.inflight != nullptr) s.inflight_owner = inflight_.owner();
     VHOSTD_TRY(dev_->start_queue(i, std::move(s)));
     v.started = true;

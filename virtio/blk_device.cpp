@@ -364,7 +364,7 @@ BlkDevice::~BlkDevice() { stop_all_queues(); }
 
 uint64_t BlkDevice::features() const {
     uint64_t f = blk::kFSizeMax | blk::kFSegMax | blk::kFBlkSize | blk::kFFlush | blk::kFTopology |
-                 blk::kFConfigWce | blk::kFMq | kFVersion1 | kFIndirectDesc | kFEventIdx;
+                 blk::kFConfigWce | blk::kFMq | kFVersion1 | kFIndirectDesc | kFEventIdx | kFRingPacked;
     const auto& in = backend_->info();
     if (in.readonly) f |= blk::kFRo;
     if (in.discard) f |= blk::kFDiscard;

@@ -1,5 +1,6 @@
 #include "virtio/packed_queue.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 
@@ -18,10 +19,26 @@ uint16_t load_relaxed(const uint16_t* p) {
 void store_release(uint16_t* p, uint16_t v) { std::atomic_ref<uint16_t>(*p).store(v, std::memory_order_release); }
 void store_relaxed(uint16_t* p, uint16_t v) { std::atomic_ref<uint16_t>(*p).store(v, std::memory_order_relaxed); }
 
+// The inflight region is shared with the frontend (and read by a later vhostd after this one
+// died): single relaxed accesses, and compiler barriers between the steps whose order matters.
+template <typename T>
+T ld(const T& v) {
+    return std::atomic_ref<T>(const_cast<T&>(v)).load(std::memory_order_relaxed);
+}
+template <typename T>
+void st(T& v, T x) {
+    std::atomic_ref<T>(v).store(x, std::memory_order_relaxed);
+}
+void step() { std::atomic_signal_fence(std::memory_order_seq_cst); }
+
+constexpr uint16_t kAvailUsedMask = kPackedDescFAvail | kPackedDescFUsed;
+// The AVAIL/USED bits of a descriptor the driver made available in round `wrap`.
+constexpr uint16_t avail_flags(bool wrap) { return wrap ? kPackedDescFAvail : kPackedDescFUsed; }
+
 }  // namespace
 
 Status PackedQueue::activate(std::shared_ptr<const shm::MemoryMap> mem, const QueueLayout& l, uint32_t base,
-                             bool event_idx, bool indirect) {
+                             bool event_idx, bool indirect, InflightQueuePacked* inflight, uint64_t features) {
     deactivate();
     if (l.size == 0 || l.size > kMaxQueueSize)
         return make_error(Errc::kInvalid, "packed queue size {} is not 1..{}", l.size, kMaxQueueSize);
@@ -59,13 +76,198 @@ Status PackedQueue::activate(std::shared_ptr<const shm::MemoryMap> mem, const Qu
     batch_open_ = false;
     advanced_ = 0;
     signalled_valid_ = false;
+    descs_in_flight_ = 0;
+    if (inflight != nullptr) {
+        inflight_ = inflight;
+        Status st = recover_inflight(features);
+        if (!st.ok()) {
+            deactivate();
+            return st;
+        }
+    }
     return ok_status();
 }
 
 void PackedQueue::deactivate() {
     desc_ = nullptr;
     driver_event_ = device_event_ = nullptr;
+    inflight_ = nullptr;
+    batch_heads_.clear();
+    recovered_.clear();
+    resubmit_.clear();
+    resubmit_pos_ = 0;
     mem_.reset();
+}
+
+// ---- inflight tracking -------------------------------------------------------------------------
+//
+// The spec's algorithm (vhost-user "Inflight I/O tracking", packed virtqueue):
+//   take a chain:   copy each descriptor into the entry at free_head and move free_head along
+//                   the list; the head entry gets num, last, counter and then inflight = 1;
+//                   commit old_free_head = free_head.
+//   complete:       per used buffer, splice its entries back (last.next = free_head,
+//                   free_head = head) and move used_idx/used_wrap_counter; after the batch's
+//                   first used descriptor is visible (its flags, stored last), clear the heads'
+//                   inflight flags and commit old_free_head/old_used_idx/old_used_wrap_counter.
+//   restart:        if used_idx moved past the committed one, the batch is kept when the driver
+//                   can already see it (the descriptor at old_used_idx is no longer available in
+//                   round old_used_wrap_counter), else rolled back; every entry on the free list
+//                   is not in flight; the heads still marked are resubmitted by counter.
+// The free list ends at an index >= desc_num.
+
+Status PackedQueue::recover_inflight(uint64_t features) {
+    InflightQueuePacked& r = *inflight_;
+    batch_heads_.reserve(size_);
+    if (ld(r.version) == 0) {
+        // Fresh (or reset by the frontend): nothing to recover; start tracking.
+        for (uint16_t i = 0; i < size_; ++i) {
+            st(r.desc[i].inflight, uint8_t{0});
+            st(r.desc[i].next, static_cast<uint16_t>(i + 1));
+        }
+        st(r.features, features);
+        st(r.desc_num, size_);
+        st(r.free_head, uint16_t{0});
+        st(r.old_free_head, uint16_t{0});
+        st(r.used_idx, used_.idx);
+        st(r.old_used_idx, used_.idx);
+        st(r.used_wrap_counter, uint8_t{used_.wrap});
+        st(r.old_used_wrap_counter, uint8_t{used_.wrap});
+        step();
+        st(r.version, kInflightVersion);
+        free_head_ = 0;
+        counter_ = 0;
+        return ok_status();
+    }
+    // Everything below comes from the frontend's memory: checked before use, loops bounded.
+    if (ld(r.version) != kInflightVersion)
+        return make_error(Errc::kInvalid, "inflight region version {} (expected {})", ld(r.version), kInflightVersion);
+    if (ld(r.desc_num) != size_)
+        return make_error(Errc::kInvalid, "inflight region for {} descriptors, queue has {}", ld(r.desc_num), size_);
+    if ((ld(r.features) & kFRingPacked) == 0)
+        return make_error(Errc::kInvalid, "inflight region was written for a split ring");
+    uint16_t free_head = ld(r.free_head), used_idx = ld(r.used_idx);
+    uint8_t used_wrap = ld(r.used_wrap_counter);
+    const uint16_t old_used_idx = ld(r.old_used_idx);
+    const uint8_t old_used_wrap = ld(r.old_used_wrap_counter);
+    if (old_used_idx >= size_ || old_used_wrap > 1 || used_idx >= size_ || used_wrap > 1)
+        return make_error(Errc::kInvalid, "inflight region: used position {}/{} (committed {}/{}) on a ring of {}",
+                          used_idx, used_wrap, old_used_idx, old_used_wrap, size_);
+    if (used_idx != old_used_idx || used_wrap != old_used_wrap) {
+        // A completion batch was under way. Visible to the driver (its first used descriptor's
+        // flags were stored): keep it. Otherwise roll it back: its requests run again.
+        const uint16_t f = load_acquire(&desc_[old_used_idx].flags) & kAvailUsedMask;
+        if (f != avail_flags(old_used_wrap != 0)) {
+            st(r.old_free_head, free_head);
+            st(r.old_used_idx, used_idx);
+            st(r.old_used_wrap_counter, used_wrap);
+        }
+    }
+    step();
+    free_head = ld(r.old_free_head);
+    used_idx = ld(r.old_used_idx);
+    used_wrap = ld(r.old_used_wrap_counter);
+    st(r.free_head, free_head);
+    st(r.used_idx, used_idx);
+    st(r.used_wrap_counter, used_wrap);
+    step();
+    // Entries on the free list are not in flight (a take or a completion cut short).
+    uint16_t e = free_head;
+    for (uint32_t n = 0; e < size_; ++n) {
+        if (n >= size_) return make_error(Errc::kInvalid, "inflight region: the free list has a cycle");
+        st(r.desc[e].inflight, uint8_t{0});
+        e = ld(r.desc[e].next);
+    }
+    // The heads still marked: copy their chains out (validated) and order them by counter.
+    struct Rec {
+        uint64_t counter;
+        uint16_t head;
+    };
+    std::vector<Rec> heads;
+    for (uint16_t i = 0; i < size_; ++i)
+        if (ld(r.desc[i].inflight) != 0) heads.push_back({ld(r.desc[i].counter), i});
+    std::sort(heads.begin(), heads.end(), [](const Rec& a, const Rec& b) { return a.counter < b.counter; });
+    recovered_.clear();
+    recovered_.reserve(size_);
+    resubmit_.reserve(heads.size());
+    uint64_t max_counter = 0;
+    uint32_t slots = 0;
+    for (const Rec& h : heads) {
+        const uint16_t num = ld(r.desc[h.head].num);
+        if (num == 0 || num > size_ || slots + num > size_)
+            return make_error(Errc::kInvalid, "inflight region: chain at entry {} of {} descriptors ({} already)",
+                              h.head, num, slots);
+        const auto start = static_cast<uint16_t>(recovered_.size());
+        uint16_t cur = h.head;
+        for (uint16_t k = 0; k < num; ++k) {
+            if (cur >= size_) return make_error(Errc::kInvalid, "inflight region: chain entry {} out of range", cur);
+            const InflightDescPacked& d = r.desc[cur];
+            recovered_.push_back(PackedDesc{ld(d.addr), ld(d.len), ld(d.id), ld(d.flags)});
+            if (k + 1 < num) cur = ld(d.next);
+        }
+        const uint16_t id = recovered_.back().id;  // a chain's buffer id is in its last descriptor
+        if (id >= size_ || taken_[id].count != 0)
+            return make_error(Errc::kInvalid, "inflight region: buffer id {} out of range or recovered twice", id);
+        taken_[id] = Taken{start, num, true, h.head, cur};
+        resubmit_.push_back(id);
+        slots += num;
+        max_counter = std::max(max_counter, h.counter);
+    }
+    // Both positions from the region (a crashed backend never answered GET_VRING_BASE, so the
+    // frontend's base is stale): the used one committed there, the avail one past every slot
+    // the chains in flight occupy.
+    used_ = PackedPos{used_idx, used_wrap != 0};
+    avail_ = scan_ = advance(used_, slots);
+    scanned_ = scanned_descs_ = 0;
+    in_flight_ = static_cast<uint16_t>(resubmit_.size());
+    descs_in_flight_ = slots;
+    free_head_ = free_head;
+    counter_ = heads.empty() ? 0 : max_counter + 1;
+    return ok_status();
+}
+
+Status PackedQueue::track_taken(Taken* t) {
+    InflightQueuePacked& r = *inflight_;
+    const uint16_t head = free_head_;
+    uint16_t e = head, last = head;
+    for (uint16_t k = 0; k < t->count; ++k) {
+        // Cannot run out while the region is intact (at most size_ slots in flight); the
+        // frontend can break it, and then only tracking stops.
+        if (e >= size_) return make_error(Errc::kInvalid, "inflight region: free list exhausted or broken");
+        PackedDesc d;
+        std::memcpy(&d, &desc_[(uint32_t{t->start} + k) % size_], sizeof(d));
+        InflightDescPacked& x = r.desc[e];
+        st(x.addr, d.addr);
+        st(x.len, d.len);
+        st(x.id, d.id);
+        st(x.flags, d.flags);
+        last = e;
+        e = ld(x.next);
+    }
+    InflightDescPacked& h = r.desc[head];
+    st(h.num, t->count);
+    st(h.last, last);
+    st(h.counter, counter_++);
+    step();
+    st(h.inflight, uint8_t{1});
+    step();
+    free_head_ = e;
+    st(r.free_head, e);
+    st(r.old_free_head, e);
+    t->head_entry = head;
+    t->last_entry = last;
+    return ok_status();
+}
+
+// A taken chain goes back without a used descriptor (rewind): its entries return to the free
+// list before its head stops being in flight.
+void PackedQueue::untrack(const Taken& t) {
+    InflightQueuePacked& r = *inflight_;
+    st(r.desc[t.last_entry].next, free_head_);
+    free_head_ = t.head_entry;
+    st(r.free_head, free_head_);
+    st(r.old_free_head, free_head_);
+    step();
+    st(r.desc[t.head_entry].inflight, uint8_t{0});
 }
 
 PackedPos PackedQueue::advance(PackedPos p, uint32_t n) const {
@@ -113,15 +315,24 @@ Result<uint16_t> PackedQueue::pending() {
         ++scanned_;
         scanned_descs_ = static_cast<uint16_t>(scanned_descs_ + t.count);
     }
-    return scanned_;
+    // Recovered chains come first (at most size_ of them).
+    return static_cast<uint16_t>(std::min<uint32_t>(uint32_t{scanned_} + resubmits_left(), 0xffff));
 }
 
 Result<uint16_t> PackedQueue::pop_head() {
+    if (resubmit_pos_ < resubmit_.size()) return resubmit_[resubmit_pos_++];  // still in flight
     if (!is_avail(avail_)) return make_error(Errc::kInvalid, "packed ring: no chain available at {}", avail_.idx);
     uint16_t id = 0;
     VHOSTD_ASSIGN_OR_RETURN(Taken t, chain_at(avail_, &id));
     if (id >= size_) return make_error(Errc::kInvalid, "packed ring: buffer id {} >= queue size {}", id, size_);
     if (taken_[id].count != 0) return make_error(Errc::kInvalid, "packed ring: buffer id {} made available again while in flight", id);
+    // A driver that makes slots available again before they were used would have us hold more
+    // descriptors than the ring has.
+    if (descs_in_flight_ + t.count > size_)
+        return make_error(Errc::kInvalid, "packed ring: {} descriptors in flight and {} more on a ring of {}",
+                          descs_in_flight_, t.count, size_);
+    if (inflight_ != nullptr) VHOSTD_TRY(track_taken(&t));
+    descs_in_flight_ += t.count;
     taken_[id] = t;
     pop_order_[pops_ % size_] = Popped{avail_, id};
     ++pops_;
@@ -143,6 +354,8 @@ void PackedQueue::rewind(uint16_t n) {
     for (uint16_t k = 0; k < n; ++k) {
         const Popped& p = pop_order_[(pops_ - 1) % size_];
         avail_ = p.start;
+        if (inflight_ != nullptr) untrack(taken_[p.id]);
+        descs_in_flight_ -= taken_[p.id].count;
         taken_[p.id] = Taken{};
         --pops_;
         --in_flight_;
@@ -174,9 +387,11 @@ bool PackedQueue::walk(uint16_t id, std::span<iovec> iov, Chain* out, ChainError
     if (id >= size_ || taken_[id].count == 0) return *err = ChainError::kBadIndex, false;
     const Taken& t = taken_[id];
     for (uint32_t n = 0; n < t.count; ++n) {
-        const uint32_t i = (uint32_t{t.start} + n) % size_;
         PackedDesc d;
-        std::memcpy(&d, &desc_[i], sizeof(d));
+        if (t.recovered)
+            d = recovered_[uint32_t{t.start} + n];  // copied out and bounded at recovery
+        else
+            std::memcpy(&d, &desc_[(uint32_t{t.start} + n) % size_], sizeof(d));
         if (d.flags & kDescFIndirect) {
             // Only alone: never in a NEXT-linked list.
             if (t.count != 1) return *err = ChainError::kBadIndirect, false;
@@ -209,17 +424,40 @@ void PackedQueue::push_used(uint16_t id, uint32_t len) {
         store_release(&d.flags, flags);
     }
     log_host(&d, sizeof(d));
-    used_ = advance(used_, taken_[id].count);
-    advanced_ += taken_[id].count;
+    const Taken& t = taken_[id];
+    used_ = advance(used_, t.count);
+    if (inflight_ != nullptr) {
+        InflightQueuePacked& r = *inflight_;
+        st(r.desc[t.last_entry].next, free_head_);
+        free_head_ = t.head_entry;
+        st(r.free_head, free_head_);
+        st(r.used_idx, used_.idx);
+        st(r.used_wrap_counter, uint8_t{used_.wrap});
+        // At most size_ chains are in flight, so a batch fits the reserved size_ (no allocation).
+        if (batch_heads_.size() < size_) batch_heads_.push_back(t.head_entry);
+    }
+    advanced_ += t.count;
+    descs_in_flight_ -= t.count;
     taken_[id] = Taken{};
     --in_flight_;
 }
 
 bool PackedQueue::publish_used() {
     if (!batch_open_) return false;
+    step();
     store_release(&desc_[batch_first_].flags, batch_flags_);
     log_host(&desc_[batch_first_], sizeof(PackedDesc));
     batch_open_ = false;
+    if (inflight_ != nullptr && !batch_heads_.empty()) {
+        InflightQueuePacked& r = *inflight_;
+        step();
+        for (uint16_t h : batch_heads_) st(r.desc[h].inflight, uint8_t{0});
+        step();
+        st(r.old_free_head, free_head_);
+        st(r.old_used_idx, used_.idx);
+        st(r.old_used_wrap_counter, uint8_t{used_.wrap});
+        batch_heads_.clear();
+    }
     return true;
 }
 
@@ -253,7 +491,7 @@ bool PackedQueue::enable_notify() {
     log_host(device_event_, sizeof(EventSuppress));
     // The driver may have made a chain available before it saw our flags: check after a full fence.
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    return scanned_ > 0 || is_avail(scan_);
+    return resubmits_left() > 0 || scanned_ > 0 || is_avail(scan_);
 }
 
 uint16_t PackedQueue::avail_token() {

@@ -26,6 +26,7 @@
 #include "core/result.hpp"
 #include "shm/dirty_log.hpp"
 #include "shm/memory_map.hpp"
+#include "virtio/inflight.hpp"
 #include "virtio/virtqueue.hpp"
 
 namespace vhostd::virtio {
@@ -76,8 +77,13 @@ public:
 
     // Validates and caches ring pointers: desc_uva is the descriptor ring, avail_uva the driver
     // event suppression area, used_uva the device's. `base` is the SET_VRING_BASE value.
+    // With `inflight` (the queue's region, INFLIGHT_SHMFD) every chain is tracked there from
+    // when it is taken until its used descriptor is visible; a region a killed backend left
+    // behind is recovered: both ring positions come from it (after a crash the frontend's base
+    // is stale), and the chains still in flight are taken first again (pop_head), in the order
+    // they were first taken, walked from the region's copies of their descriptors.
     Status activate(std::shared_ptr<const shm::MemoryMap> mem, const QueueLayout& layout, uint32_t base,
-                    bool event_idx, bool indirect);
+                    bool event_idx, bool indirect, InflightQueuePacked* inflight = nullptr, uint64_t features = 0);
     bool active() const { return desc_ != nullptr; }
     void deactivate();
     uint16_t size() const { return size_; }
@@ -88,10 +94,14 @@ public:
     // size). An error is a broken guest (a chain that never ends within the ring).
     Result<uint16_t> pending();
     // Takes the next available chain; returns its buffer id (call only when pending() > 0).
-    // Fails on a buffer id >= the queue size or one that is already in flight.
+    // Fails on a buffer id >= the queue size or one that is already in flight, and on more
+    // descriptors in flight than the ring has slots.
     Result<uint16_t> pop_head();
-    // Gives back the last n chains taken (not yet used): pop_head returns them again.
+    // Gives back the last n chains taken from the ring (not yet used; not recovered ones):
+    // pop_head returns them again.
     void rewind(uint16_t n);
+    // Recovered chains (inflight tracking) pop_head has not handed out yet.
+    uint16_t resubmits_left() const { return static_cast<uint16_t>(resubmit_.size() - resubmit_pos_); }
     // Walks the chain of buffer `id` (taken, not yet used) into iov. Walk a chain before any
     // push_used that follows its pop_head: used descriptors are written at the used position,
     // which can be a slot of a chain still in flight (completions out of order), so its
@@ -129,8 +139,11 @@ public:
 
 private:
     struct Taken {
-        uint16_t start = 0;  // ring index of the chain's first descriptor
+        uint16_t start = 0;  // ring index of the chain's first descriptor (recovered: in recovered_)
         uint16_t count = 0;  // its descriptors in the ring (0: not in flight)
+        bool recovered = false;
+        uint16_t head_entry = 0;  // inflight tracking: the chain's entries in the region
+        uint16_t last_entry = 0;
     };
     struct Popped {
         PackedPos start;
@@ -143,6 +156,9 @@ private:
     PackedPos advance(PackedPos p, uint32_t n) const;
     bool walk_indirect(const PackedDesc& d, std::span<iovec> iov, Chain* out, ChainError* err) const;
     void log_host(const void* p, size_t len) const;
+    Status recover_inflight(uint64_t features);
+    Status track_taken(Taken* t);
+    void untrack(const Taken& t);
 
     std::shared_ptr<const shm::MemoryMap> mem_;
     uint16_t size_ = 0;
@@ -168,6 +184,16 @@ private:
     uint16_t batch_flags_ = 0;
     uint32_t advanced_ = 0;  // used descriptors written since the last needs_notify
     bool signalled_valid_ = false;
+    uint32_t descs_in_flight_ = 0;  // ring slots the chains in flight occupy (<= size_)
+
+    // Inflight tracking (see inflight.hpp).
+    InflightQueuePacked* inflight_ = nullptr;
+    uint64_t counter_ = 0;
+    uint16_t free_head_ = 0;                // mirror of the region's free_head
+    std::vector<uint16_t> batch_heads_;     // head entries completed since the last publish
+    std::vector<PackedDesc> recovered_;     // copies of the recovered chains' descriptors
+    std::vector<uint16_t> resubmit_;        // recovered buffer ids, oldest first
+    size_t resubmit_pos_ = 0;
 };
 
 }  // namespace vhostd::virtio

@@ -25,6 +25,9 @@ Status QueueWorker::start(QueueStart&& s) {
         Status st = vq_.activate(s.mem, s.layout, s.base, (s.features & kFEventIdx) != 0,
                                  (s.features & kFIndirectDesc) != 0, inflight_, s.features);
         if (st.ok()) apply_log();
+        if (st.ok())
+            VLOG_DEBUG("queue {}: active at avail {} (used index in guest memory {})", index_, vq_.base(),
+                       vq_.ring_used());
         if (st.ok() && vq_.resubmits_left() > 0)
             VLOG_INFO("queue {}: resubmitting {} requests left in flight by a previous backend", index_,
                       vq_.resubmits_left());
@@ -62,6 +65,8 @@ uint32_t QueueWorker::stop() {
     if (!running_) return vq_.base();
     uint32_t last = detach();
     reactor_.run_sync([this] {
+        VLOG_DEBUG("queue {}: stopped at avail {} (used index in guest memory {})", index_, vq_.base(),
+                   vq_.ring_used());
         on_stop();
         vq_.deactivate();  // a stopped queue must not keep the guest's memory mapped
         vq_.set_used_log(nullptr, 0);

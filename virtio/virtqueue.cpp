@@ -127,6 +127,8 @@ Status SplitQueue::recover_inflight(uint16_t* last_avail, uint64_t features) {
         return make_error(Errc::kInvalid, "inflight region version {} (expected {})", ld(r.version), kInflightVersion);
     if (ld(r.desc_num) != size_)
         return make_error(Errc::kInvalid, "inflight region for {} descriptors, queue has {}", ld(r.desc_num), size_);
+    if (ld(r.features) & (1ull << 34))  // VIRTIO_F_RING_PACKED: the other layout
+        return make_error(Errc::kInvalid, "inflight region was written for a packed ring");
     // A batch whose used->idx store happened but whose clears did not: clear it now.
     auto batch = static_cast<uint16_t>(used - ld(r.used_idx));
     if (batch > size_)

@@ -19,9 +19,9 @@ public:
         deactivate();
         packed_ = (features & kFRingPacked) != 0;
         if (packed_) {
-            if (inflight != nullptr)
-                return make_error(Errc::kUnsupported, "inflight tracking is not supported on packed rings");
-            return packed_q_.activate(std::move(mem), layout, base, event_idx, indirect);
+            // The same region, read with the packed layout (InflightBuffers sized it for that).
+            return packed_q_.activate(std::move(mem), layout, base, event_idx, indirect,
+                                      reinterpret_cast<InflightQueuePacked*>(inflight), features);
         }
         if (base > 0xffff) return make_error(Errc::kInvalid, "split ring base {:#x} is more than 16 bits", base);
         return split_.activate(std::move(mem), layout, static_cast<uint16_t>(base), event_idx, indirect, inflight,
@@ -36,9 +36,11 @@ public:
     uint16_t size() const { return packed_ ? packed_q_.size() : split_.size(); }
     const shm::MemoryMap& mem() const { return packed_ ? packed_q_.mem() : split_.mem(); }
     std::shared_ptr<const shm::MemoryMap> mem_ref() const { return packed_ ? packed_q_.mem_ref() : split_.mem_ref(); }
-    uint16_t resubmits_left() const { return packed_ ? 0 : split_.resubmits_left(); }
+    uint16_t resubmits_left() const { return packed_ ? packed_q_.resubmits_left() : split_.resubmits_left(); }
     uint32_t base() const { return packed_ ? packed_q_.base() : split_.last_avail(); }
     uint16_t taken() const { return packed_ ? packed_q_.taken() : split_.last_avail(); }
+    // Split: the used index as the guest sees it in ring memory (diagnostics; packed: base()).
+    uint32_t ring_used() const { return packed_ ? packed_q_.base() : split_.ring_used_idx(); }
 
     Result<uint16_t> pending() { return packed_ ? packed_q_.pending() : split_.pending(); }
     Result<uint16_t> pop_head() { return packed_ ? packed_q_.pop_head() : split_.pop_head(); }

@@ -11,7 +11,9 @@
 #include <functional>
 
 #include "testing/blk_fixture.hpp"
+#include "testing/packed_driver_queue.hpp"
 #include "virtio/inflight.hpp"
+#include "virtio/packed_queue.hpp"
 
 namespace vhostd::testing {
 namespace {
@@ -195,6 +197,67 @@ TEST_F(Sessions, ThousandSessionsKeepFdsAndRssFlat) {
     // checks leaks there instead.)
     if (!kAsan) {
         EXPECT_LT(rss1, rss0 + 8 * 1024) << "RSS grew from " << rss0 << " KiB to " << rss1 << " KiB";
+    }
+}
+
+TEST_F(Sessions, InflightBuffersHaveRoomForPackedRingsAndSplitSizedOnesServeSplitRingsOnly) {
+    // GET_INFLIGHT_FD comes before SET_FEATURES says which ring type: the buffer fits either.
+    {
+        auto fe = negotiated();
+        auto i = fe->get_inflight_fd(2, 128);
+        ASSERT_OK(i);
+        EXPECT_EQ(i.value().desc.mmap_size,
+                  2 * std::max(virtio::inflight_queue_bytes(128), virtio::inflight_queue_bytes_packed(128)));
+    }
+    // A buffer an older vhostd made (split-sized) still serves a split ring, and refuses to run a
+    // packed one (its regions would overlap).
+    for (bool packed : {false, true}) {
+        SCOPED_TRACE(packed ? "packed" : "split");
+        Guest g;
+        auto fe = Frontend::connect(sock_);
+        ASSERT_OK(fe);
+        g.fe = std::move(fe).value();
+        auto f = g.fe->get_features();
+        ASSERT_OK(f);
+        ASSERT_OK(g.fe->set_features(f.value() & (kGuestFeatures | (packed ? virtio::kFRingPacked : 0))));
+        ASSERT_OK(g.fe->set_protocol_features(vhost::pf::kInflightShmfd | vhost::pf::kMq | vhost::pf::kReplyAck));
+        const uint64_t split = 2 * virtio::inflight_queue_bytes(128);
+        int fd = memfd_create("old-inflight", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        ASSERT_GE(fd, 0);
+        UniqueFd ifd(fd);
+        ASSERT_EQ(ftruncate(fd, static_cast<off_t>(split)), 0);
+        ASSERT_EQ(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW), 0);
+        ASSERT_OK(g.fe->set_inflight_fd(fd, vhost::InflightDesc{split, 0, 2, 128}));
+        auto mem = GuestRam::create({{0, 16ull << 20}});
+        ASSERT_OK(mem);
+        g.mem = std::move(mem).value();
+        ASSERT_OK(g.fe->set_mem_table(*g.mem));
+        UniqueFd k = make_eventfd();
+        ASSERT_OK(g.fe->set_vring_num(0, 128));
+        std::unique_ptr<DriverQueue> sq;
+        std::unique_ptr<testing::PackedDriverQueue> pq;
+        if (packed) {
+            auto q = testing::PackedDriverQueue::create(*g.mem, 128, true);
+            ASSERT_OK(q);
+            pq = std::move(q).value();
+            const virtio::QueueLayout l = pq->layout();
+            ASSERT_OK(g.fe->set_vring_base(0, virtio::kPackedFreshBase));
+            ASSERT_OK(g.fe->set_vring_addr(vhost::VringAddr{0, 0, l.desc_uva, l.used_uva, l.avail_uva, 0}));
+        } else {
+            auto q = DriverQueue::create(*g.mem, 128, true);
+            ASSERT_OK(q);
+            sq = std::move(q).value();
+            ASSERT_OK(g.fe->set_vring_addr(0, *sq));
+        }
+        ASSERT_OK(g.fe->set_vring_kick(0, k.get()));
+        Status st = g.fe->set_vring_enable(0, true);  // the ring starts here
+        if (packed) {
+            EXPECT_FALSE(st.ok() && !g.fe->peer_closed(std::chrono::seconds(2)))
+                << "a packed ring started on a split-sized inflight buffer";
+        } else {
+            EXPECT_TRUE(st.ok()) << st.error().describe();
+            EXPECT_FALSE(g.fe->peer_closed(std::chrono::milliseconds(300)));
+        }
     }
 }
 
