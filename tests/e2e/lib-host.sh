@@ -37,10 +37,11 @@ lh_usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit "${1:-2}"; }
 lh_parse_common_args() {
   local me
   me=$(basename "$0" .sh)
-  BUILD_DIR="" TIMEOUT=${TIMEOUT:-150}
+  BUILD_DIR="" TIMEOUT=${TIMEOUT:-150} PACKED=0
   while [[ $# -gt 0 ]]; do
     case $1 in
       --build-dir) BUILD_DIR=$2; shift 2 ;;
+      --packed) PACKED=1; shift ;;  # for the tests that say they take it
       --guest-dir) GUEST_DIR=$2; shift 2 ;;
       --timeout) TIMEOUT=$2; shift 2 ;;
       --keep) KEEP=1; shift ;;

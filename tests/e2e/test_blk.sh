@@ -5,7 +5,7 @@
 #
 # Usage:
 #   tests/e2e/test_blk.sh --build-dir BUILD --guest-dir DIR [--backend vhostd|qsd]
-#                         [--null] [--timeout SECS] [--keep]
+#                         [--null] [--packed] [--timeout SECS] [--keep]
 #
 #   --build-dir BUILD   CMake build dir containing the vhostd binary
 #                       (not needed for --backend qsd)
@@ -14,6 +14,8 @@
 #                       reference implementation to validate this harness)
 #   --null              null backend (reads zeroes, writes discarded) and the
 #                       blk_null guest test instead of a file backend
+#   --packed            packed virtqueues (vhost-user-blk-pci packed=on; the
+#                       guest must negotiate them)
 #   --timeout SECS      guest timeout (default 240)
 #   --keep              keep the temp dir (backing file, logs) for debugging
 #
@@ -21,7 +23,7 @@
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-BUILD_DIR="" GUEST_DIR="" BACKEND=vhostd NULL=0 TIMEOUT=240 KEEP=0
+BUILD_DIR="" GUEST_DIR="" BACKEND=vhostd NULL=0 PACKED=0 TIMEOUT=240 KEEP=0
 DISK_MIB=256
 QUEUES=2
 
@@ -32,6 +34,7 @@ while [[ $# -gt 0 ]]; do
     --guest-dir) GUEST_DIR=$2; shift 2 ;;
     --backend) BACKEND=$2; shift 2 ;;
     --null) NULL=1; shift ;;
+    --packed) PACKED=1; shift ;;
     --timeout) TIMEOUT=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
     -h|--help) usage 0 ;;
@@ -47,6 +50,8 @@ if [[ $BACKEND == vhostd ]]; then
 fi
 
 if [[ $NULL == 1 ]]; then NAME="blk_null/$BACKEND"; else NAME="blk/$BACKEND"; fi
+PACKED_OPT=""
+if [[ $PACKED == 1 ]]; then NAME+="/packed"; PACKED_OPT=",packed=on"; fi
 # shellcheck source-path=SCRIPTDIR source=lib-host.sh
 . "$SCRIPT_DIR/lib-host.sh"
 lh_init "test_blk[$NAME]" blk
@@ -101,9 +106,10 @@ if [[ $NULL == 1 ]]; then
 else
   gtest=blk; extra="vtest_queues=$QUEUES vtest_discard=1"
 fi
+extra+=" vtest_packed=$PACKED"
 lh_run_guest "$gtest" "$GLOG" "$TIMEOUT" "$extra" \
   -chardev "socket,id=c0,path=$SOCK" \
-  -device "vhost-user-blk-pci,chardev=c0,num-queues=$QUEUES"
+  -device "vhost-user-blk-pci,chardev=c0,num-queues=$QUEUES$PACKED_OPT"
 
 # The backend must survive the guest disconnecting.
 lh_check_backend_alive "during/after the guest run"

@@ -42,10 +42,13 @@
 #
 # Usage:
 #   tests/e2e/test_blk_restart.sh --build-dir BUILD --guest-dir DIR
-#                                 [--timeout SECS] [--keep]
+#                                 [--packed] [--timeout SECS] [--keep]
 #
 #   --build-dir BUILD   CMake build dir containing the vhostd binary
 #   --guest-dir DIR     guest image dir; built/refreshed with build-guest.sh
+#   --packed            packed virtqueues (vhost-user-blk-pci packed=on; the
+#                       guest must negotiate them; inflight tracking in the
+#                       packed layout)
 #   --timeout SECS      guest timeout (default 300)
 #   --keep              keep the temp dir (backing file, logs) for debugging
 #
@@ -70,7 +73,9 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$SCRIPT_DIR/lib-host.sh"
 TIMEOUT=${TIMEOUT:-300}
 lh_parse_common_args "$@"
-lh_init test_blk_restart blk-restart
+PACKED_OPT=""
+if [[ $PACKED == 1 ]]; then PACKED_OPT=",packed=on"; fi
+lh_init "test_blk_restart$PACKED_OPT" blk-restart
 lh_build_guest
 
 DISK_MIB=64
@@ -98,7 +103,7 @@ fi
 VHOSTD_CMD=("$VHOSTD" --threads 1 --blk "socket=$SOCK,path=$IMG,queues=$QUEUES$direct")
 # shellcheck disable=SC2054  # commas are part of QEMU option values
 QEMU_DEV=(-chardev "socket,id=c0,path=$SOCK,reconnect=1"
-          -device "vhost-user-blk-pci,chardev=c0,num-queues=$QUEUES")
+          -device "vhost-user-blk-pci,chardev=c0,num-queues=$QUEUES$PACKED_OPT")
 
 # --- slow flushes ----------------------------------------------------------------
 # With the page cache, vhostd's reads and writes finish at once; only a FLUSH
@@ -242,7 +247,7 @@ broken_now() {
 log "backing file ${DISK_MIB} MiB${direct:+ (direct=on)}; fio phase ${RUNTIME}s; kill interval seed $SEED"
 start_instance
 log "vhostd instance 1 pid $BACKEND_PID listening on $SOCK"
-lh_start_guest blk_restart "$GLOG" "$TIMEOUT" "vtest_queues=$QUEUES vtest_runtime=$RUNTIME" "${QEMU_DEV[@]}"
+lh_start_guest blk_restart "$GLOG" "$TIMEOUT" "vtest_queues=$QUEUES vtest_runtime=$RUNTIME vtest_packed=$PACKED" "${QEMU_DEV[@]}"
 
 deadline=$((SECONDS + 180))
 until gmark 'VTEST-PHASE: io-start'; do

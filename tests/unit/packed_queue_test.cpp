@@ -353,6 +353,20 @@ TEST_P(Packed, BadBufferIdsAreRefused) {
     EXPECT_FALSE(vq_.pop_head().ok()) << "duplicate id";
 }
 
+TEST_P(Packed, SlotsOfferedAgainWhileInFlightAreRefused) {
+    // One chain fills the whole ring (id 0); before any of it is used, the driver offers slot 0
+    // again in the next round under a free id: that would be more descriptors in flight than
+    // the ring has (and the used descriptor would overwrite a chain still in flight).
+    uint64_t b = alloc(64);
+    for (uint16_t i = 0; i < cfg_.size; ++i)
+        dq_->write_desc(i, avail_desc(b, 8, 0, i + 1 < cfg_.size ? kDescFNext : 0));
+    ASSERT_EQ(vq_.pending().value(), 1u);
+    ASSERT_TRUE(vq_.pop_head().ok());
+    dq_->write_desc(0, avail_desc(b, 8, cfg_.size > 1 ? 1 : 0, 0, false));
+    ASSERT_EQ(vq_.pending().value(), 1u) << "it looks available";
+    EXPECT_FALSE(vq_.pop_head().ok()) << "a ring and one more in flight";
+}
+
 TEST_P(Packed, ADescriptorNotMarkedAvailableIsNotTaken) {
     uint64_t b = alloc(64);
     // AVAIL == USED: a used descriptor (or a zeroed ring), not an available one.

@@ -85,6 +85,18 @@ vt_check_queues() {
   if [ -n "$_want" ] && [ "$_nq" != "$_want" ]; then
     vt_fail "$1 has $_nq hardware queues, expected $_want"
   fi
+  vt_check_ring "$1"
+}
+
+# vt_check_ring DEV: log which virtqueue layout the virtio device behind
+# /dev/DEV negotiated; with vtest_packed=1 it must be packed
+# (VIRTIO_F_RING_PACKED, feature bit 34: character 35 of sysfs "features").
+vt_check_ring() {
+  _p=$(cut -c35 "/sys/block/$1/device/features")
+  if [ "$_p" = 1 ]; then vt_log "$1: packed virtqueues"; else vt_log "$1: split virtqueues"; fi
+  if [ "$(vt_param vtest_packed)" = 1 ] && [ "$_p" != 1 ]; then
+    vt_fail "$1: packed virtqueues were not negotiated"
+  fi
 }
 
 # vt_vq_irqs DEV: print "req.N=<interrupts>" for each virtqueue of the
