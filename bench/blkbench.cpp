@@ -1,5 +1,5 @@
 // blkbench: a vhost-user-blk load generator. It connects to any vhost-user-blk socket the way
-// QEMU does (features, protocol features, memfd guest memory, split rings, kick/call eventfds,
+// QEMU does (features, protocol features, memfd guest memory, split rings or packed ones (--packed), kick/call eventfds,
 // EVENT_IDX honoured both ways) and drives it from one thread per queue, like a guest driver that
 // never sleeps. Reports IOPS, MB/s, latency percentiles (log-linear histogram), kicks and calls
 // per request, and the backend's CPU time over the measured window (--backend-pid).
@@ -52,6 +52,7 @@
 #include "testing/frontend.hpp"
 #include "testing/blk_driver.hpp"
 #include "testing/driver_queue.hpp"
+#include "testing/packed_driver_queue.hpp"
 #include "vhost/mem_table.hpp"
 #include "virtio/iov.hpp"
 #include "virtio/virtqueue.hpp"
@@ -75,6 +76,7 @@ struct Options {
     double rate = 0;  // total requests/s; 0: closed loop
     bool self = false;
     bool no_inflight = false;
+    bool packed = false;
     bool verify = false;
     bool idle = false;
     uint64_t seed = 0;
@@ -163,6 +165,7 @@ int main(int argc, char** argv) {
     std::string cpus, size_text;
     auto* sock_opt = cli.add_option("--socket", o.socket, "vhost-user-blk socket");
     cli.add_flag("--self", o.self, "measure the generator itself against an in-process responder")->excludes(sock_opt);
+    cli.add_flag("--packed", o.packed, "packed virtqueues (VIRTIO_F_RING_PACKED) instead of split ones");
     cli.add_flag("--no-inflight", o.no_inflight,
                  "do not use the backend's inflight buffer (QEMU uses it whenever a blk backend offers it)");
     cli.add_option("--rate", o.rate, "fixed total request rate per second (open loop); 0: as fast as possible")
@@ -201,6 +204,7 @@ int main(int argc, char** argv) {
     if (seed_opt->count() > 0 && !o.verify) return usage("--seed only applies to --verify");
     if (o.idle && (o.self || o.verify || o.rate > 0))
         return usage("--idle sends no I/O: it excludes --self, --verify and --rate");
+    if (o.packed && o.self) return usage("--packed needs a backend: the --self responder serves split rings");
     if (o.idle && o.backend_pid == 0) return usage("--idle measures the backend's CPU: give --backend-pid");
     if (!size_text.empty()) {
         auto s = app::parse_size(size_text);
@@ -231,6 +235,13 @@ int main(int argc, char** argv) {
         CHECK(feats, "GET_FEATURES");
         uint64_t want = virtio::kFVersion1 | virtio::kFEventIdx | virtio::kFIndirectDesc | virtio::blk::kFFlush |
                         virtio::blk::kFMq | virtio::blk::kFBlkSize | virtio::blk::kFSegMax | vhost::kFProtocolFeatures;
+        if (o.packed) {
+            if (!(feats.value() & virtio::kFRingPacked)) {
+                fmt::print(stderr, "blkbench: the backend does not offer packed virtqueues\n");
+                return 1;
+            }
+            want |= virtio::kFRingPacked;
+        }
         f = feats.value() & want;
         auto pf = fe.get_protocol_features();
         CHECK(pf, "GET_PROTOCOL_FEATURES");
@@ -301,7 +312,16 @@ int main(int argc, char** argv) {
         bool write = false;
     };
     struct Q {
-        std::unique_ptr<testing::DriverQueue> dq;
+        std::unique_ptr<testing::DriverQueue> dq;         // split rings
+        std::unique_ptr<testing::PackedDriverQueue> pq;   // --packed
+        Result<uint16_t> add(const testing::GuestBlkRequest& r) {
+            return pq ? pq->add_chain(r.bufs(), r.indirect()) : r.submit(*dq);
+        }
+        void publish() { pq ? pq->publish() : dq->publish(); }
+        bool kick_prepare() { return pq ? pq->kick_prepare() : dq->kick_prepare(); }
+        bool has_used() const { return pq ? pq->has_used() : dq->has_used(); }
+        uint16_t used_ready() const { return pq ? pq->used_ready() : dq->used_ready(); }
+        std::optional<virtio::UsedElem> pop_used() { return pq ? pq->pop_used() : dq->pop_used(); }
         UniqueFd kick, call;
         std::vector<testing::GuestBlkRequest> rd, wr;  // indexed by slot (empty if the mix has none)
         std::vector<Slot> slots;
@@ -314,13 +334,22 @@ int main(int argc, char** argv) {
     };
     std::vector<Q> qs(o.queues);
     for (uint32_t i = 0; i < o.queues; ++i) {
-        auto dq = testing::DriverQueue::create(mem, static_cast<uint16_t>(qsize), (f & virtio::kFEventIdx) != 0);
-        CHECK(dq, "driver queue");
-        qs[i].dq = std::move(dq).value();
         qs[i].kick.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
         qs[i].call.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-        qs[i].dq->enable_call(!poll_mode);
-        if (!o.self) CHECK(fe_holder->setup_queue(i, *qs[i].dq, qs[i].kick.get(), qs[i].call.get(), true), "queue setup");
+        if (o.packed) {
+            auto pq = testing::PackedDriverQueue::create(mem, static_cast<uint16_t>(qsize), (f & virtio::kFEventIdx) != 0);
+            CHECK(pq, "driver queue");
+            qs[i].pq = std::move(pq).value();
+            qs[i].pq->enable_call(!poll_mode);
+            CHECK(fe_holder->setup_packed_queue(i, *qs[i].pq, qs[i].kick.get(), qs[i].call.get(), true), "queue setup");
+        } else {
+            auto dq = testing::DriverQueue::create(mem, static_cast<uint16_t>(qsize), (f & virtio::kFEventIdx) != 0);
+            CHECK(dq, "driver queue");
+            qs[i].dq = std::move(dq).value();
+            qs[i].dq->enable_call(!poll_mode);
+            if (!o.self)
+                CHECK(fe_holder->setup_queue(i, *qs[i].dq, qs[i].kick.get(), qs[i].call.get(), true), "queue setup");
+        }
         if (o.idle) continue;
         qs[i].slots.resize(o.qd);
         qs[i].slot_of.resize(qsize);
@@ -402,7 +431,7 @@ int main(int argc, char** argv) {
                 }
             }
             r.rearm(r.type(), lba);
-            auto head = r.submit(*q.dq);
+            auto head = q.add(r);
             if (!head.ok()) die("submit", head.error());
             ++(s.write ? q.res.sent_writes : q.res.sent_reads);
             slot_of[head.value()] = slot;
@@ -412,7 +441,7 @@ int main(int argc, char** argv) {
             // the queue's depth travel between the two sides as one convoy, each side idle while
             // the other works: that measured the generator, not the backend.) Only the kick waits
             // for the end of the batch.
-            q.dq->publish();
+            q.publish();
             return head.value();
         };
         // Open loop: requests are due every `interval`; free slots wait on a stack.
@@ -440,10 +469,10 @@ int main(int argc, char** argv) {
         } else {
             for (uint32_t k = 0; k < o.qd; ++k) submit(k);
         }
-        q.dq->publish();
-        if (q.dq->kick_prepare()) eventfd_write(q.kick.get(), 1), ++q.res.kicks;
+        q.publish();
+        if (q.kick_prepare()) eventfd_write(q.kick.get(), 1), ++q.res.kicks;
         while (phase.load(std::memory_order_relaxed) < 2) {
-            if (!poll_mode && !q.dq->has_used()) {
+            if (!poll_mode && !q.has_used()) {
                 pollfd p{q.call.get(), POLLIN, 0};
                 timespec ts{0, 100'000'000};
                 if (paced) {
@@ -461,16 +490,16 @@ int main(int argc, char** argv) {
                     continue;
                 }
             }
-            if (poll_mode && !paced && !q.dq->has_used()) continue;  // spin on the used index alone
+            if (poll_mode && !paced && !q.has_used()) continue;  // spin on the used index alone
             bool measuring = phase.load(std::memory_order_relaxed) == 1;
             // Only what was complete when `now` was read: requests are published as they are
             // added below, so the device may complete one of them while this loop runs, and its
             // latency must not be taken against an earlier clock.
-            const uint16_t ready = q.dq->used_ready();
+            const uint16_t ready = q.used_ready();
             auto now = Clock::now();
             uint32_t n = 0;
             for (uint16_t k = 0; k < ready; ++k) {
-                auto u = q.dq->pop_used();
+                auto u = q.pop_used();
                 if (!u) break;
                 uint32_t slot = slot_of[u->id];
                 Slot& s = q.slots[slot];
@@ -509,8 +538,8 @@ int main(int argc, char** argv) {
             }
             if (paced) n += submit_due();
             if (n > 0) {
-                q.dq->publish();
-                if (q.dq->kick_prepare()) {
+                q.publish();
+                if (q.kick_prepare()) {
                     eventfd_write(q.kick.get(), 1);
                     if (measuring) ++q.res.kicks;
                 }
@@ -626,6 +655,21 @@ int main(int argc, char** argv) {
             // published but never taken (a stopped ring leaves it for the next backend).
             Q& q = qs[i];
             if (q.slots.empty()) continue;
+            if (q.pq) {
+                // Packed: the chains from the backend's avail position to ours were never taken.
+                virtio::PackedPos p{static_cast<uint16_t>(r.value() & 0x7fff), ((r.value() >> 15) & 1) != 0};
+                const virtio::PackedPos end = q.pq->next_avail();
+                for (uint32_t n = 0; !(p == end) && n < qsize; ++n) {
+                    uint32_t len = 1;
+                    virtio::PackedDesc d = q.pq->read_desc(p.idx);
+                    while ((d.flags & virtio::kDescFNext) && len < qsize)
+                        d = q.pq->read_desc(static_cast<uint16_t>((p.idx + len++) % qsize));
+                    if (d.id < q.slot_of.size()) --(q.slots[q.slot_of[d.id]].write ? q.res.sent_writes : q.res.sent_reads);
+                    const uint32_t idx = p.idx + len;
+                    p = {static_cast<uint16_t>(idx % qsize), idx >= qsize ? !p.wrap : p.wrap};
+                }
+                continue;
+            }
             const uint16_t avail = q.dq->read_avail_idx();
             if (static_cast<uint16_t>(avail - r.value()) > o.qd) {
                 fmt::print(stderr, "blkbench: queue {}: backend's base {} is not within {} of avail {}\n", i,

@@ -1,5 +1,7 @@
 #include "testing/frontend.hpp"
 
+#include "testing/packed_driver_queue.hpp"
+
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -438,6 +440,16 @@ Status Frontend::setup_queue(uint32_t index, DriverQueue& q, int kick_fd, int ca
     VHOSTD_TRY(set_vring_num(index, q.size()));
     VHOSTD_TRY(set_vring_base(index, 0));
     VHOSTD_TRY(set_vring_addr(index, q));
+    VHOSTD_TRY(set_vring_kick(index, kick_fd));
+    VHOSTD_TRY(set_vring_call(index, call_fd));
+    return set_vring_enable(index, enable);
+}
+
+Status Frontend::setup_packed_queue(uint32_t index, PackedDriverQueue& q, int kick_fd, int call_fd, bool enable) {
+    const virtio::QueueLayout l = q.layout();
+    VHOSTD_TRY(set_vring_num(index, q.size()));
+    VHOSTD_TRY(set_vring_base(index, virtio::kPackedFreshBase));
+    VHOSTD_TRY(set_vring_addr(vhost::VringAddr{index, 0, l.desc_uva, l.used_uva, l.avail_uva, 0}));
     VHOSTD_TRY(set_vring_kick(index, kick_fd));
     VHOSTD_TRY(set_vring_call(index, call_fd));
     return set_vring_enable(index, enable);

@@ -19,6 +19,8 @@
 
 namespace vhostd::testing {
 
+class PackedDriverQueue;
+
 inline constexpr std::chrono::milliseconds kDefaultFrontendTimeout{5000};
 
 struct RawReply {
@@ -101,6 +103,8 @@ public:
 
     // QEMU's per-queue start order: NUM, BASE(0), ADDR, KICK, CALL, then ENABLE(enable).
     Status setup_queue(uint32_t index, DriverQueue& q, int kick_fd, int call_fd, bool enable);
+    // The same for a packed ring (VIRTIO_F_RING_PACKED negotiated), from the fresh base.
+    Status setup_packed_queue(uint32_t index, PackedDriverQueue& q, int kick_fd, int call_fd, bool enable);
 
     // ---- raw API (hostile tests) ----
     // Sends header + payload (hdr.size is sent as given, not fixed up) with fds via SCM_RIGHTS.

@@ -146,6 +146,27 @@ std::optional<virtio::UsedElem> PackedDriverQueue::pop_used() {
     return virtio::UsedElem{d.id, d.len};
 }
 
+bool PackedDriverQueue::has_used() const {
+    const uint16_t f = ld_acq(&desc_[used_.idx].flags);
+    const bool avail = (f & virtio::kPackedDescFAvail) != 0, used = (f & virtio::kPackedDescFUsed) != 0;
+    return used == used_.wrap && avail == used;
+}
+
+uint16_t PackedDriverQueue::used_ready() const {
+    uint16_t n = 0;
+    PackedPos p = used_;
+    while (n < in_use_) {  // bounded by the buffers in flight
+        const uint16_t f = ld_acq(&desc_[p.idx].flags);
+        const bool avail = (f & virtio::kPackedDescFAvail) != 0, used = (f & virtio::kPackedDescFUsed) != 0;
+        if (used != p.wrap || avail != used) break;
+        const uint16_t id = std::atomic_ref<uint16_t>(desc_[p.idx].id).load(std::memory_order_relaxed);
+        if (id >= size_ || count_[id] == 0) break;  // pop_used reports it
+        p = advance(p, count_[id]);
+        ++n;
+    }
+    return n;
+}
+
 std::optional<virtio::UsedElem> PackedDriverQueue::wait_used(int call_fd, std::chrono::milliseconds timeout) {
     auto deadline = std::chrono::steady_clock::now() + timeout;
     for (;;) {

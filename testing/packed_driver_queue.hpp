@@ -49,6 +49,9 @@ public:
 
     // Next used buffer in ring order; nullopt if none (or the device wrote a bad id: broken()).
     std::optional<virtio::UsedElem> pop_used();
+    // Is a used buffer ready at the next used position? How many in a row (without taking them)?
+    bool has_used() const;
+    uint16_t used_ready() const;
     // pop_used(), or wait for the call eventfd (strict: the ring is re-checked only when it fires).
     std::optional<virtio::UsedElem> wait_used(int call_fd, std::chrono::milliseconds timeout);
     // Used buffer notifications on/off (RING_EVENT_FLAGS_DESC at the next used slot with
