@@ -7,13 +7,16 @@
 #   bench/ab.sh --a OLD/vhostd --b NEW/vhostd [--rounds N] [--seconds S] [--blkbench PATH]
 #               [--cell "null|file RW QD"]...   (only these cells; repeatable)
 #               [--notify poll|call]            (blkbench's completion mode; default poll)
+#               [--a-bb ARGS] [--b-bb ARGS]     (extra blkbench arguments for A or B, e.g. the
+#                                                same vhostd twice with --b-bb --packed: split
+#                                                vs packed rings)
 #
 # Backend on CPU 0 (one reactor, --poll always), blkbench on CPU 1, as bench/run.sh does. Cells:
 # null randread/randwrite QD32 and QD1 (IOPS, p50), file randread QD32 and QD1 on an O_DIRECT
 # file. Needs a build (blkbench) and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-A="" B="" ROUNDS=6 SECS=3 NOTIFY=poll BB=${BUILD:-build}/blkbench
+A="" B="" ROUNDS=6 SECS=3 NOTIFY=poll BB=${BUILD:-build}/blkbench A_BB="" B_BB=""
 CELLS=("null randread 32" "null randwrite 32" "null randread 1" "file randread 32" "file randread 1")
 PICKED=()
 while [[ $# -gt 0 ]]; do
@@ -25,6 +28,8 @@ while [[ $# -gt 0 ]]; do
     --blkbench) BB=$2; shift 2 ;;
     --cell) PICKED+=("$2"); shift 2 ;;
     --notify) NOTIFY=$2; shift 2 ;;
+    --a-bb) A_BB=$2; shift 2 ;;
+    --b-bb) B_BB=$2; shift 2 ;;
     *) echo "ab.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -37,7 +42,8 @@ dd if=/dev/zero of="$TMP/disk.img" bs=1M count=512 status=none
 (( ${#PICKED[@]} )) && CELLS=("${PICKED[@]}")
 : >"$TMP/runs"
 one() {  # bin label cell...
-  local bin=$1 label=$2 target=$3 rw=$4 qd=$5 spec sock=$TMP/s.sock
+  local bin=$1 label=$2 target=$3 rw=$4 qd=$5 spec sock=$TMP/s.sock extra=()
+  if [[ $label == B ]]; then read -ra extra <<<"$B_BB"; else read -ra extra <<<"$A_BB"; fi
   spec="socket=$sock,backend=null,size=1G"
   [[ $target == file ]] && spec="socket=$sock,path=$TMP/disk.img,direct=on"
   rm -f "$sock"
@@ -45,7 +51,7 @@ one() {  # bin label cell...
   BPID=$!
   for _ in $(seq 50); do [[ -S $sock ]] && break; sleep 0.1; done
   out=$(taskset -c 1 "$BB" --socket "$sock" --bs 4096 --seconds "$SECS" --ramp 1 --qd "$qd" --rw "$rw" \
-        --notify "$NOTIFY" --json)
+        --notify "$NOTIFY" --json "${extra[@]}")
   kill "$BPID"; wait "$BPID" 2>/dev/null || true; BPID=""
   echo "$label|$target $rw QD$qd|$out" >>"$TMP/runs"
 }
