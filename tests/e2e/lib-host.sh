@@ -78,6 +78,8 @@ lh_cleanup() {
     wait "$BACKEND_PID" 2>/dev/null || true
   fi
   [[ -z $NETNS ]] || lh_netns_delete
+  # Scratch space outside TMP (e.g. big files in /dev/shm): never kept.
+  [[ -z ${LH_SCRATCH[*]+x} ]] || rm -rf "${LH_SCRATCH[@]}"
   if [[ -n $TMP ]]; then
     if [[ $KEEP == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
   fi

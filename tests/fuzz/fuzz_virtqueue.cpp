@@ -9,13 +9,15 @@
 //
 // With flag 16 the same image is also a packed ring (descriptor ring at 0x0, driver area at
 // 0x1000, device area at 0x2000; the base's avail and used halves both from last_avail): every
-// available chain is taken, walked and handed back in reverse order.
+// available chain is taken, walked and handed back in reverse order; with flag 4 too, the region
+// at 0x8000 is a packed inflight region (its recovered chains come first).
 //
 // Input: [u8 log2 queue size][u8 flags][u16 last_avail][guest memory image...]
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -78,7 +80,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::vector<uint8_t> saved;
     if (inflight != nullptr) {
         // The device run below must see the same region the ring run started from.
-        saved.assign(region.value()->host() + 0x8000, region.value()->host() + 0x8000 + virtio::inflight_queue_bytes(qsize));
+        const uint64_t n = std::max(virtio::inflight_queue_bytes(qsize), virtio::inflight_queue_bytes_packed(qsize));
+        saved.assign(region.value()->host() + 0x8000, region.value()->host() + 0x8000 + n);
     }
 
     virtio::SplitQueue q;
@@ -109,7 +112,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (flags & 16) {
         virtio::PackedQueue pq;
         const uint32_t base = uint32_t{last_avail} | (uint32_t{last_avail} << 16);
-        if (pq.activate(map.value(), layout, base, event_idx, indirect).ok()) {
+        // With flag 4 the same region bytes are read as a packed inflight region (recovery of
+        // a hostile one; then tracking on whatever it recovered).
+        virtio::InflightQueuePacked* pin = nullptr;
+        if (inflight != nullptr) {
+            std::memcpy(region.value()->host() + 0x8000, saved.data(), saved.size());
+            pin = reinterpret_cast<virtio::InflightQueuePacked*>(region.value()->host() + 0x8000);
+        }
+        if (pq.activate(map.value(), layout, base, event_idx, indirect, pin, virtio::kFVersion1 | virtio::kFRingPacked).ok()) {
             iovec iov[64];
             std::vector<uint16_t> taken;
             auto pending = pq.pending();

@@ -12,6 +12,10 @@
 #   vtest_net_sink=H:P (a listener on the host side); printed at the end as
 #                      "VTEST-MD5 stream BYTES MD5" for the host to compare
 #   vtest_net_mac=MAC  the interface's MAC
+#   vtest_reader=1     beside fio, read the whole disk over and over with
+#                      O_DIRECT into one buffer nothing else writes (dd): the
+#                      migration test's memory comparison then sees any read
+#                      whose data vhostd did not mark in the dirty log
 #
 # Markers for the host (it kills the backend or migrates only between them):
 #   VTEST-PHASE: io-start        the main fio phase begins
@@ -19,12 +23,14 @@
 #
 # Disk layout (>= 64 MiB; the host uses 64 MiB). Main phase, time based:
 #   [0, 32M)    two fio jobs "rand4k" of 16 MiB, one per CPU (and so one per
-#               virtqueue): 4k random writes at QD16 with crc32c verification
-#               of every pass (fio writes the whole region, reads it back and
-#               checks it, and again until the time is up)
+#               virtqueue): 4k random writes at QD16 with crc32c verification,
+#               reads all through the phase: every 64 blocks written are read
+#               back and checked (verify_backlog), so reads are in flight when
+#               the backend dies or the VM migrates (read data must reach the
+#               guest, and be marked in the migration's dirty log)
 #   [32M, 64M)  at the same time two jobs "flush", one per CPU: 512k random
 #               writes, each followed by an fsync (a virtio-blk FLUSH), also
-#               verified. A flush is slow on the host (fdatasync) while the
+#               verified (every 8 blocks). A flush is slow on the host (fdatasync) while the
 #               small requests behind it finish at once: the backend completes
 #               requests out of order, the case a restart cannot get right
 #               without the inflight buffer (resuming at the used index would
@@ -74,6 +80,17 @@ if [ -n "$NET_ADDR" ]; then
   STREAM_PID=$!
 fi
 
+if [ "$(vt_param vtest_reader)" = 1 ]; then
+  vt_step "a reader beside fio: dd of the whole disk, O_DIRECT, over and over"
+  rm -f /tmp/reader.done
+  (
+    while [ ! -e /tmp/reader.done ]; do
+      dd if=/dev/$DEV of=/dev/null bs=64k iflag=direct 2>/dev/null || { echo "reader: dd failed" >&2; exit 1; }
+    done
+  ) &
+  READER_PID=$!
+fi
+
 # FIO_REGION, FIO_FLUSH_REGION: the regions, block sizes, depths and the CPU
 # pinning of the jobs, shared by both phases: job i of each runs on CPU i, so
 # with one hardware queue per CPU each job uses its own virtqueue.
@@ -91,10 +108,14 @@ vt_vq_irqs $DEV >/tmp/irq.before
 echo "VTEST-PHASE: io-start runtime=$RUNTIME"
 # shellcheck disable=SC2086  # FIO_*REGION are lists of options
 vt_fio --name=rand4k $FIO_REGION --rw=randwrite --time_based --runtime="$RUNTIME" \
-  --verify=crc32c --do_verify=1 --verify_fatal=1 \
+  --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_backlog=64 \
   --name=flush $FIO_FLUSH_REGION --rw=randwrite --fsync=1 --time_based --runtime="$RUNTIME" \
-  --verify=crc32c --do_verify=1 --verify_fatal=1
+  --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_backlog=8
 echo "VTEST-PHASE: io-end"
+if [ -n "${READER_PID:-}" ]; then
+  touch /tmp/reader.done
+  wait "$READER_PID" || vt_fail "the reader beside fio failed"
+fi
 if [ -n "$NET_ADDR" ]; then
   touch /tmp/fio.done
   wait "$STREAM_PID" || vt_fail "the TCP stream to $SINK failed: $(cat /tmp/stream.err)"
