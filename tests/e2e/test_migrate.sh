@@ -48,10 +48,12 @@
 #
 # Usage:
 #   tests/e2e/test_migrate.sh --build-dir BUILD --guest-dir DIR
-#                             [--timeout SECS] [--keep]
+#                             [--packed] [--timeout SECS] [--keep]
 #
 #   --build-dir BUILD   CMake build dir containing the vhostd binary
 #   --guest-dir DIR     guest image dir; built/refreshed with build-guest.sh
+#   --packed            packed virtqueues on both devices (packed=on; the guest
+#                       checks it negotiated them for the disk)
 #   --timeout SECS      limit for the whole guest run (default 300)
 #   --keep              keep the temp dir (logs, backing file) for debugging
 #
@@ -74,7 +76,9 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$SCRIPT_DIR/lib-host.sh"
 TIMEOUT=${TIMEOUT:-300}
 lh_parse_common_args "$@"
-lh_init test_migrate migrate
+PACKED_OPT=""
+if [[ $PACKED == 1 ]]; then PACKED_OPT=",packed=on"; fi
+lh_init "test_migrate$PACKED_OPT" migrate
 lh_build_guest
 
 DISK_MIB=64
@@ -176,12 +180,12 @@ start_qemu() {  # K SIDE
     -object "$(ram_backend "$k")" -numa node,memdev=mem
     -nographic -monitor none -serial "file:$TMP/guest.$k.log" -no-reboot -nic none
     -kernel "$GUEST_DIR/vmlinuz" -initrd "$GUEST_DIR/initramfs.cpio.gz"
-    -append "console=ttyS0 quiet panic=-1 vtest=blk_restart vtest_queues=$QUEUES vtest_runtime=$RUNTIME vtest_net_addr=$GUEST_IP/24 vtest_net_sink=$BR_IP:$PORT vtest_net_mac=$MAC vtest_reader=1${VTEST_GUEST_APPEND:+ $VTEST_GUEST_APPEND}"
+    -append "console=ttyS0 quiet panic=-1 vtest=blk_restart vtest_queues=$QUEUES vtest_runtime=$RUNTIME vtest_net_addr=$GUEST_IP/24 vtest_net_sink=$BR_IP:$PORT vtest_net_mac=$MAC vtest_reader=1 vtest_packed=$PACKED${VTEST_GUEST_APPEND:+ $VTEST_GUEST_APPEND}"
     -qmp "unix:$TMP/qmp.$k.sock,server=on,wait=off"
     -chardev "socket,id=c0,path=$TMP/$side.sock"
-    -device "vhost-user-blk-pci,chardev=c0,num-queues=$QUEUES"
+    -device "vhost-user-blk-pci,chardev=c0,num-queues=$QUEUES$PACKED_OPT"
     -chardev "socket,id=c1,path=$TMP/n$side.sock" -netdev vhost-user,id=n0,chardev=c1
-    -device "virtio-net-pci,netdev=n0,mac=$MAC,vectors=0,guest_announce=off"
+    -device "virtio-net-pci,netdev=n0,mac=$MAC,vectors=0,guest_announce=off$PACKED_OPT"
   )
   ((k > 1)) && args+=(-incoming "unix:$TMP/mig.$k.sock")
   if ((k > 2 && MEMCMP)); then args+=(-S); fi
