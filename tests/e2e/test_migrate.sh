@@ -312,7 +312,8 @@ for ((m = 1; m <= MIGRATIONS; m++)); do
     if cmp -s "$MEMDIR/ram.$src" "$MEMDIR/ram.$dst"; then
       nd=0
     else
-      nd=$(python3 "$SCRIPT_DIR/memcmp_pages.py" "$MEMDIR/ram.$src" "$MEMDIR/ram.$dst" 2>>"$TMP/memcmp.log") || nd=error
+      nd=$(python3 "$SCRIPT_DIR/memcmp_pages.py" "$MEMDIR/ram.$src" "$MEMDIR/ram.$dst" "$TMP/page.m$m" \
+           2>>"$TMP/memcmp.log") || nd=error
     fi
     if [[ $nd != 0 ]]; then
       fail "migration $m: guest memory differs between source and destination: $nd page(s)"
