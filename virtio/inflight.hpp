@@ -26,6 +26,7 @@
 // features say which); a buffer made by an older vhostd (split-sized) serves split rings only.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 
@@ -81,6 +82,19 @@ static_assert(offsetof(InflightQueuePacked, version) == offsetof(InflightQueue, 
               offsetof(InflightQueuePacked, desc_num) == offsetof(InflightQueue, desc_num));
 
 inline constexpr uint16_t kInflightVersion = 1;
+
+// Access to a region: it is shared with the frontend and read by a later vhostd after this one
+// died, so single relaxed accesses; what matters is the order in which this thread's stores
+// happen, so a compiler barrier between the steps is enough (inflight_step).
+template <typename T>
+T inflight_load(const T& v) {
+    return std::atomic_ref<T>(const_cast<T&>(v)).load(std::memory_order_relaxed);
+}
+template <typename T>
+void inflight_store(T& v, T x) {
+    std::atomic_ref<T>(v).store(x, std::memory_order_relaxed);
+}
+inline void inflight_step() { std::atomic_signal_fence(std::memory_order_seq_cst); }
 
 constexpr uint64_t inflight_queue_bytes(uint32_t queue_size) {
     return (sizeof(InflightQueue) + uint64_t{sizeof(InflightDescState)} * queue_size + 63) & ~uint64_t{63};

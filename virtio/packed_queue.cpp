@@ -19,17 +19,16 @@ uint16_t load_relaxed(const uint16_t* p) {
 void store_release(uint16_t* p, uint16_t v) { std::atomic_ref<uint16_t>(*p).store(v, std::memory_order_release); }
 void store_relaxed(uint16_t* p, uint16_t v) { std::atomic_ref<uint16_t>(*p).store(v, std::memory_order_relaxed); }
 
-// The inflight region is shared with the frontend (and read by a later vhostd after this one
-// died): single relaxed accesses, and compiler barriers between the steps whose order matters.
+// The inflight region's accessors (inflight.hpp), short.
 template <typename T>
 T ld(const T& v) {
-    return std::atomic_ref<T>(const_cast<T&>(v)).load(std::memory_order_relaxed);
+    return inflight_load(v);
 }
 template <typename T>
 void st(T& v, T x) {
-    std::atomic_ref<T>(v).store(x, std::memory_order_relaxed);
+    inflight_store(v, x);
 }
-void step() { std::atomic_signal_fence(std::memory_order_seq_cst); }
+void step() { inflight_step(); }
 
 constexpr uint16_t kAvailUsedMask = kPackedDescFAvail | kPackedDescFUsed;
 // The AVAIL/USED bits of a descriptor the driver made available in round `wrap`.

@@ -92,15 +92,13 @@ Status SplitQueue::activate(std::shared_ptr<const shm::MemoryMap> mem, const Que
 namespace {
 template <typename T>
 T ld(const T& v) {
-    return std::atomic_ref<T>(const_cast<T&>(v)).load(std::memory_order_relaxed);
+    return inflight_load(v);
 }
 template <typename T>
 void st(T& v, T x) {
-    std::atomic_ref<T>(v).store(x, std::memory_order_relaxed);
+    inflight_store(v, x);
 }
-// The region is read by a later vhostd after this one died: what matters is the order in which
-// this thread's stores happen, so a compiler barrier between the steps is enough.
-void step() { std::atomic_signal_fence(std::memory_order_seq_cst); }
+void step() { inflight_step(); }
 }  // namespace
 
 Status SplitQueue::recover_inflight(uint16_t* last_avail, uint64_t features) {
