@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
     std::string poll = "adaptive";
     unsigned poll_us = 50;
     unsigned nap_us = 200;
+    unsigned park_us = 50;
     std::string cpus;
     std::string log_level = "info";
     std::string log_format = "text";
@@ -74,6 +75,11 @@ int main(int argc, char** argv) {
     cli.add_option("--poll-nap-us", nap_us,
                    "adaptive mode: longest nap on a steady sparse request stream (0: never nap)")
         ->check(CLI::Range(0u, 10000u))
+        ->capture_default_str();
+    cli.add_option("--park-us", park_us,
+                   "a virtqueue idle this many microseconds leaves the reactor's busy-poll set and waits for its "
+                   "kick (every mode; never: at once; 0: queues never park)")
+        ->check(CLI::Range(0u, 10000000u))
         ->capture_default_str();
     cli.add_option("--cpus", cpus, "pin reactors to these CPUs, e.g. 2,3 or 0-3 (reactor i -> entry i mod the list's length)");
     cli.add_option("--rpc", rpc_path,
@@ -234,6 +240,7 @@ int main(int argc, char** argv) {
     cfg.reactor.mode = poll == "always" ? PollMode::kAlways : poll == "never" ? PollMode::kNever : PollMode::kAdaptive;
     cfg.reactor.poll_budget = std::chrono::microseconds(poll_us);
     cfg.reactor.nap.nap_max = std::chrono::microseconds(nap_us);
+    cfg.reactor.park_after = std::chrono::microseconds(park_us);
     if (!cpus.empty()) {
         auto c = app::parse_cpu_list(cpus);
         if (!c.ok()) {

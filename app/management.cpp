@@ -205,7 +205,10 @@ Result<Json> reactor_stats(Daemon& daemon, const Json& p) {
                           {"busy_percent", std::round(busy * 10) / 10},
                           {"busy_ms", r.busy_ns / 1'000'000},
                           {"uptime_ms", r.total_ns / 1'000'000},
-                          {"queues", r.pollers}});
+                          {"queues", r.pollers},
+                          {"hot_queues", r.hot},
+                          {"parks", r.parks},
+                          {"wakes", r.wakes}});
     }
     return Json{{"reactors", rs}};
 }

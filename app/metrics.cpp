@@ -230,6 +230,12 @@ std::vector<MetricFamily> collect_metrics(Daemon& daemon) {
         f.counter("vhostd_reactor_naps_total", "short naps on a steady sparse request stream", l,
                   static_cast<double>(r.naps));
         f.gauge("vhostd_reactor_queues", "virtqueues the reactor serves", l, r.pollers);
+        f.gauge("vhostd_reactor_hot_queues", "virtqueues in the reactor's busy-poll set (the rest are parked)", l,
+                r.hot);
+        f.counter("vhostd_reactor_parks_total", "times a quiet virtqueue left the busy-poll set", l,
+                  static_cast<double>(r.parks));
+        f.counter("vhostd_reactor_wakes_total", "times a parked virtqueue was woken (a kick or a backend wake-up)", l,
+                  static_cast<double>(r.wakes));
         f.gauge("vhostd_reactor_cpu", "the CPU the reactor is pinned to (-1: not pinned)", l, r.cpu);
     }
     process_metrics(f);

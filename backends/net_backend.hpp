@@ -60,14 +60,25 @@ public:
     // An armed wake-up is outstanding and references this channel: the queue must not stop (and
     // the channel must not be destroyed) until this is false.
     virtual bool armed() const = 0;
+    // The poller to put back into its reactor's hot set when the channel becomes ready (the
+    // queue may have parked while waiting for it). Reactor thread.
+    void set_waker(Reactor* r, Poller* p) {
+        waker_reactor_ = r;
+        waker_ = p;
+    }
 
 protected:
     NetChannel() = default;
     virtual void arm() = 0;
-    void set_ready() { ready_ = true; }
+    void set_ready() {
+        ready_ = true;
+        if (waker_ != nullptr) waker_reactor_->wake(waker_);
+    }
 
 private:
     bool ready_ = true;
+    Reactor* waker_reactor_ = nullptr;
+    Poller* waker_ = nullptr;
 };
 
 // Host -> guest direction of one queue.

@@ -12,7 +12,11 @@
 namespace vhostd {
 
 Reactor::Reactor(unsigned index, ReactorConfig cfg)
-    : index_(index), cfg_(cfg), nap_(cfg.mode == PollMode::kAdaptive ? cfg.nap : NapConfig{.nap_max = {}}) {}
+    : index_(index), cfg_(cfg), nap_(cfg.mode == PollMode::kAdaptive ? cfg.nap : NapConfig{.nap_max = {}}) {
+    // kNever: notifications are always on, so a queue may park as soon as a pass finds nothing.
+    if (cfg_.park_after.count() > 0)
+        park_ns_ = cfg_.mode == PollMode::kNever ? 1 : static_cast<uint64_t>(cfg_.park_after.count()) * 1000;
+}
 
 Reactor::~Reactor() {
     stop();
@@ -98,15 +102,56 @@ io_uring_sqe* Reactor::get_sqe() {
 unsigned Reactor::sq_space_left() { return io_uring_sq_space_left(&ring_); }
 
 void Reactor::add_poller(Poller* p) {
+    if (p->attached_) return;
     pollers_.push_back(p);
+    // wake() never allocates: the hot set can hold every poller.
+    if (hot_.capacity() < pollers_.size()) hot_.reserve(std::max<size_t>(pollers_.size(), 2 * hot_.capacity()));
+    p->attached_ = true;
+    p->hot_ = true;
+    p->last_work_ns_ = mono_ns();
+    hot_.push_back(p);
     pollers_changed_ = true;
     n_pollers_.store(static_cast<uint32_t>(pollers_.size()), std::memory_order_relaxed);
+    set_hot_count();
 }
 
 void Reactor::remove_poller(Poller* p) {
+    if (!p->attached_) return;
     pollers_.erase(std::remove(pollers_.begin(), pollers_.end(), p), pollers_.end());
+    if (p->hot_) hot_.erase(std::remove(hot_.begin(), hot_.end(), p), hot_.end());
+    p->attached_ = p->hot_ = false;
     pollers_changed_ = true;
     n_pollers_.store(static_cast<uint32_t>(pollers_.size()), std::memory_order_relaxed);
+    set_hot_count();
+}
+
+void Reactor::wake(Poller* p) {
+    if (!p->attached_ || p->hot_) return;
+    p->hot_ = true;
+    p->last_work_ns_ = now_ns();
+    hot_.push_back(p);  // capacity reserved in add_poller
+    wakes.add();
+    set_hot_count();
+    // Back to polling: notifications off again (they stay on in kNever).
+    if (cfg_.mode != PollMode::kNever) p->after_wake();
+}
+
+void Reactor::park_idle(uint64_t now, bool all) {
+    if (park_ns_ == 0) return;
+    size_t kept = 0;
+    for (size_t i = 0; i < hot_.size(); ++i) {
+        Poller* p = hot_[i];
+        if ((all || now - p->last_work_ns_ >= park_ns_) && p->park()) {
+            p->hot_ = false;
+            parks.add();
+            continue;
+        }
+        hot_[kept++] = p;
+    }
+    if (kept != hot_.size()) {
+        hot_.resize(kept);
+        set_hot_count();
+    }
 }
 
 ReactorStats Reactor::stats() const {
@@ -119,6 +164,9 @@ ReactorStats Reactor::stats() const {
     s.busy_ns = busy_ns_.get();
     s.total_ns = total_ns_.get();
     s.pollers = n_pollers_.load(std::memory_order_relaxed);
+    s.hot = n_hot_.load(std::memory_order_relaxed);
+    s.parks = parks.get();
+    s.wakes = wakes.get();
     return s;
 }
 
@@ -161,7 +209,7 @@ bool Reactor::reap() {
 
 bool Reactor::nap_idle() const {
     if (msg_pending_.load(std::memory_order_acquire) || !msg_armed_) return false;
-    for (const auto* p : pollers_)
+    for (const auto* p : hot_)  // a parked poller has nothing in flight
         if (p->io_pending()) return false;
     return true;
 }
@@ -216,13 +264,19 @@ void Reactor::run(std::promise<Status>* started) {
 
         bool work = false;
         pollers_changed_ = false;
-        for (size_t i = 0; i < pollers_.size() && !pollers_changed_; ++i) work |= pollers_[i]->poll();
+        for (size_t i = 0; i < hot_.size() && !pollers_changed_; ++i) {
+            if (hot_[i]->poll()) {
+                // The previous pass's end stands for this pass: no clock read per poller.
+                hot_[i]->last_work_ns_ = pass_start;
+                work = true;
+            }
+        }
         if (io_uring_sq_ready(&ring_) > 0) {
             io_uring_submit(&ring_);
             clock_ = 0;
         }
-        work |= reap();
-        for (size_t i = 0; i < pollers_.size(); ++i) pollers_[i]->end_pass();
+        work |= reap();  // kicks of parked pollers wake them here (into hot_)
+        for (size_t i = 0; i < hot_.size(); ++i) hot_[i]->end_pass();
 
         // Busy time: a pass that found work counts from the end of the previous pass (a sleep
         // or nap that ended it counts as idle: it lies before the previous pass's end). The
@@ -233,6 +287,7 @@ void Reactor::run(std::promise<Status>* started) {
         pass_start = pass_end;
         total_ns_.add(dt);
         if (work) busy_ns_.add(dt);
+        if (!stopping) park_idle(pass_end, false);
 
         if (cfg_.mode == PollMode::kAdaptive) {
             auto now = Clock::time_point(std::chrono::nanoseconds(pass_end));
@@ -268,10 +323,13 @@ void Reactor::run(std::promise<Status>* started) {
         // work between our last poll and the arming).
         bool can_sleep = true;
         wake_at_ = UINT64_MAX;
-        for (auto* p : pollers_) can_sleep &= p->prepare_sleep();
+        // Whatever can park does so now (then only the pollers a wake-up names are polled after
+        // the sleep); the rest arm for this sleep. Parked pollers armed theirs when they parked.
+        if (!stopping) park_idle(0, true);
+        for (auto* p : hot_) can_sleep &= p->prepare_sleep();
         if (can_sleep && !msg_pending_.load(std::memory_order_acquire) && msg_armed_) sleep();
         if (cfg_.mode != PollMode::kNever) {
-            for (auto* p : pollers_) p->after_wake();
+            for (auto* p : hot_) p->after_wake();
         }
         uint64_t woke = mono_ns();
         total_ns_.add(woke - pass_start);

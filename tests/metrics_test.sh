@@ -114,6 +114,8 @@ PY
 [[ $(metric vhostd_device_frontend_connected device=d0 "$TMP/s2") == 0 ]] || fail "still connected after the run"
 [[ $(metric vhostd_blk_size_bytes device=d0 "$TMP/s2") == $((256 << 20)) ]] || fail "size"
 [[ $(metric vhostd_reactor_passes_total reactor=1 "$TMP/s2") != none ]] || fail "no reactor 1 series"
+[[ $(metric vhostd_reactor_hot_queues reactor=1 "$TMP/s2") != none ]] || fail "no hot-queue gauge"
+[[ $(metric vhostd_reactor_parks_total reactor=0 "$TMP/s2") != none ]] || fail "no park counter"
 busy=$(metric vhostd_reactor_busy_seconds_total "$TMP/s2")
 python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) > 0 else 1)" "$busy" || fail "no busy time ($busy)"
 fds=$(metric process_open_fds "$TMP/s2")

@@ -60,6 +60,8 @@ echo "rpc_daemon_test: blkbench sent $sent_r reads, $sent_w writes; device_stats
 ctl stats d0 >/dev/null || fail "the stats table failed"
 ctl reactors >/dev/null || fail "reactor_stats failed"
 [[ $(ctl --json reactors | jq_py 'len(d["reactors"])') == 2 ]] || fail "reactor_stats does not list 2 reactors"
+[[ $(ctl --json reactors | jq_py 'sum(r["hot_queues"] + r["parks"] * 0 + r["wakes"] * 0 for r in d["reactors"])') == 0 ]] ||
+  fail "reactor_stats: queues hot with no frontend connected"
 
 # QoS at runtime, in the listing and in save_config.
 ctl qos d0 iops=5000,bps=50M >/dev/null || fail "vhostctl qos failed"

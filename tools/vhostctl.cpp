@@ -136,10 +136,11 @@ void print_net_stats(const Json& r) {
 }
 
 void print_reactors(const Json& r) {
-    std::vector<std::vector<std::string>> rows{{"REACTOR", "CPU", "QUEUES", "BUSY %", "PASSES", "SLEEPS", "NAPS"}};
+    std::vector<std::vector<std::string>> rows{
+        {"REACTOR", "CPU", "QUEUES", "HOT", "BUSY %", "PASSES", "SLEEPS", "NAPS", "PARKS", "WAKES"}};
     for (const auto& x : member(r, "reactors"))
-        rows.push_back({str(x, "index"), str(x, "cpu"), str(x, "queues"), str(x, "busy_percent"), str(x, "passes"),
-                        str(x, "sleeps"), str(x, "naps")});
+        rows.push_back({str(x, "index"), str(x, "cpu"), str(x, "queues"), str(x, "hot_queues"), str(x, "busy_percent"),
+                        str(x, "passes"), str(x, "sleeps"), str(x, "naps"), str(x, "parks"), str(x, "wakes")});
     print_table(rows);
 }
 

@@ -84,6 +84,7 @@ protected:
         } else {
             VHOSTD_ASSIGN_OR_RETURN(chan_, dev_.backend().open_tx(index() / 2, reactor()));
         }
+        chan_->set_waker(&reactor(), this);  // a parked queue waiting for the backend
         return ok_status();
     }
     void stop_common() { chan_.reset(); }  // only after inflight() reached zero
@@ -91,6 +92,8 @@ protected:
     // The backend's wake-up is an event source like a kick (its completion ends a nap), not a
     // request.
     bool requests_in_flight() const override { return false; }
+    // Waiting for the backend is fine only while its wake-up is armed.
+    bool device_can_park() const override { return chan_ == nullptr || chan_->ready() || chan_->armed(); }
     void cancel_device_io() override {
         if (chan_ != nullptr) chan_->cancel();
     }

@@ -181,7 +181,9 @@ void QueueWorker::complete(int32_t res) {
     kick_armed_ = false;
     if (res > 0) kicks_.add();
     if (res < 0 && res != -ECANCELED) VLOG_WARN("queue {}: kick read failed: {}", index_, strerror(-res));
-    // Nothing else to do: the next poll() looks at the ring anyway.
+    // A parked queue is polled again from the next pass on (which re-arms the read and looks at
+    // the ring); a hot one already is.
+    reactor_.wake(this);
 }
 
 void QueueWorker::fail(const Error& e) {
@@ -233,6 +235,19 @@ bool QueueWorker::prepare_sleep() {
     return !arm_guest_notify();
 }
 
+// Parking differs from prepare_sleep(): the queue stays parked across any number of reactor
+// passes and sleeps, so it must be safe to leave unpolled until its kick read (or its backend's
+// readiness poll) completes. Requests in flight complete through passes (a null backend's
+// completions are polled; a used entry is published in end_pass), a QoS hold needs a timer, a
+// stop needs try_finish_stop: all of those stay hot.
+bool QueueWorker::park() {
+    if (stop_done_ != nullptr || !kick_.valid() || !kick_armed_) return false;
+    if (requests_in_flight() || !device_idle() || !device_can_park()) return false;
+    if (broken_) return true;  // nothing to do until a stop or reset, which wakes it
+    if (held_until() != 0) return false;
+    return !arm_guest_notify();
+}
+
 void QueueWorker::after_wake() {
     if (broken_ || stop_done_ != nullptr) return;
     vq_.disable_notify();
@@ -240,6 +255,7 @@ void QueueWorker::after_wake() {
 
 void QueueWorker::begin_stop(std::promise<void>* done) {
     stop_done_ = done;
+    reactor_.wake(this);  // a parked queue must be polled to finish its stop
     cancel_device_io();
     if (kick_armed_ && !kick_cancel_sent_) {
         io_uring_sqe* sqe = reactor_.get_sqe();

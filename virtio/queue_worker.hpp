@@ -45,6 +45,7 @@ public:
     void end_pass() final;
     bool prepare_sleep() final;
     void after_wake() final;
+    bool park() final;
     bool io_pending() const final { return stop_done_ == nullptr && requests_in_flight(); }
 
 protected:
@@ -57,6 +58,9 @@ protected:
     // waited for submission space. Runs while stopping too (a drain must finish). True if any.
     virtual bool poll_device() { return false; }
     virtual bool device_idle() const { return true; }
+    // May the queue park (leave the reactor's hot set until a kick or a backend wake-up)? False
+    // when a device's wake-up source is not armed yet (e.g. the SQ was full): it must be polled.
+    virtual bool device_can_park() const { return true; }
     // Operations that still reference this queue (requests, and the device's own armed io_uring
     // operations such as a poll on a tap fd). A stop completes only when this reaches zero.
     virtual uint32_t inflight() const = 0;
