@@ -1,6 +1,7 @@
 // vhostd: a vhost-user device backend. Parses flags, starts reactors, the devices of the
 // command line and the config file, and the management API; waits for SIGINT/SIGTERM, then
 // stops the API and every device (draining in-flight I/O) and exits.
+#include <sys/resource.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -258,6 +259,17 @@ int main(int argc, char** argv) {
     pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
     signal(SIGPIPE, SIG_IGN);
 
+    {
+        // Each device holds a few fds (its sockets, kick/call/err eventfds per queue, memory and
+        // inflight fds): hundreds of devices need more than the usual soft limit of 1024.
+        rlimit rl{};
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+            rlim_t was = rl.rlim_cur;
+            rl.rlim_cur = rl.rlim_max;
+            if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+                VLOG_DEBUG("open file limit raised from {} to {}", was, rl.rlim_max);
+        }
+    }
     app::Daemon daemon(cfg);
     if (auto st = daemon.start(); !st.ok()) {
         fmt::print(stderr, "vhostd: {}\n", st.error().describe());

@@ -31,6 +31,7 @@
 #include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -48,6 +49,7 @@
 
 #include "app/device_spec.hpp"
 #include "bench/histogram.hpp"
+#include "bench/light_load.hpp"
 #include "shm/memory_map.hpp"
 #include "testing/frontend.hpp"
 #include "testing/blk_driver.hpp"
@@ -81,6 +83,7 @@ struct Options {
     bool idle = false;
     uint64_t seed = 0;
     uint64_t size = 0;  // working set in bytes from LBA 0; 0: the whole device
+    bench::LightOptions light;  // --light-*: neighbours at a low rate (the density cell)
 };
 
 struct QueueResult {
@@ -159,6 +162,43 @@ std::atomic<int> g_verify_reported{0};
 
 }  // namespace
 
+// Only light neighbours (no --socket): their latency alone, or with --light-rate 0 the backend's
+// idle CPU with all of them connected.
+int run_light_only(const Options& o, bench::LightLoad& light) {
+    std::atomic<int> phase{0};
+    std::thread t([&] { light.run(phase); });
+    std::this_thread::sleep_for(std::chrono::duration<double>(o.ramp));
+    uint64_t cpu0 = o.backend_pid ? process_cpu_ns(o.backend_pid) : 0;
+    auto t0 = Clock::now();
+    phase = 1;
+    std::this_thread::sleep_for(std::chrono::duration<double>(o.seconds));
+    phase = 2;
+    auto t1 = Clock::now();
+    uint64_t cpu1 = o.backend_pid ? process_cpu_ns(o.backend_pid) : 0;
+    t.join();
+    const double secs = std::chrono::duration<double>(t1 - t0).count();
+    const double cpu_s = static_cast<double>(cpu1 - cpu0) / 1e9;
+    auto us = [](uint64_t ns) { return static_cast<double>(ns) / 1e3; };
+    if (o.json) {
+        fmt::print("{{\"mode\":\"light\",\"light_count\":{},\"light_rate\":{:.0f},\"seconds\":{:.3f},"
+                   "\"light_iops\":{:.0f},\"light_p50_us\":{:.2f},\"light_p99_us\":{:.2f},\"light_late\":{},"
+                   "\"light_errors\":{},\"backend_cpu_s\":{:.4f},\"backend_cpu_pct\":{:.3f}}}\n",
+                   light.size(), o.light.rate, secs, static_cast<double>(light.ios) / secs,
+                   us(light.lat.percentile(50)), us(light.lat.percentile(99)), light.late, light.errors, cpu_s,
+                   100.0 * cpu_s / secs);
+    } else {
+        fmt::print("light: {} device(s) at {:.0f}/s each: {:.0f} IOPS, p50 {:.2f} us, p99 {:.2f} us, {} late, {} "
+                   "errors",
+                   light.size(), o.light.rate, static_cast<double>(light.ios) / secs, us(light.lat.percentile(50)),
+                   us(light.lat.percentile(99)), light.late, light.errors);
+        if (o.backend_pid) fmt::print("; backend cpu {:.4f} s ({:.3f} % of one CPU)", cpu_s, 100.0 * cpu_s / secs);
+        fmt::print("\n");
+    }
+    if (light.errors > 0) return 1;
+    if (o.light.rate > 0 && light.ios == 0) return 1;
+    return 0;
+}
+
 int main(int argc, char** argv) {
     Options o;
     CLI::App cli{"blkbench - vhost-user-blk load generator"};
@@ -187,13 +227,36 @@ int main(int argc, char** argv) {
     cli.add_flag("--idle", o.idle, "start the rings and send no I/O: report the backend's idle CPU");
     cli.add_option("--cpus", cpus, "pin queue thread i to the i-th CPU");
     cli.add_option("--backend-pid", o.backend_pid, "report this process's CPU time over the window");
+    cli.add_option("--light-sockets", o.light.socket_fmt,
+                   "light neighbours: socket paths with {} for the number 0..N-1 (one queue each, call mode)");
+    cli.add_option("--light-count", o.light.count, "number of light neighbours")->check(CLI::Range(0u, 65536u));
+    cli.add_option("--light-rate", o.light.rate, "requests/s per light neighbour, 4 KiB reads (0: connect, stay idle)")
+        ->check(CLI::Range(0.0, 1e6));
+    cli.add_flag("--light-rt", o.light.realtime, "run the light neighbours' thread SCHED_FIFO (when allowed)");
     cli.add_flag("--json", o.json, "one JSON object on stdout");
     CLI11_PARSE(cli, argc, argv);
     auto usage = [](const std::string& msg) {
         fmt::print(stderr, "blkbench: {}\n", msg);
         return 2;
     };
-    if (o.socket.empty() && !o.self) return usage("--socket or --self is required");
+    if ((o.light.count > 0) != !o.light.socket_fmt.empty())
+        return usage("--light-sockets and --light-count go together");
+    if (o.socket.empty() && !o.self && o.light.count == 0) return usage("--socket or --self is required");
+    {
+        // Every light neighbour holds a socket, a memfd and two eventfds.
+        rlimit rl{};
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+            rl.rlim_cur = rl.rlim_max;
+            setrlimit(RLIMIT_NOFILE, &rl);
+        }
+    }
+    std::unique_ptr<bench::LightLoad> light;
+    if (o.light.count > 0) {
+        auto l = bench::LightLoad::connect(o.light);
+        CHECK(l, "light neighbours");
+        light = std::move(l).value();
+    }
+    if (o.socket.empty() && !o.self) return run_light_only(o, *light);
     if (o.bs % kSector != 0) return usage("--bs must be a multiple of 512");
     if (mix_opt->count() > 0 && o.rw != "randrw") return usage("--rwmix-read only applies to --rw randrw");
     if (o.verify && o.rw != "randrw")
@@ -630,6 +693,7 @@ int main(int argc, char** argv) {
     std::vector<std::thread> threads;
     if (!o.idle)
         for (uint32_t i = 0; i < o.queues; ++i) threads.emplace_back(worker, i);
+    if (light) threads.emplace_back([&] { light->run(phase); });
     std::this_thread::sleep_for(std::chrono::duration<double>(o.ramp));
     uint64_t cpu0 = o.backend_pid ? process_cpu_ns(o.backend_pid) : 0;
     auto t0 = Clock::now();
@@ -719,7 +783,8 @@ int main(int argc, char** argv) {
             "\"lat_write_p99_us\":{:.2f},\"kicks_per_io\":{:.4f},\"calls_per_io\":{:.4f},\"backend_cpu_s\":{:.4f},"
             "\"backend_cpu_pct\":{:.3f},\"backend_cpu_us_per_io\":{:.3f},\"iops_per_backend_cpu_s\":{:.0f},"
             "\"verify\":{},\"seed\":{},\"verify_checked\":{},\"verify_unwritten\":{},\"verify_errors\":{},"
-            "\"sent_reads\":{},\"sent_writes\":{}}}\n",
+            "\"sent_reads\":{},\"sent_writes\":{},\"light_count\":{},\"light_iops\":{:.0f},"
+            "\"light_p50_us\":{:.2f},\"light_p99_us\":{:.2f},\"light_late\":{},\"light_errors\":{},\"light_rt\":{}}}\n",
             mode, o.rw, o.rw == "randrw" ? o.rwmix_read : (any_read ? 100 : 0), o.bs, o.qd, o.queues, o.notify,
             o.rate, secs, iops, static_cast<double>(all.reads) / secs, static_cast<double>(all.writes) / secs,
             iops * o.bs / 1e6, all.lat.avg() / 1e3, us(all.lat.percentile(50)), us(all.lat.percentile(99)),
@@ -727,7 +792,9 @@ int main(int argc, char** argv) {
             us(all.wlat.percentile(50)), us(all.wlat.percentile(99)), all.kicks * per_io, all.calls * per_io, cpu_s,
             cpu_pct, cpu_us_per_io, cpu_s > 0 ? static_cast<double>(all.ios) / cpu_s : 0.0,
             o.verify ? "true" : "false", o.seed, all.verify_checked, all.verify_unwritten, all.verify_errors,
-            all.sent_reads, all.sent_writes);
+            all.sent_reads, all.sent_writes, light ? light->size() : 0,
+            light ? static_cast<double>(light->ios) / secs : 0.0, light ? us(light->lat.percentile(50)) : 0.0,
+            light ? us(light->lat.percentile(99)) : 0.0, light ? light->late : 0, light ? light->errors : 0, light && light->realtime ? "true" : "false");
     } else if (o.idle) {
         fmt::print("idle: {} queue(s) started, no I/O for {:.2f} s", o.queues, secs);
         if (o.backend_pid) fmt::print(": backend cpu {:.4f} s ({:.3f} % of one CPU)", cpu_s, cpu_pct);
@@ -744,6 +811,10 @@ int main(int argc, char** argv) {
                        static_cast<double>(all.reads) / secs, us(all.rlat.percentile(50)), us(all.rlat.percentile(99)),
                        static_cast<double>(all.writes) / secs, us(all.wlat.percentile(50)),
                        us(all.wlat.percentile(99)));
+        if (light)
+            fmt::print("  light neighbours: {} at {:.0f}/s each: {:.0f} IOPS, p50 {:.2f} us, p99 {:.2f} us, {} late\n",
+                       light->size(), o.light.rate, static_cast<double>(light->ios) / secs,
+                       us(light->lat.percentile(50)), us(light->lat.percentile(99)), light->late);
         fmt::print("  kicks/io {:.4f}  calls/io {:.4f}", all.kicks * per_io, all.calls * per_io);
         if (o.backend_pid)
             fmt::print("  backend cpu {:.3f} s ({:.1f} % of one CPU, {:.2f} us per request)", cpu_s, cpu_pct,
@@ -754,6 +825,10 @@ int main(int argc, char** argv) {
                        all.verify_checked, all.verify_unwritten, all.verify_errors);
     }
     if (backend_lost) return 1;
+    if (light && light->errors > 0) {
+        fmt::print(stderr, "blkbench: {} light neighbour request(s) failed\n", light->errors);
+        return 1;
+    }
     if (!o.idle && all.ios == 0) {
         fmt::print(stderr, "blkbench: no request completed in the {:.2f} s measured window\n", secs);
         return 1;

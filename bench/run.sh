@@ -232,6 +232,15 @@ else
   OUT=$stem.md n=2
   while [[ -e $OUT ]]; do OUT=$stem-$n.md; n=$((n + 1)); done
 fi
+# ---- density (bench/density.sh): one hot device next to N-1 light ones on one reactor, vhostd
+# and qemu-storage-daemon; its own report next to this one (smoke: N = 1 and 16, one round).
+if [[ $QUICK == 1 ]]; then
+  BUILD=$BUILD bench/density.sh --quick --poll "$VPOLL" --out "${OUT%.md}-density.md" >&2
+else
+  BUILD=$BUILD bench/density.sh --rounds "$ROUNDS" --seconds "$SECONDS_PER" --ramp "$RAMP" --poll "$VPOLL" \
+    --out "${OUT%.md}-density.md" >&2
+fi
+
 cp "$RUNS" "${OUT%.md}-runs.jsonl"
 python3 bench/report.py --runs "${OUT%.md}-runs.jsonl" --out "$OUT" --rounds "$ROUNDS" \
   --target-rounds "$TARGET_ROUNDS" --seconds "$SECONDS_PER" \

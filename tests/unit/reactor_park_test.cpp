@@ -211,3 +211,36 @@ TEST_F(BlkFixture, AQueueWithRequestsInFlightCompletesThemWhileOthersPark) {
 
 }  // namespace
 }  // namespace vhostd::testing
+
+namespace vhostd::testing {
+namespace {
+
+// One big device over several reactors (SPDK pins a controller to one core): with --threads 4 a
+// 4-queue device gets one queue on each reactor, the next device continues the round-robin, and
+// every queue serves I/O from its own reactor.
+TEST_F(BlkFixture, QueuesOfOneDeviceSpreadOverTheReactors) {
+    start_daemon(4, PollMode::kAdaptive);
+    auto big = add_blk("socket=" + path("big.sock") + ",backend=null,size=64M,queues=4");
+    auto small = add_blk("socket=" + path("small.sock") + ",backend=null,size=8M,queues=2");
+    Guest g, h;
+    connect_guest(g, big, 4);
+    connect_guest(h, small, 2);
+    auto rs = daemon_->reactor_stats();
+    ASSERT_EQ(rs.size(), 4u);
+    // 6 queues over 4 reactors: 2, 2, 1, 1 (the small device's two continue after the big one's).
+    EXPECT_EQ(rs[0].pollers, 2u);
+    EXPECT_EQ(rs[1].pollers, 2u);
+    EXPECT_EQ(rs[2].pollers, 1u);
+    EXPECT_EQ(rs[3].pollers, 1u);
+    std::vector<uint64_t> passes;
+    for (const auto& r : rs) passes.push_back(r.passes);
+    for (uint32_t qi = 0; qi < 4; ++qi)
+        EXPECT_EQ(status_of(g, qi, make_blk_read(*g.mem, qi * 8, 4096)), blk::kSOk) << "queue " << qi;
+    for (uint32_t qi = 0; qi < 2; ++qi)
+        EXPECT_EQ(status_of(h, qi, make_blk_read(*h.mem, qi * 8, 4096)), blk::kSOk) << "queue " << qi;
+    rs = daemon_->reactor_stats();
+    for (size_t i = 0; i < rs.size(); ++i) EXPECT_GT(rs[i].passes, passes[i]) << "reactor " << i << " served nothing";
+}
+
+}  // namespace
+}  // namespace vhostd::testing
