@@ -182,10 +182,10 @@ int run_light_only(const Options& o, bench::LightLoad& light) {
     if (o.json) {
         fmt::print("{{\"mode\":\"light\",\"light_count\":{},\"light_rate\":{:.0f},\"seconds\":{:.3f},"
                    "\"light_iops\":{:.0f},\"light_p50_us\":{:.2f},\"light_p99_us\":{:.2f},\"light_late\":{},"
-                   "\"light_errors\":{},\"backend_cpu_s\":{:.4f},\"backend_cpu_pct\":{:.3f}}}\n",
+                   "\"light_errors\":{},\"light_cpu_pct\":{:.1f},\"backend_cpu_s\":{:.4f},\"backend_cpu_pct\":{:.3f}}}\n",
                    light.size(), o.light.rate, secs, static_cast<double>(light.ios) / secs,
-                   us(light.lat.percentile(50)), us(light.lat.percentile(99)), light.late, light.errors, cpu_s,
-                   100.0 * cpu_s / secs);
+                   us(light.lat.percentile(50)), us(light.lat.percentile(99)), light.late, light.errors,
+                   100.0 * static_cast<double>(light.cpu_ns) / 1e9 / secs, cpu_s, 100.0 * cpu_s / secs);
     } else {
         fmt::print("light: {} device(s) at {:.0f}/s each: {:.0f} IOPS, p50 {:.2f} us, p99 {:.2f} us, {} late, {} "
                    "errors",
@@ -784,7 +784,8 @@ int main(int argc, char** argv) {
             "\"backend_cpu_pct\":{:.3f},\"backend_cpu_us_per_io\":{:.3f},\"iops_per_backend_cpu_s\":{:.0f},"
             "\"verify\":{},\"seed\":{},\"verify_checked\":{},\"verify_unwritten\":{},\"verify_errors\":{},"
             "\"sent_reads\":{},\"sent_writes\":{},\"light_count\":{},\"light_iops\":{:.0f},"
-            "\"light_p50_us\":{:.2f},\"light_p99_us\":{:.2f},\"light_late\":{},\"light_errors\":{},\"light_rt\":{}}}\n",
+            "\"light_p50_us\":{:.2f},\"light_p99_us\":{:.2f},\"light_late\":{},\"light_errors\":{},\"light_rt\":{},"
+            "\"light_cpu_pct\":{:.1f}}}\n",
             mode, o.rw, o.rw == "randrw" ? o.rwmix_read : (any_read ? 100 : 0), o.bs, o.qd, o.queues, o.notify,
             o.rate, secs, iops, static_cast<double>(all.reads) / secs, static_cast<double>(all.writes) / secs,
             iops * o.bs / 1e6, all.lat.avg() / 1e3, us(all.lat.percentile(50)), us(all.lat.percentile(99)),
@@ -794,7 +795,8 @@ int main(int argc, char** argv) {
             o.verify ? "true" : "false", o.seed, all.verify_checked, all.verify_unwritten, all.verify_errors,
             all.sent_reads, all.sent_writes, light ? light->size() : 0,
             light ? static_cast<double>(light->ios) / secs : 0.0, light ? us(light->lat.percentile(50)) : 0.0,
-            light ? us(light->lat.percentile(99)) : 0.0, light ? light->late : 0, light ? light->errors : 0, light && light->realtime ? "true" : "false");
+            light ? us(light->lat.percentile(99)) : 0.0, light ? light->late : 0, light ? light->errors : 0, light && light->realtime ? "true" : "false",
+            light ? 100.0 * static_cast<double>(light->cpu_ns) / 1e9 / secs : 0.0);
     } else if (o.idle) {
         fmt::print("idle: {} queue(s) started, no I/O for {:.2f} s", o.queues, secs);
         if (o.backend_pid) fmt::print(": backend cpu {:.4f} s ({:.3f} % of one CPU)", cpu_s, cpu_pct);
@@ -812,9 +814,11 @@ int main(int argc, char** argv) {
                        static_cast<double>(all.writes) / secs, us(all.wlat.percentile(50)),
                        us(all.wlat.percentile(99)));
         if (light)
-            fmt::print("  light neighbours: {} at {:.0f}/s each: {:.0f} IOPS, p50 {:.2f} us, p99 {:.2f} us, {} late\n",
+            fmt::print("  light neighbours: {} at {:.0f}/s each: {:.0f} IOPS, p50 {:.2f} us, p99 {:.2f} us, {} late, "
+                       "their thread {:.1f} % of a CPU\n",
                        light->size(), o.light.rate, static_cast<double>(light->ios) / secs,
-                       us(light->lat.percentile(50)), us(light->lat.percentile(99)), light->late);
+                       us(light->lat.percentile(50)), us(light->lat.percentile(99)), light->late,
+                       100.0 * static_cast<double>(light->cpu_ns) / 1e9 / secs);
         fmt::print("  kicks/io {:.4f}  calls/io {:.4f}", all.kicks * per_io, all.calls * per_io);
         if (o.backend_pid)
             fmt::print("  backend cpu {:.3f} s ({:.1f} % of one CPU, {:.2f} us per request)", cpu_s, cpu_pct,

@@ -13,7 +13,8 @@
 # paired ratio; rounds alternate the order of N so drift spreads evenly), backend CPU, the light
 # devices' p99 with the hot device and without it (the N-1 light devices alone on the backend,
 # which keeps the hot generator's spinning off the light thread's CPU), against one light device
-# alone (same round).
+# alone (same round), and with the hot device but the light thread SCHED_FIFO (N <= 64: the
+# "fair" cell, light p99 only).
 # Then the idle cost: the largest N, every device connected and idle for --seconds (vhostd in its
 # default adaptive mode): backend CPU, RSS and fds per device (RSS and fd deltas between the
 # listening and the connected state).
@@ -91,17 +92,18 @@ start_backend() {  # kind n [poll] -> BPID; hot socket $TMP/hot.sock, light $TMP
 stop_backend() { kill "$BPID" 2>/dev/null || true; wait "$BPID" 2>/dev/null || true; BPID=""; }
 alive() { [[ $(ps -o stat= -p "$BPID" 2>/dev/null) == [^Z]* ]]; }
 
-run_cell() {  # kind n round
-  local kind=$1 n=$2 round=$3 out rc=0 light=()
+run_cell() {  # kind n round [cell] [extra blkbench args]
+  local kind=$1 n=$2 round=$3 cell=${4:-hot} out rc=0 light=()
+  shift 4 || shift $#
   start_backend "$kind" "$n"
-  ((n > 1)) && light=(--light-sockets "$TMP/l{}.sock" --light-count $((n - 1)) --light-rate 100)
+  ((n > 1)) && light=(--light-sockets "$TMP/l{}.sock" --light-count $((n - 1)) --light-rate 100 "$@")
   out=$(taskset -c 1 "$BUILD/blkbench" --socket "$TMP/hot.sock" --qd 32 --bs 4096 --notify poll \
         --seconds "$SECONDS_PER" --ramp "$RAMP" --backend-pid "$BPID" --json "${light[@]}") || rc=$?
   alive || rc=99
   stop_backend
   if [[ $rc != 0 ]]; then echo "density.sh: $kind n=$n failed ($rc)" >&2; cat "$TMP/backend.log" >&2; exit 1; fi
-  echo "{\"cell\":\"hot\",\"backend\":\"$kind\",\"n\":$n,\"round\":$round,${out:1}" >>"$RUNS"
-  echo "$kind n=$n round $round: $(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print("hot %.0f IOPS, light p99 %.1f us (%.0f/s), backend cpu %.0f %%" % (d["iops"], d["light_p99_us"], d["light_iops"], d["backend_cpu_pct"]))' "$out")" >&2
+  echo "{\"cell\":\"$cell\",\"backend\":\"$kind\",\"n\":$n,\"round\":$round,${out:1}" >>"$RUNS"
+  echo "$kind $cell n=$n round $round: $(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print("hot %.0f IOPS, light p99 %.1f us (%.0f/s, thread %.0f %%), backend cpu %.0f %%" % (d["iops"], d["light_p99_us"], d["light_iops"], d["light_cpu_pct"], d["backend_cpu_pct"]))' "$out")" >&2
 }
 
 light_only() {  # kind n round: the n-1 light devices without the hot one (n = 2: one alone)
@@ -155,6 +157,11 @@ for ((round = 1; round <= ROUNDS; round++)); do
       # The light devices' latency without the hot generator spinning on their CPU (n = 1: one
       # light device alone, the "solo" the target compares with).
       if ((n == 1)); then light_only "$kind" 2 "$round"; else light_only "$kind" "$n" "$round"; fi
+      # Fairness next to the busy device, measured: the light thread SCHED_FIFO, so its wake-ups
+      # are not queued behind the spinning hot thread (which it slows down instead: the hot IOPS
+      # of this cell are not the density figure). Up to 64 neighbours, where the light thread's
+      # share of CPU 1 stays small.
+      if ((n > 1 && n <= 64)); then run_cell "$kind" "$n" "$round" fair --light-rt; fi
     done
   done
 done

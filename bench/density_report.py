@@ -54,9 +54,18 @@ def main():
                "(4 KiB reads, call mode, one epoll thread). Hot fraction: the hot device's IOPS over the "
                "same round's N = 1 run, median of the rounds (min–max). Light p99 from the kick to the "
                "completion seen.\n")
-    out.append("| backend | N | hot IOPS | hot / solo | backend CPU % | light IOPS | light p99 µs (with hot) | light late | light p99 µs (light only) |")
-    out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    out.append("| backend | N | hot IOPS | hot / solo | backend CPU % | light IOPS | light thread CPU % | light p99 µs (with hot) | light late | light p99 µs (light only) | light p99 µs (with hot, light thread RT) |")
+    out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     frac = {}
+
+    fair = defaultdict(list)
+    for r in runs:
+        if r["cell"] == "fair":
+            fair[(r["backend"], r["n"])].append(r["light_p99_us"])
+
+    def fair_cell(k, n):
+        v = fair.get((k, n), [])
+        return f"{med(v):.1f} ({rng(v, '{:.1f}')})" if v else "–"
 
     def lo_cell(k, n):
         v = [r["light_p99_us"] for r in light_only.get((k, n), [])]
@@ -75,9 +84,10 @@ def main():
                 f"| {med(ratios):.2f} ({rng(ratios, '{:.2f}')}) "
                 f"| {med([r['backend_cpu_pct'] for r in rs]):.0f} "
                 f"| {med([r['light_iops'] for r in rs]):.0f} "
+                f"| {med([r.get('light_cpu_pct', 0) for r in rs]):.0f} "
                 f"| {(f'{med(lp):.1f} (' + rng(lp, '{:.1f}') + ')') if lp else '–'} "
                 f"| {med([r['light_late'] for r in rs]):.0f} "
-                f"| {lo_cell(k, n)} |")
+                f"| {lo_cell(k, n)} | {fair_cell(k, n)} |")
     out.append("")
     out.append("Light device alone (no hot device, no neighbours), p99 µs: " +
                ", ".join(f"{k} {med(v):.1f} ({rng(v, '{:.1f}')})" for k, v in light_solo.items()) + "\n")
@@ -104,6 +114,7 @@ def main():
     if light_solo.get("vhostd"):
         s = med(light_solo["vhostd"])
         for label, src in (("with the hot device", lambda n: [r["light_p99_us"] for r in by[("vhostd", n)]]),
+                           ("with the hot device, light thread RT", lambda n: fair.get(("vhostd", n), [])),
                            ("light devices only", lambda n: [r["light_p99_us"] for r in light_only.get(("vhostd", n), [])])):
             meds = [(n, med(src(n))) for n in ns if n > 1 and src(n)]
             if meds:

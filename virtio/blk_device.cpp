@@ -180,7 +180,7 @@ private:
 
     // QoS: the request waits in its slot until `at`; the ring waits behind it (one held request
     // per queue bounds what the queues reserve ahead of the clock).
-    void park(Slot& s, uint64_t at, uint64_t now) {
+    void hold(Slot& s, uint64_t at, uint64_t now) {
         parked_ = &s;
         parked_until_ = at;
         parked_since_ = now;
@@ -267,7 +267,7 @@ private:
                 if (Qos& qos = dev_.qos_buckets(); qos.enabled()) [[unlikely]] {
                     uint64_t now = reactor().now_ns();
                     uint64_t at = qos.admit(p.op.op != BlockOp::kRead, s.bytes, now);
-                    if (at > now) return park(s, at, now);
+                    if (at > now) return hold(s, at, now);
                 }
                 return submit(s);
             }
