@@ -162,22 +162,36 @@ std::atomic<int> g_verify_reported{0};
 
 }  // namespace
 
+// The run's clock: ramp, then the measured window (phase 1), then stop (phase 2). Returns the
+// window's length and the backend's CPU time over it (seconds).
+struct Window {
+    Clock::time_point t0, t1;
+    double secs = 0, cpu_s = 0;
+};
+Window run_window(const Options& o, std::atomic<int>& phase) {
+    Window w;
+    std::this_thread::sleep_for(std::chrono::duration<double>(o.ramp));
+    uint64_t cpu0 = o.backend_pid ? process_cpu_ns(o.backend_pid) : 0;
+    w.t0 = Clock::now();
+    phase = 1;
+    std::this_thread::sleep_for(std::chrono::duration<double>(o.seconds));
+    phase = 2;
+    w.t1 = Clock::now();
+    uint64_t cpu1 = o.backend_pid ? process_cpu_ns(o.backend_pid) : 0;
+    w.secs = std::chrono::duration<double>(w.t1 - w.t0).count();
+    w.cpu_s = static_cast<double>(cpu1 - cpu0) / 1e9;
+    return w;
+}
+
 // Only light neighbours (no --socket): their latency alone, or with --light-rate 0 the backend's
 // idle CPU with all of them connected.
 int run_light_only(const Options& o, bench::LightLoad& light) {
     std::atomic<int> phase{0};
     std::thread t([&] { light.run(phase); });
-    std::this_thread::sleep_for(std::chrono::duration<double>(o.ramp));
-    uint64_t cpu0 = o.backend_pid ? process_cpu_ns(o.backend_pid) : 0;
-    auto t0 = Clock::now();
-    phase = 1;
-    std::this_thread::sleep_for(std::chrono::duration<double>(o.seconds));
-    phase = 2;
-    auto t1 = Clock::now();
-    uint64_t cpu1 = o.backend_pid ? process_cpu_ns(o.backend_pid) : 0;
+    const Window w = run_window(o, phase);
     t.join();
-    const double secs = std::chrono::duration<double>(t1 - t0).count();
-    const double cpu_s = static_cast<double>(cpu1 - cpu0) / 1e9;
+    const double secs = w.secs;
+    const double cpu_s = w.cpu_s;
     auto us = [](uint64_t ns) { return static_cast<double>(ns) / 1e3; };
     if (o.json) {
         fmt::print("{{\"mode\":\"light\",\"light_count\":{},\"light_rate\":{:.0f},\"seconds\":{:.3f},"
@@ -694,14 +708,7 @@ int main(int argc, char** argv) {
     if (!o.idle)
         for (uint32_t i = 0; i < o.queues; ++i) threads.emplace_back(worker, i);
     if (light) threads.emplace_back([&] { light->run(phase); });
-    std::this_thread::sleep_for(std::chrono::duration<double>(o.ramp));
-    uint64_t cpu0 = o.backend_pid ? process_cpu_ns(o.backend_pid) : 0;
-    auto t0 = Clock::now();
-    phase = 1;
-    std::this_thread::sleep_for(std::chrono::duration<double>(o.seconds));
-    phase = 2;
-    auto t1 = Clock::now();
-    uint64_t cpu1 = o.backend_pid ? process_cpu_ns(o.backend_pid) : 0;
+    const Window w = run_window(o, phase);
     for (auto& t : threads) t.join();
     for (auto& t : responders) t.join();
     bool backend_lost = false;  // a backend that died or hung mid-run must not pass as a slow one
@@ -766,9 +773,9 @@ int main(int argc, char** argv) {
         all.verify_unwritten += q.res.verify_unwritten;
         all.verify_errors += q.res.verify_errors;
     }
-    const double secs = std::chrono::duration<double>(t1 - t0).count();
+    const double secs = w.secs;
     const double iops = static_cast<double>(all.ios) / secs;
-    const double cpu_s = static_cast<double>(cpu1 - cpu0) / 1e9;
+    const double cpu_s = w.cpu_s;
     const double per_io = all.ios ? 1.0 / static_cast<double>(all.ios) : 0;
     const double cpu_pct = 100.0 * cpu_s / secs;  // of one CPU
     const double cpu_us_per_io = cpu_s * 1e6 * per_io;

@@ -9,12 +9,15 @@
 # (vhostd --threads 1 --cpus 0; qemu-storage-daemon under taskset, its exports in its main loop);
 # blkbench on CPU 1 drives the hot device at QD32 in poll mode and, from a second thread, the N-1
 # light ones (4 KiB reads, open loop, call mode: the light thread sleeps in epoll on their call
-# eventfds). Reported: the hot device's IOPS and its fraction of the same round's N = 1 run (the
-# paired ratio; rounds alternate the order of N so drift spreads evenly), backend CPU, the light
+# eventfds). Reported: the hot device's IOPS and its fraction of a solo run (N = 1) made right
+# before or after it (the paired ratio: every N gets its own solo run, first in odd rounds and
+# second in even ones; rounds also alternate the order of N), backend CPU, the light
 # devices' p99 with the hot device and without it (the N-1 light devices alone on the backend,
 # which keeps the hot generator's spinning off the light thread's CPU), against one light device
 # alone (same round), and with the hot device but the light thread SCHED_FIFO (N <= 64: the
-# "fair" cell, light p99 only).
+# "fair" cell, light p99 only). The "split" control (vhostd): the light devices on a second vhostd
+# process on the same CPU, so the hot reactor serves nothing else; its hot fraction against the
+# main cell's tells the reactor's share of the loss from the generator's.
 # Then the idle cost: the largest N, every device connected and idle for --seconds (vhostd in its
 # default adaptive mode): backend CPU, RSS and fds per device (RSS and fd deltas between the
 # listening and the connected state).
@@ -55,7 +58,7 @@ if [[ -z $OUT ]]; then
 fi
 TMP=$(mktemp -d /tmp/vhostd-density.XXXXXX)
 BPID=""
-cleanup() { [[ -n $BPID ]] && kill "$BPID" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"; }
+cleanup() { kill $BPID $LPID 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$TMP"; }
 trap cleanup EXIT
 RUNS=$TMP/runs.jsonl
 : >"$RUNS"
@@ -65,6 +68,17 @@ start_backend() {  # kind n [poll] -> BPID; hot socket $TMP/hot.sock, light $TMP
   local kind=$1 n=$2 poll=${3:-$POLL} i
   rm -f "$TMP"/*.sock
   case $kind in
+    split)  # the control: the hot device alone on its reactor, the light ones on a second vhostd
+      taskset -c 0 "$BUILD/vhostd" --blk "socket=$TMP/hot.sock,backend=null,size=1G,queues=1" --threads 1 --cpus 0 \
+        --poll "$poll" --log-level warn >"$TMP/backend.log" 2>&1 &
+      BPID=$!
+      local args=()
+      for ((i = 0; i < n - 1; i++)); do args+=(--blk "socket=$TMP/l$i.sock,backend=null,size=64M,queues=1"); done
+      taskset -c 0 "$BUILD/vhostd" "${args[@]}" --threads 1 --cpus 0 --poll never --log-level warn \
+        >"$TMP/backend2.log" 2>&1 &
+      LPID=$!
+      wait_sockets "$n" && return 0
+      ;;
     vhostd)
       local args=(--blk "socket=$TMP/hot.sock,backend=null,size=1G,queues=1")
       for ((i = 0; i < n - 1; i++)); do args+=(--blk "socket=$TMP/l$i.sock,backend=null,size=64M,queues=1"); done
@@ -82,14 +96,23 @@ start_backend() {  # kind n [poll] -> BPID; hot socket $TMP/hot.sock, light $TMP
       ;;
   esac
   BPID=$!
-  local last=$TMP/hot.sock
-  ((n > 1)) && last=$TMP/l$((n - 2)).sock
-  for _ in $(seq 1200); do [[ -S $last && -S $TMP/hot.sock ]] && return 0; sleep 0.025; done
+  wait_sockets "$n" && return 0
   echo "density.sh: $kind with $n devices did not create its sockets" >&2
-  cat "$TMP/backend.log" >&2
+  cat "$TMP"/backend*.log >&2
   exit 1
 }
-stop_backend() { kill "$BPID" 2>/dev/null || true; wait "$BPID" 2>/dev/null || true; BPID=""; }
+wait_sockets() {  # n: the hot socket and the last light one exist
+  local last=$TMP/hot.sock
+  (($1 > 1)) && last=$TMP/l$(($1 - 2)).sock
+  for _ in $(seq 1200); do [[ -S $last && -S $TMP/hot.sock ]] && return 0; sleep 0.025; done
+  return 1
+}
+LPID=""
+stop_backend() {
+  kill $BPID $LPID 2>/dev/null || true
+  wait $BPID $LPID 2>/dev/null || true
+  BPID="" LPID=""
+}
 alive() { [[ $(ps -o stat= -p "$BPID" 2>/dev/null) == [^Z]* ]]; }
 
 run_cell() {  # kind n round [cell] [extra blkbench args]
@@ -102,7 +125,7 @@ run_cell() {  # kind n round [cell] [extra blkbench args]
   alive || rc=99
   stop_backend
   if [[ $rc != 0 ]]; then echo "density.sh: $kind n=$n failed ($rc)" >&2; cat "$TMP/backend.log" >&2; exit 1; fi
-  echo "{\"cell\":\"$cell\",\"backend\":\"$kind\",\"n\":$n,\"round\":$round,${out:1}" >>"$RUNS"
+  echo "{\"cell\":\"$cell\",\"backend\":\"$kind\",\"n\":$n,\"round\":$round,\"pair\":${PAIR:-$n},${out:1}" >>"$RUNS"
   echo "$kind $cell n=$n round $round: $(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print("hot %.0f IOPS, light p99 %.1f us (%.0f/s, thread %.0f %%), backend cpu %.0f %%" % (d["iops"], d["light_p99_us"], d["light_iops"], d["light_cpu_pct"], d["backend_cpu_pct"]))' "$out")" >&2
 }
 
@@ -153,7 +176,15 @@ for ((round = 1; round <= ROUNDS; round++)); do
   fi
   for n in "${order[@]}"; do
     for kind in "${KINDS[@]}"; do
-      run_cell "$kind" "$n" "$round"
+      if ((n == 1)); then
+        PAIR=1 run_cell "$kind" 1 "$round"
+      elif ((round % 2)); then  # each N next to its own solo run, which goes first every other round
+        PAIR=$n run_cell "$kind" 1 "$round"
+        PAIR=$n run_cell "$kind" "$n" "$round"
+      else
+        PAIR=$n run_cell "$kind" "$n" "$round"
+        PAIR=$n run_cell "$kind" 1 "$round"
+      fi
       # The light devices' latency without the hot generator spinning on their CPU (n = 1: one
       # light device alone, the "solo" the target compares with).
       if ((n == 1)); then light_only "$kind" 2 "$round"; else light_only "$kind" "$n" "$round"; fi
@@ -162,6 +193,10 @@ for ((round = 1; round <= ROUNDS; round++)); do
       # of this cell are not the density figure). Up to 64 neighbours, where the light thread's
       # share of CPU 1 stays small.
       if ((n > 1 && n <= 64)); then run_cell "$kind" "$n" "$round" fair --light-rt; fi
+      # The control for vhostd: the same load, but the light devices on a second vhostd (same
+      # CPU, --poll never), so the hot device's reactor walks nothing else. If the hot device
+      # loses as much here, the loss is the generator's and the CPU's, not the reactor's.
+      if ((n > 1)) && [[ $kind == vhostd ]]; then PAIR=$n run_cell split "$n" "$round" split; fi
     done
   done
 done

@@ -33,7 +33,8 @@ def main():
     hot = [r for r in runs if r["cell"] == "hot"]
     kinds = [k for k in ("vhostd", "qsd") if any(r["backend"] == k for r in hot)]
     ns = sorted({r["n"] for r in hot})
-    solo = {(r["backend"], r["round"]): r["iops"] for r in hot if r["n"] == 1}
+    # Every N > 1 run has its own solo run next to it (same "pair"); the N = 1 row shows them all.
+    solo = {(r["backend"], r["round"], r.get("pair", 1)): r["iops"] for r in hot if r["n"] == 1}
     by = defaultdict(list)
     for r in hot:
         by[(r["backend"], r["n"])].append(r)
@@ -52,7 +53,7 @@ def main():
                f"{a.cpus} CPUs. Backend on CPU 0 (one reactor / qemu-storage-daemon's main loop), "
                "blkbench on CPU 1: the hot device at QD32 (poll), the light devices at 100 requests/s each "
                "(4 KiB reads, call mode, one epoll thread). Hot fraction: the hot device's IOPS over the "
-               "same round's N = 1 run, median of the rounds (min–max). Light p99 from the kick to the "
+               "solo run (N = 1) made right before or after it, median of the rounds (min–max). Light p99 from the kick to the "
                "completion seen.\n")
     out.append("| backend | N | hot IOPS | hot / solo | backend CPU % | light IOPS | light thread CPU % | light p99 µs (with hot) | light late | light p99 µs (light only) | light p99 µs (with hot, light thread RT) |")
     out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -76,7 +77,9 @@ def main():
             rs = by[(k, n)]
             if not rs:
                 continue
-            ratios = [r["iops"] / solo[(k, r["round"])] for r in rs if solo.get((k, r["round"]))]
+            def solo_of(r):
+                return solo.get((k, r["round"], r.get("pair", 1))) or solo.get((k, r["round"], 1))
+            ratios = [r["iops"] / solo_of(r) for r in rs if solo_of(r)]
             frac[(k, n)] = med(ratios)
             lp = [r["light_p99_us"] for r in rs if n > 1]
             out.append(
@@ -88,6 +91,22 @@ def main():
                 f"| {(f'{med(lp):.1f} (' + rng(lp, '{:.1f}') + ')') if lp else '–'} "
                 f"| {med([r['light_late'] for r in rs]):.0f} "
                 f"| {lo_cell(k, n)} | {fair_cell(k, n)} |")
+    split = [r for r in runs if r["cell"] == "split"]
+    if split:
+        out.append("")
+        out.append("**Control (split):** the same load with the light devices on a second vhostd (same CPU, "
+                   "`--poll never`), so the hot device's reactor serves it alone; hot / solo against the "
+                   "same round's solo run of that N. Equal fractions: the loss is the generator's and the "
+                   "CPU's, not the reactor's.\n")
+        out.append("| N | hot / solo, one reactor for all | hot / solo, light devices on another vhostd |")
+        out.append("| ---: | ---: | ---: |")
+        for n in ns:
+            if n == 1:
+                continue
+            sr = [r["iops"] / solo[("vhostd", r["round"], r.get("pair", 1))] for r in split
+                  if r["n"] == n and solo.get(("vhostd", r["round"], r.get("pair", 1)))]
+            if sr:
+                out.append(f"| {n} | {frac.get(('vhostd', n), float('nan')):.2f} | {med(sr):.2f} ({rng(sr, '{:.2f}')}) |")
     out.append("")
     out.append("Light device alone (no hot device, no neighbours), p99 µs: " +
                ", ".join(f"{k} {med(v):.1f} ({rng(v, '{:.1f}')})" for k, v in light_solo.items()) + "\n")

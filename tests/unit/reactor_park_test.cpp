@@ -160,7 +160,7 @@ TEST_P(ReactorParkBlk, IdleDevicesParkAndEachWakesOnItsKick) {
     start_daemon(cfg);
     std::vector<Guest> guests(kDevices);
     for (int i = 0; i < kDevices; ++i) {
-        auto sock = add_blk("socket=" + path("s" + std::to_string(i) + ".sock") + ",backend=null,size=8M,queues=1");
+        auto sock = add_blk(fmt::format("socket={},backend=null,size=8M,queues=1", path(fmt::format("s{}.sock", i))));
         connect_guest(guests[i], sock, 1);
     }
     Reactor& r = daemon_->reactor(0);
