@@ -276,7 +276,9 @@ void Reactor::run(std::promise<Status>* started) {
             clock_ = 0;
         }
         work |= reap();  // kicks of parked pollers wake them here (into hot_)
-        for (size_t i = 0; i < hot_.size(); ++i) hot_[i]->end_pass();
+        for (size_t i = 0; i < hot_.size(); ++i) {
+            if (hot_[i]->end_pass()) hot_[i]->last_work_ns_ = pass_start;
+        }
 
         // Busy time: a pass that found work counts from the end of the previous pass (a sleep
         // or nap that ended it counts as idle: it lies before the previous pass's end). The

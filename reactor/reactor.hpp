@@ -48,8 +48,9 @@ public:
     virtual ~Poller() = default;
     // Do work (pop rings, submit I/O, complete deferred ops). True if anything happened.
     virtual bool poll() = 0;
-    // End of a pass, after completions were reaped: publish used entries, notify.
-    virtual void end_pass() {}
+    // End of a pass, after completions were reaped: publish used entries, notify. True if it
+    // completed anything (that is work too: a queue whose requests just completed is not idle).
+    virtual bool end_pass() { return false; }
     // About to sleep: arm notifications. Return false if work is pending (don't sleep).
     virtual bool prepare_sleep() { return true; }
     // Woke up (or gave up sleeping): back to polling mode.

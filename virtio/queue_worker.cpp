@@ -211,17 +211,23 @@ bool QueueWorker::poll() {
     return work;
 }
 
-void QueueWorker::publish_and_notify() {
-    if (vq_.active() && vq_.publish_used() && vq_.needs_notify() && call_ >= 0) {
+bool QueueWorker::publish_and_notify() {
+    if (!vq_.active() || !vq_.publish_used()) return false;
+    if (vq_.needs_notify() && call_ >= 0) {
         fault::before_interrupt();
         eventfd_write(call_, 1);
         calls_.add();
     }
+    return true;
 }
 
-void QueueWorker::end_pass() {
-    publish_and_notify();
+// A completion published here counts as the queue's work for parking: a request that took
+// longer than the park window must not leave its queue parked (and the guest kicking) the moment
+// it completes, while the guest is about to send the next one.
+bool QueueWorker::end_pass() {
+    bool published = publish_and_notify();
     if (stop_done_ != nullptr) try_finish_stop();
+    return published;
 }
 
 bool QueueWorker::prepare_sleep() {

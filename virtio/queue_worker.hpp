@@ -42,7 +42,7 @@ public:
 
     // ---- reactor thread: Poller ----
     bool poll() final;
-    void end_pass() final;
+    bool end_pass() final;
     bool prepare_sleep() final;
     void after_wake() final;
     bool park() final;
@@ -95,8 +95,8 @@ protected:
 
 private:
     void complete(int32_t res) override;  // kick read finished
-    // Makes used entries visible and signals the driver if it asked for it.
-    void publish_and_notify();
+    // Makes used entries visible and signals the driver if it asked for it. True if it published.
+    bool publish_and_notify();
     // Writes the call eventfd regardless of notification suppression (a queue (re)starts or gets
     // a new call fd): completions a killed predecessor published but never announced reach the
     // guest.
