@@ -36,12 +36,15 @@ public:
         polls.fetch_add(1, std::memory_order_relaxed);
         return work.exchange(false);
     }
+    // Completions published at the end of a pass (a queue whose backend finished requests).
+    bool end_pass() override { return completed.exchange(false); }
     bool park() override {
         parks.fetch_add(1, std::memory_order_relaxed);
         return parkable_;
     }
     std::atomic<uint64_t> polls{0}, parks{0};
     std::atomic<bool> work{false};
+    std::atomic<bool> completed{false};
 
 private:
     const bool parkable_;
@@ -115,6 +118,22 @@ TEST_F(ReactorParkBare, APollerWithWorkStaysHot) {
         std::this_thread::sleep_for(1ms);
     }
     EXPECT_EQ(reactor_->stats().parks, 0u) << "a poller with work every millisecond parked (window 20 ms)";
+    EXPECT_EQ(reactor_->stats().hot, 1u);
+    ASSERT_TRUE(eventually([&] { return reactor_->stats().hot == 0; }));
+}
+
+// Completions count as work: a queue whose requests each take longer than the window finds nothing
+// new in poll() between them, but it published a completion, and the guest's next request follows
+// at once. Parking it there would make the guest kick for every request.
+TEST_F(ReactorParkBare, PublishedCompletionsKeepAPollerHot) {
+    start(ReactorConfig{.mode = PollMode::kAlways, .park_after = 20ms});
+    CountingPoller& a = add();
+    auto until = std::chrono::steady_clock::now() + 60ms;
+    while (std::chrono::steady_clock::now() < until) {
+        a.completed = true;
+        std::this_thread::sleep_for(1ms);
+    }
+    EXPECT_EQ(reactor_->stats().parks, 0u) << "a poller completing work every millisecond parked (window 20 ms)";
     EXPECT_EQ(reactor_->stats().hot, 1u);
     ASSERT_TRUE(eventually([&] { return reactor_->stats().hot == 0; }));
 }
