@@ -32,10 +32,20 @@
 # must keep running and vhostd A must turn dirty logging on and off again.
 # Then MIGRATIONS (6) migrations: QEMU 1 -> 2 -> 3 ... (A -> B -> A ...:
 # there and back three times). Each must complete; the destination waits
-# paused (-S) while the guest's memory in both QEMUs is compared and every
-# 4 KiB page must be the same (a page vhostd wrote without marking it in the
-# dirty log would be stale on the destination); then it runs; the source's
-# vhostd must have logged (dirty logging on), and the
+# paused (-S) while the guest's memory in both QEMUs is compared page by page
+# (a page vhostd wrote without marking it in the dirty log would be stale on
+# the destination). A difference in a virtqueue's ring or event area, or one
+# of I/O-payload size (> 1 KiB of a page) while no scattered ones are seen,
+# fails the test (payload-size ones among scattered ones: inconclusive, the
+# run is made again); scattered bytes
+# elsewhere are QEMU 7.2's own: its TCG loses a few guest-CPU writes from
+# dirty tracking now and then, also with QEMU's own virtio-blk and no vhostd
+# (migrate_memcmp_qemu_only.sh). vhostd's other writes (blk status bytes, net
+# headers) are small too, and a split ring's used ring is marked dirty by
+# QEMU itself when it stops the device (with vhostd's used-ring logging taken
+# out this test still passes; without its read-data logging it fails at every
+# migration): the unit tests check that each write path marks the log. Then the destination runs; the source's vhostd must have
+# logged (dirty logging on), and the
 # destination's vhostd must have announced the guest's MAC on its tap: a RARP
 # from that MAC seen on the bridge (a raw-socket capture), the bridge's fdb
 # pointing at the destination's tap.
@@ -60,20 +70,33 @@
 # Environment:
 #   VTEST_RUNTIME      fio phase seconds (default 60)
 #   VTEST_MIGRATIONS   completed migrations (default 6)
-#   VTEST_MEMCMP       1: compare the guest's memory page by page at every
-#                      switch-over (destinations start paused, RAM in /dev/shm);
-#                      default 0: QEMU 7.2's TCG loses a few guest-CPU writes of
-#                      its own now and then (migrate_memcmp_qemu_only.sh shows it
-#                      without vhostd), so a difference needs a look at the kept
-#                      pages (--keep): I/O payload there would be vhostd's
+#   VTEST_MEMCMP       1 (default): compare the guest's memory page by page at
+#                      every switch-over (destinations start paused, RAM in
+#                      /dev/shm); 0: skip it
+#   VTEST_ATTEMPTS     runs before inconclusive ones count as a failure (3)
 #   VTEST_LOG_LEVEL    vhostd's --log-level (default info)
 #   VTEST_QEMU_ARGS    extra QEMU arguments (@K@ becomes the QEMU's number)
 #   VTEST_GUEST_APPEND extra guest kernel command line
 #   VTEST_CPU          QEMU CPU model (default qemu64; see CPU_MODEL below)
 #
 # Needs root (network namespaces, taps, bridges) and iproute2 on the host.
-# Exit status 0 = PASS, 1 = FAIL.
+# Exit status 0 = PASS, 1 = FAIL. A run whose guest died after the comparison caught QEMU
+# losing its writes, with nothing pointing at vhostd, is inconclusive and made again (up to
+# VTEST_ATTEMPTS runs): QEMU's loss hits the guest's kernel often enough to matter in CI.
 set -euo pipefail
+
+# Exit status 3 of a run means inconclusive (above: the guest died of QEMU's TCG losing its
+# writes); up to VTEST_ATTEMPTS (3) runs are made before that counts as a failure.
+if [[ -z ${VTEST_ATTEMPT:-} ]]; then
+  for ((attempt = 1; attempt <= ${VTEST_ATTEMPTS:-3}; attempt++)); do
+    rc=0
+    VTEST_ATTEMPT=$attempt "$0" "$@" || rc=$?
+    [[ $rc == 3 ]] || exit "$rc"
+    echo "test_migrate: run $attempt inconclusive (QEMU's TCG lost guest-CPU writes and the guest died of it): again" >&2
+  done
+  echo "test_migrate: FAIL: ${VTEST_ATTEMPTS:-3} inconclusive runs in a row" >&2
+  exit 1
+fi
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib-host.sh
@@ -89,7 +112,8 @@ DISK_MIB=64
 QUEUES=2
 RUNTIME=${VTEST_RUNTIME:-60}
 MIGRATIONS=${VTEST_MIGRATIONS:-6}
-MEMCMP=${VTEST_MEMCMP:-0}
+MEMCMP=${VTEST_MEMCMP:-1}
+TCG_PAGES=0   # differing pages of QEMU's own (see the comparison below)
 # A named CPU model, as migration in production uses (one both hosts provide), not "max": QEMU
 # 7.2 under TCG corrupts a guest migrated with -cpu max now and then (a process or the kernel
 # jumps to a wild address or finds a list pointer of the past), also with QEMU's own virtio-blk
@@ -309,19 +333,37 @@ for ((m = 1; m <= MIGRATIONS; m++)); do
     break
   fi
   if ((MEMCMP)); then
-    # The destination waits (-S) while both memories are compared: every page must be the same.
-    # A page vhostd wrote without marking it in the dirty log would differ here (QEMU would
-    # not have sent it again).
+    # The destination waits (-S) while both memories are compared. A page vhostd wrote without
+    # marking it in the dirty log differs here (QEMU did not send it again); so do the few
+    # guest-CPU writes QEMU 7.2's TCG loses on its own. memcmp_pages.py tells them apart: a
+    # difference in a virtqueue's ring or event area (the source QEMU's addresses), or one of
+    # I/O-payload size, fails the test; scattered bytes elsewhere are counted as QEMU's.
     # (RAM below 4 GiB: the file offset is the guest-physical address.)
     if cmp -s "$MEMDIR/ram.$src" "$MEMDIR/ram.$dst"; then
-      nd=0
+      cls="0 0 0 0"
     else
-      nd=$(python3 "$SCRIPT_DIR/memcmp_pages.py" "$MEMDIR/ram.$src" "$MEMDIR/ram.$dst" "$TMP/page.m$m" \
-           2>>"$TMP/memcmp.log") || nd=error
+      python3 "$SCRIPT_DIR/vring_areas.py" "$TMP/qmp.$src.sock" >"$TMP/rings.m$m" 2>>"$TMP/memcmp.log" ||
+        fail "migration $m: cannot read the virtqueues' addresses from QEMU $src (x-query-virtio)"
+      cls=$(python3 "$SCRIPT_DIR/memcmp_pages.py" "$MEMDIR/ram.$src" "$MEMDIR/ram.$dst" "$TMP/page.m$m" \
+            --areas "$TMP/rings.m$m" 2>>"$TMP/memcmp.log") || cls=error
     fi
-    if [[ $nd != 0 ]]; then
-      fail "migration $m: guest memory differs between source and destination: $nd page(s)"
+    read -r nd nring nlarge nsmall <<<"$cls" || true
+    if [[ $nd == error || -z ${nsmall:-} ]]; then
+      fail "migration $m: the memory comparison failed (see memcmp.log)"
+    elif ((nring > 0 || (nlarge > 0 && nsmall == 0))); then
+      fail "migration $m: guest memory differs between source and destination: $nring page(s) in a virtqueue ring, $nlarge of payload size"
       tail -n 1 "$TMP/memcmp.log" >&2 || true
+    elif ((nlarge > 0)); then
+      # Payload-size differences among scattered ones: QEMU lost guest-CPU writes at this
+      # switch-over (seen once with 25 such pages and 4 of fio's buffers), so it cannot be told
+      # whose the large ones are. The run is inconclusive, not passed (see the end).
+      TCG_PAGES=$((TCG_PAGES + nsmall))
+      fail "migration $m: $nlarge payload-size page(s) differ among $nsmall scattered ones (QEMU lost guest-CPU writes: whose they are cannot be told)"
+      tail -n 1 "$TMP/memcmp.log" >&2 || true
+    elif ((nsmall > 0)); then
+      TCG_PAGES=$((TCG_PAGES + nsmall))
+      log "migration $m: $nsmall page(s) differ in a few scattered bytes, outside the rings: guest-CPU writes QEMU's TCG lost"
+      tail -n 1 "$TMP/memcmp.log" | sed 's/^/  /' >&2 || true
     fi
     qmp "$dst" cont >/dev/null
   fi
@@ -393,4 +435,26 @@ for side in A B; do
   BACKEND_PID=${VPID[$side]} BLOG=${VLOG[$side]}
   lh_stop_backend 0
 done
+# Inconclusive rather than failed: the comparison caught QEMU losing guest-CPU writes, and the
+# failures are what follows from that: the guest died or hung (no result, no stream checksum:
+# its kernel ran on memory QEMU had corrupted), or payload-size differences showed up among
+# QEMU's scattered ones. Nothing points at vhostd: no difference in a ring, no payload-size one
+# on its own, no verify error from the guest, no vhostd error. The caller runs the test again
+# (see the top).
+if ((${#FAILURES[@]} > 0 && TCG_PAGES > 0)); then
+  soft=1
+  for f in "${FAILURES[@]}"; do
+    case $f in
+      "the guest did not finish on QEMU "*|"guest test failed: no result"|"transfer stream: "*|"the TCP stream carried only "*) ;;
+      "migration "*" payload-size page(s) differ among "*" scattered ones "*) ;;
+      *) soft=0 ;;
+    esac
+  done
+  if ((soft)); then
+    log "INCONCLUSIVE: QEMU lost $TCG_PAGES page(s) of guest-CPU writes (TCG) and the run failed in a way that follows from it; nothing points at vhostd"
+    lh_dump_backend_log 20
+    for f in "${FAILURES[@]}"; do log "  - $f"; done
+    exit 3
+  fi
+fi
 lh_finish
