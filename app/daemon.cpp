@@ -2,6 +2,7 @@
 
 #include "backends/file_backend.hpp"
 #include "backends/null_backend.hpp"
+#include "backends/nbd_backend.hpp"
 #include "backends/tap.hpp"
 #include "core/log.hpp"
 #include "virtio/blk_device.hpp"
@@ -66,6 +67,14 @@ Result<std::string> Daemon::add_blk(BlkSpec spec, UniqueFd adopt, std::function<
     if (spec.backend == "null") {
         backend = std::make_shared<backends::NullBackend>(spec.size, spec.block_size ? spec.block_size : 512,
                                                           spec.readonly);
+    } else if (spec.backend == "nbd") {
+        backends::NbdOptions no;
+        no.uri = spec.uri;
+        no.readonly = spec.readonly;
+        no.block_size = spec.block_size;
+        if (spec.timeout_set) no.timeout_s = spec.timeout;
+        VHOSTD_ASSIGN_OR_RETURN(auto nb, backends::NbdBackend::open(no));
+        backend = std::move(nb);
     } else {
         backends::FileOptions fo{spec.path, spec.readonly, spec.direct, spec.block_size};
         if (spec.submit_batch != 0) fo.submit_batch = spec.submit_batch;
@@ -79,7 +88,9 @@ Result<std::string> Daemon::add_blk(BlkSpec spec, UniqueFd adopt, std::function<
     spec.id = id;
     std::string desc = backend->info().description;
     virtio::BlkOptions opts{spec.queues, spec.serial.empty() ? id : spec.serial, to_limits(spec.qos)};
-    auto dev = std::make_unique<virtio::BlkDevice>(id, std::move(backend), opts, assign_queues(spec.queues));
+    auto queues = assign_queues(backend->single_reactor() ? 1 : spec.queues);
+    queues.resize(spec.queues, queues.front());  // a single-reactor backend: all on the first one
+    auto dev = std::make_unique<virtio::BlkDevice>(id, std::move(backend), opts, std::move(queues));
     virtio::BlkDevice* raw = dev.get();
     auto server = std::make_unique<vhost::SocketServer>(spec.socket, spec.client,
                                                         std::make_unique<vhost::Session>(std::move(dev)));
@@ -208,7 +219,7 @@ DeviceInfo Daemon::describe(const std::string& id, const Entry& e) const {
     });
     if (e.blk != nullptr) {
         const BlkSpec& s = *e.blk_spec;
-        d.target = s.path;
+        d.target = s.backend == "nbd" ? s.uri : s.path;
         d.size = e.blk->size_bytes();
         d.block_size = e.blk->limits().block_size;
         d.readonly = s.readonly;

@@ -38,7 +38,7 @@ struct DeviceInfo {
     std::string kind;     // "blk" | "net"
     std::string socket;
     bool client = false;  // we connect to the socket (QEMU server=on)
-    std::string backend;  // "file" | "block-device" | "null" | "tap"
+    std::string backend;  // "file" | "block-device" | "null" | "nbd" | "tap"
     std::string target;   // the file/device path or the tap name
     uint64_t size = 0;    // blk: bytes the guest sees
     uint32_t block_size = 0;

@@ -5,6 +5,7 @@
 #include <map>
 
 #include "backends/file_backend.hpp"
+#include "backends/nbd_backend.hpp"
 
 namespace vhostd::app {
 
@@ -188,6 +189,15 @@ Result<BlkSpec> parse_blk_keys(const KeyMap& kv) {
         else if (k == "client") { VHOSTD_ASSIGN_OR_RETURN(s.client, parse_bool(k, v)); }
         else if (k == "backend") s.backend = v;
         else if (k == "path") s.path = v;
+        else if (k == "uri") s.uri = v;
+        else if (k == "timeout") {
+            VHOSTD_ASSIGN_OR_RETURN(uint64_t t, parse_uint(k, v));
+            if (t > backends::NbdOptions::kMaxTimeout)
+                return make_error(Errc::kInvalid, "timeout={} must be 0..{} seconds (0: wait forever)", t,
+                                  backends::NbdOptions::kMaxTimeout);
+            s.timeout = static_cast<uint32_t>(t);
+            s.timeout_set = true;
+        }
         else if (k == "size") { VHOSTD_ASSIGN_OR_RETURN(s.size, parse_size(v)); }
         else if (k == "queues") {
             VHOSTD_ASSIGN_OR_RETURN(uint64_t q, parse_uint(k, v));
@@ -213,16 +223,24 @@ Result<BlkSpec> parse_blk_keys(const KeyMap& kv) {
         }
     }
     if (s.socket.empty()) return make_error(Errc::kInvalid, "socket= is required");
+    if (s.backend != "nbd") {
+        if (!s.uri.empty()) return make_error(Errc::kInvalid, "uri= only applies to backend=nbd");
+        if (s.timeout_set) return make_error(Errc::kInvalid, "timeout= only applies to backend=nbd");
+    }
     if (s.backend == "file") {
         if (s.path.empty()) return make_error(Errc::kInvalid, "path= is required for a file/block device backend");
         if (s.size != 0) return make_error(Errc::kInvalid, "size= only applies to backend=null");
+    } else if (s.backend == "nbd") {
+        if (s.uri.empty()) return make_error(Errc::kInvalid, "backend=nbd needs uri= (nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH, nbds://...)");
+        if (!s.path.empty() || s.size != 0 || s.direct || s.submit_batch != 0)
+            return make_error(Errc::kInvalid, "path=, size=, direct= and submit-batch= do not apply to backend=nbd");
     } else if (s.backend == "null") {
         if (s.size == 0) return make_error(Errc::kInvalid, "backend=null needs size=");
         if (!s.path.empty()) return make_error(Errc::kInvalid, "path= does not apply to backend=null");
         if (s.direct) return make_error(Errc::kInvalid, "direct= does not apply to backend=null");
         if (s.submit_batch != 0) return make_error(Errc::kInvalid, "submit-batch= does not apply to backend=null");
     } else {
-        return make_error(Errc::kInvalid, "unknown backend '{}' (file or null)", s.backend);
+        return make_error(Errc::kInvalid, "unknown backend '{}' (file, null or nbd)", s.backend);
     }
     if (s.queues == 0) s.queues = kDefaultQueues;
     return s;
@@ -240,6 +258,8 @@ KeyMap to_keys(const BlkSpec& s) {
     if (s.backend != "file") kv["backend"] = s.backend;
     if (!s.path.empty()) kv["path"] = s.path;
     if (s.size != 0) kv["size"] = std::to_string(s.size);
+    if (!s.uri.empty()) kv["uri"] = s.uri;
+    if (s.timeout_set) kv["timeout"] = std::to_string(s.timeout);
     kv["queues"] = std::to_string(s.queues);
     if (s.readonly) kv["readonly"] = on_off(true);
     if (s.direct) kv["direct"] = on_off(true);

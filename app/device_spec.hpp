@@ -13,6 +13,7 @@ namespace vhostd::app {
 
 // --blk socket=PATH,path=FILE[,queues=N][,readonly=on][,direct=on][,block-size=512|4096][,serial=ID][,client=on]
 // --blk socket=PATH,backend=null,size=1G[,queues=N][,block-size=..][,readonly=on][,serial=ID][,client=on]
+// --blk socket=PATH,backend=nbd,uri=nbd://HOST[:PORT]/EXPORT|nbd+unix:///EXPORT?socket=PATH[,timeout=SECS][,...]
 // Per-device I/O limits (device_set_qos, or iops=/bps=/... on --blk); 0 = no limit.
 struct QosSpec {
     uint64_t iops = 0, bps = 0, read_iops = 0, write_iops = 0, read_bps = 0, write_bps = 0;
@@ -29,6 +30,9 @@ struct BlkSpec {
     std::string backend = "file";
     std::string path;
     uint64_t size = 0;  // null backend
+    std::string uri;    // nbd backend
+    uint32_t timeout = 0;  // nbd backend: seconds a request may wait for the server (0: the default)
+    bool timeout_set = false;
     uint32_t queues = 0;  // 0: default
     bool readonly = false;
     bool direct = false;

@@ -58,7 +58,10 @@ int main(int argc, char** argv) {
                    "socket=PATH,path=FILE[,id=NAME][,queues=N][,readonly=on][,direct=on][,block-size=512|4096]"
                    "[,serial=ID][,submit-batch=N][,client=on]  or a null device: "
                    "socket=PATH,backend=null,size=SIZE[,id=NAME][,queues=N][,readonly=on][,block-size=512|4096]"
-                   "[,serial=ID][,client=on];  QoS limits on either (0: none): [,iops=N][,bps=RATE]"
+                   "[,serial=ID][,client=on]  or a remote NBD export: "
+                   "socket=PATH,backend=nbd,uri=nbd://HOST[:PORT]/EXPORT|nbd+unix:///EXPORT?socket=PATH|nbds://..."
+                   "[,timeout=SECS (30; 0: wait forever for the server)][,id=NAME][,queues=N][,readonly=on]"
+                   "[,block-size=512|4096][,serial=ID][,client=on];  QoS limits on any (0: none): [,iops=N][,bps=RATE]"
                    "[,read-iops=N][,write-iops=N][,read-bps=RATE][,write-bps=RATE][,burst-ms=MS]"
                    " (RATE in bytes/s, K/M/G suffixes)")
         ->take_all();

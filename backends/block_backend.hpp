@@ -63,6 +63,9 @@ public:
     virtual const BlockInfo& info() const = 0;
     // Called on the reactor thread that will own the channel. `depth` bounds concurrent requests.
     virtual Result<std::unique_ptr<BlockChannel>> open_channel(Reactor& reactor, uint32_t depth) = 0;
+    // True when all of a device's queues must be on one reactor (a remote server that gives no
+    // consistency between connections: the backend can have only one).
+    virtual bool single_reactor() const { return false; }
     // Control thread, with no request in flight past min(old, new) size (the device drains its
     // queues before a shrink): makes the storage `new_size` bytes long and returns the size now
     // exposed. A block device cannot be resized by us: it re-reads its size (new_size 0 asks

@@ -73,6 +73,10 @@ lh_cleanup() {
     wait "$GUEST_PID" 2>/dev/null || true
   fi
   lh_stop_tracked
+  local pf
+  for pf in "${LH_PIDFILES[@]}"; do
+    if [[ -s $pf ]]; then kill -KILL "$(cat "$pf")" 2>/dev/null || true; fi
+  done
   if [[ -n $BACKEND_PID ]] && kill -0 "$BACKEND_PID" 2>/dev/null; then
     kill -KILL "$BACKEND_PID" 2>/dev/null || true
     wait "$BACKEND_PID" 2>/dev/null || true
@@ -90,6 +94,10 @@ lh_cleanup() {
 # processes) that the EXIT trap stops: SIGTERM (run-guest.sh then stops its
 # QEMU), SIGKILL after 15 s.
 lh_track_pid() { LH_PIDS+=("$@"); }
+# lh_track_pidfile FILE: a helper that subshells restart writes its pid to FILE; the EXIT trap
+# kills whatever pid FILE holds then (SIGKILL).
+LH_PIDFILES=()
+lh_track_pidfile() { LH_PIDFILES+=("$1"); }
 
 # lh_stop_tracked: stop the processes of lh_track_pid that are still running.
 lh_stop_tracked() {

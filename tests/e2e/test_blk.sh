@@ -5,7 +5,8 @@
 #
 # Usage:
 #   tests/e2e/test_blk.sh --build-dir BUILD --guest-dir DIR [--backend vhostd|qsd]
-#                         [--null] [--packed] [--timeout SECS] [--keep]
+#                         [--null] [--packed] [--nbd nbdkit|qemu-nbd [--nbd-restart]]
+#                         [--timeout SECS] [--keep]
 #
 #   --build-dir BUILD   CMake build dir containing the vhostd binary
 #                       (not needed for --backend qsd)
@@ -16,6 +17,13 @@
 #                       blk_null guest test instead of a file backend
 #   --packed            packed virtqueues (vhost-user-blk-pci packed=on; the
 #                       guest must negotiate them)
+#   --nbd SERVER        the backing file is served by an NBD server on a unix
+#                       socket (nbdkit's file plugin, or qemu-nbd: one client,
+#                       no multi-conn), and vhostd (two reactors) reaches it
+#                       with backend=nbd; qsd with its nbd driver
+#   --nbd-restart       kill -9 the NBD server while the guest's fio writes and
+#                       verifies, start it again 2 s later: the guest must see
+#                       no error (vhostd reconnects and sends the requests again)
 #   --timeout SECS      guest timeout (default 240)
 #   --keep              keep the temp dir (backing file, logs) for debugging
 #
@@ -23,7 +31,7 @@
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-BUILD_DIR="" GUEST_DIR="" BACKEND=vhostd NULL=0 PACKED=0 TIMEOUT=240 KEEP=0
+BUILD_DIR="" GUEST_DIR="" BACKEND=vhostd NULL=0 PACKED=0 TIMEOUT=240 KEEP=0 NBD="" NBD_RESTART=0
 DISK_MIB=256
 QUEUES=2
 
@@ -35,6 +43,8 @@ while [[ $# -gt 0 ]]; do
     --backend) BACKEND=$2; shift 2 ;;
     --null) NULL=1; shift ;;
     --packed) PACKED=1; shift ;;
+    --nbd) NBD=$2; shift 2 ;;
+    --nbd-restart) NBD_RESTART=1; shift ;;
     --timeout) TIMEOUT=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
     -h|--help) usage 0 ;;
@@ -43,6 +53,9 @@ while [[ $# -gt 0 ]]; do
 done
 [[ -n $GUEST_DIR ]] || { echo "test_blk: --guest-dir is required" >&2; usage; }
 case $BACKEND in vhostd|qsd) ;; *) echo "test_blk: bad --backend '$BACKEND'" >&2; usage ;; esac
+case $NBD in ""|nbdkit|qemu-nbd) ;; *) echo "test_blk: bad --nbd '$NBD'" >&2; usage ;; esac
+if [[ -n $NBD && $NULL == 1 ]]; then echo "test_blk: --nbd and --null exclude each other" >&2; usage; fi
+if [[ $NBD_RESTART == 1 && -z $NBD ]]; then echo "test_blk: --nbd-restart needs --nbd" >&2; usage; fi
 if [[ $BACKEND == vhostd ]]; then
   [[ -n $BUILD_DIR ]] || { echo "test_blk: --build-dir is required for --backend vhostd" >&2; usage; }
   VHOSTD="$BUILD_DIR/vhostd"
@@ -52,6 +65,8 @@ fi
 if [[ $NULL == 1 ]]; then NAME="blk_null/$BACKEND"; else NAME="blk/$BACKEND"; fi
 PACKED_OPT=""
 if [[ $PACKED == 1 ]]; then NAME+="/packed"; PACKED_OPT=",packed=on"; fi
+if [[ -n $NBD ]]; then NAME+="/nbd-$NBD"; fi
+if [[ $NBD_RESTART == 1 ]]; then NAME+="+restart"; fi
 # shellcheck source-path=SCRIPTDIR source=lib-host.sh
 . "$SCRIPT_DIR/lib-host.sh"
 lh_init "test_blk[$NAME]" blk
@@ -69,8 +84,42 @@ if [[ $NULL == 0 ]]; then
   truncate -s "${DISK_MIB}M" "$IMG"     # sparse backing file
 fi
 
+# --- NBD server (--nbd) -------------------------------------------------------
+NBD_SOCK="$TMP/nbd.sock" NBD_PID="" NBD_LOG="$TMP/nbd.log"   # the server's pid: $TMP/nbd.pid
+start_nbd() {
+  # Daemonized (the server forks once it listens and writes its pid file): a server started in
+  # the foreground from the restarter's subshell was seen to quit at once.
+  rm -f "$NBD_SOCK" "$TMP/nbd.pid"
+  if [[ $NBD == nbdkit ]]; then
+    nbdkit --unix "$NBD_SOCK" --pidfile "$TMP/nbd.pid" file "$IMG" </dev/null >>"$NBD_LOG" 2>&1 ||
+      { cat "$NBD_LOG" >&2; lh_abort "nbdkit did not start"; }
+  else
+    # --persistent: a client that goes away (vhostd reconnecting) does not end the server.
+    qemu-nbd --fork --persistent --pid-file="$TMP/nbd.pid" --format=raw --discard=unmap --cache=writeback \
+      --socket="$NBD_SOCK" "$IMG" </dev/null >>"$NBD_LOG" 2>&1 ||
+      { cat "$NBD_LOG" >&2; lh_abort "qemu-nbd did not start"; }
+  fi
+  local i
+  for ((i = 0; i < 100; i++)); do
+    [[ -S $NBD_SOCK && -s $TMP/nbd.pid ]] && break
+    sleep 0.1
+  done
+  [[ -S $NBD_SOCK && -s $TMP/nbd.pid ]] || lh_abort "the NBD server ($NBD) did not create $NBD_SOCK within 10s"
+  NBD_PID=$(cat "$TMP/nbd.pid")
+}
+if [[ -n $NBD ]]; then
+  lh_track_pidfile "$TMP/nbd.pid"
+  start_nbd
+  log "NBD server: $NBD pid $NBD_PID on $NBD_SOCK"
+fi
+
 backend_cmd=()
-if [[ $BACKEND == qsd ]]; then
+if [[ $BACKEND == qsd && -n $NBD ]]; then
+  backend_cmd=(qemu-storage-daemon --blockdev "driver=nbd,node-name=f,server.type=unix,server.path=$NBD_SOCK"
+    --export "type=vhost-user-blk,id=e,node-name=f,addr.type=unix,addr.path=$SOCK,writable=on,num-queues=$QUEUES")
+elif [[ -n $NBD ]]; then
+  backend_cmd=("$VHOSTD" --threads 2 --blk "socket=$SOCK,backend=nbd,uri=nbd+unix:///?socket=$NBD_SOCK,queues=$QUEUES,timeout=60")
+elif [[ $BACKEND == qsd ]]; then
   if [[ $NULL == 1 ]]; then
     blockdev="driver=null-co,node-name=f,size=$((DISK_MIB * 1048576)),read-zeroes=on"
   else
@@ -107,12 +156,45 @@ else
   gtest=blk; extra="vtest_queues=$QUEUES vtest_discard=1"
 fi
 extra+=" vtest_packed=$PACKED"
+if [[ $NBD_RESTART == 1 ]]; then
+  # Once the guest's fio is writing and verifying: the server dies (kill -9, requests in flight)
+  # and comes back 2 s later.
+  (
+    for ((i = 0; i < TIMEOUT * 10; i++)); do
+      grep -aq "c1. fio random write" "$GLOG" 2>/dev/null && break
+      sleep 0.1
+    done
+    sleep 1
+    NBD_PID=$(cat "$TMP/nbd.pid")
+    kill -9 "$NBD_PID" 2>/dev/null || true
+    echo "nbd-restart: killed $NBD_PID" >>"$NBD_LOG"
+    sleep 2
+    start_nbd
+    echo "nbd-restart: started $NBD_PID" >>"$NBD_LOG"
+  ) &
+  RESTARTER=$!
+  lh_track_pid "$RESTARTER"
+fi
 lh_run_guest "$gtest" "$GLOG" "$TIMEOUT" "$extra" \
   -chardev "socket,id=c0,path=$SOCK" \
   -device "vhost-user-blk-pci,chardev=c0,num-queues=$QUEUES$PACKED_OPT"
 
 # The backend must survive the guest disconnecting.
 lh_check_backend_alive "during/after the guest run"
+if [[ $NBD == qemu-nbd && $BACKEND == vhostd ]]; then
+  # qemu-nbd (one client) offers no multi-conn: vhostd must have seen that (one connection, the
+  # device's queues on one reactor).
+  if grep -q "nbd '.*multi-conn" "$BLOG"; then fail "vhostd took qemu-nbd for a multi-conn server"; fi
+fi
+if [[ $NBD_RESTART == 1 ]]; then
+  wait "$RESTARTER" 2>/dev/null || true
+  if grep -q "^nbd-restart: started" "$NBD_LOG"; then
+    log "the NBD server was killed and started again during the guest's fio"
+    grep -q "connected again" "$BLOG" || fail "vhostd did not report reconnecting to the NBD server"
+  else
+    fail "the NBD server was not restarted during the guest run (the guest never reached fio?)"
+  fi
+fi
 
 # --- host-side checks of the backing file -----------------------------------
 if [[ $NULL == 0 && ${#FAILURES[@]} -eq 0 ]]; then

@@ -41,6 +41,25 @@ TEST(DeviceSpec, Rejections) {
     EXPECT_FALSE(parse_blk_spec("socket=/s,backend=null,size=1G,submit-batch=4").ok());  // file backend only
 }
 
+TEST(DeviceSpec, NbdBackend) {
+    auto r = parse_blk_spec("socket=/s,backend=nbd,uri=nbd://127.0.0.1:10809/disk,timeout=5,queues=2");
+    ASSERT_TRUE(r.ok()) << r.error().describe();
+    EXPECT_EQ(r->uri, "nbd://127.0.0.1:10809/disk");
+    EXPECT_EQ(r->timeout, 5u);
+    EXPECT_TRUE(r->timeout_set);
+    auto d = parse_blk_spec("socket=/s,backend=nbd,uri=nbd+unix:///?socket=/tmp/x.sock");
+    ASSERT_TRUE(d.ok()) << d.error().describe();
+    EXPECT_EQ(d->uri, "nbd+unix:///?socket=/tmp/x.sock");  // '=' inside a value is kept
+    EXPECT_FALSE(d->timeout_set);
+    EXPECT_FALSE(parse_blk_spec("socket=/s,backend=nbd").ok());                        // no uri
+    EXPECT_FALSE(parse_blk_spec("socket=/s,backend=nbd,uri=nbd://h/e,path=/x").ok());  // not a file
+    EXPECT_FALSE(parse_blk_spec("socket=/s,backend=nbd,uri=nbd://h/e,size=1G").ok());
+    EXPECT_FALSE(parse_blk_spec("socket=/s,backend=nbd,uri=nbd://h/e,timeout=-1").ok());
+    EXPECT_FALSE(parse_blk_spec("socket=/s,backend=nbd,uri=nbd://h/e,timeout=86401").ok());
+    EXPECT_FALSE(parse_blk_spec("socket=/s,path=/x,uri=nbd://h/e").ok());   // uri= is nbd's
+    EXPECT_FALSE(parse_blk_spec("socket=/s,path=/x,timeout=3").ok());       // so is timeout=
+}
+
 TEST(DeviceSpec, SubmitBatch) {
     auto r = parse_blk_spec("socket=/s,path=/x,submit-batch=16");
     ASSERT_TRUE(r.ok()) << r.error().describe();
@@ -124,7 +143,8 @@ TEST(DeviceSpec, KeysRoundTrip) {
     for (const char* text : {"socket=/s,path=/x", "id=d,socket=/s,path=/x,queues=4,readonly=on,direct=on,block-size=4096,"
                                                   "serial=abc,submit-batch=8,client=on,iops=10,bps=1M,read-iops=1,"
                                                   "write-iops=2,read-bps=3,write-bps=4,burst-ms=5",
-                             "socket=/s,backend=null,size=1G,block-size=4096"}) {
+                             "socket=/s,backend=null,size=1G,block-size=4096",
+                             "socket=/s,backend=nbd,uri=nbd+unix:///e?socket=/run/n.sock,timeout=0"}) {
         auto a = parse_blk_spec(text);
         ASSERT_TRUE(a.ok()) << text;
         auto b = parse_blk_keys(to_keys(a.value()));
