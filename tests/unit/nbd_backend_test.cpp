@@ -240,6 +240,37 @@ TEST_F(NbdBackendTest, ServerGoneRequestsFailAfterTheTimeout) {
     EXPECT_GE(std::chrono::steady_clock::now() - t0, 900ms);
 }
 
+// nbds://: TLS (a pre-shared key here); data goes through. The same server refuses a client
+// without TLS, so the device cannot be added with a plain nbd+unix URI.
+TEST_F(NbdBackendTest, TlsWithAPreSharedKey) {
+    std::string psk = path("keys.psk");
+    {
+        FILE* f = std::fopen(psk.c_str(), "w");
+        ASSERT_NE(f, nullptr);
+        std::fputs("vhostd:0123456789abcdef0123456789abcdef\n", f);
+        std::fclose(f);
+    }
+    ServerProcess srv;
+    start_nbdkit(srv, {"memory", "size=16M"}, {"--tls=require", "--tls-psk=" + psk});
+    start_daemon(1, PollMode::kAdaptive);
+    auto plain = app::parse_blk_spec("socket=" + path("p.sock") + ",backend=nbd,uri=" + uri());
+    ASSERT_OK(plain);
+    EXPECT_FALSE(daemon_->add_blk(plain.value()).ok()) << "a TLS-only server served a plain client";
+    std::string tls_uri = "nbds+unix://vhostd@/?socket=" + sock() + "&tls-psk-file=" + psk;
+    auto spec = app::parse_blk_spec("socket=" + path("v.sock") + ",backend=nbd,uri=" + tls_uri + ",queues=1");
+    ASSERT_OK(spec);
+    auto id = daemon_->add_blk(spec.value());
+    ASSERT_OK(id);
+    Guest g;
+    connect_guest(g, path("v.sock"), 1);
+    auto data = pattern(8192, 3);
+    EXPECT_EQ(status_of(g, 0, make_blk_write(*g.mem, 16, data)), blk::kSOk);
+    auto rd = make_blk_read(*g.mem, 16, 8192);
+    ASSERT_OK(rd);
+    EXPECT_EQ(run(g, 0, rd.value()), 8193u);
+    EXPECT_TRUE(std::equal(data.begin(), data.end(), rd.value().data().begin()));
+}
+
 // A device cannot be added when no server answers: a clear error, no device.
 TEST_F(NbdBackendTest, NoServerNoDevice) {
     start_daemon(1, PollMode::kAdaptive);
