@@ -3,6 +3,7 @@
 #include "backends/file_backend.hpp"
 #include "backends/null_backend.hpp"
 #include "backends/nbd_backend.hpp"
+#include "backends/rbd_backend.hpp"
 #include "backends/tap.hpp"
 #include "core/log.hpp"
 #include "virtio/blk_device.hpp"
@@ -67,6 +68,18 @@ Result<std::string> Daemon::add_blk(BlkSpec spec, UniqueFd adopt, std::function<
     if (spec.backend == "null") {
         backend = std::make_shared<backends::NullBackend>(spec.size, spec.block_size ? spec.block_size : 512,
                                                           spec.readonly);
+    } else if (spec.backend == "rbd") {
+        backends::RbdOptions ro;
+        ro.pool = spec.pool;
+        ro.image = spec.image;
+        ro.snap = spec.snap;
+        ro.conf = spec.conf;
+        if (!spec.user.empty()) ro.user = spec.user;
+        ro.readonly = spec.readonly;
+        ro.block_size = spec.block_size;
+        if (spec.timeout_set) ro.timeout_s = spec.timeout;
+        VHOSTD_ASSIGN_OR_RETURN(auto rb, backends::RbdBackend::open(ro));
+        backend = std::move(rb);
     } else if (spec.backend == "nbd") {
         backends::NbdOptions no;
         no.uri = spec.uri;
@@ -219,7 +232,9 @@ DeviceInfo Daemon::describe(const std::string& id, const Entry& e) const {
     });
     if (e.blk != nullptr) {
         const BlkSpec& s = *e.blk_spec;
-        d.target = s.backend == "nbd" ? s.uri : s.path;
+        d.target = s.backend == "nbd" ? s.uri
+                   : s.backend == "rbd" ? fmt::format("{}/{}{}{}", s.pool, s.image, s.snap.empty() ? "" : "@", s.snap)
+                                          : s.path;
         d.size = e.blk->size_bytes();
         d.block_size = e.blk->limits().block_size;
         d.readonly = s.readonly;

@@ -190,6 +190,11 @@ Result<BlkSpec> parse_blk_keys(const KeyMap& kv) {
         else if (k == "backend") s.backend = v;
         else if (k == "path") s.path = v;
         else if (k == "uri") s.uri = v;
+        else if (k == "pool") s.pool = v;
+        else if (k == "image") s.image = v;
+        else if (k == "snap") s.snap = v;
+        else if (k == "conf") s.conf = v;
+        else if (k == "user") s.user = v;
         else if (k == "timeout") {
             VHOSTD_ASSIGN_OR_RETURN(uint64_t t, parse_uint(k, v));
             if (t > backends::NbdOptions::kMaxTimeout)
@@ -223,13 +228,22 @@ Result<BlkSpec> parse_blk_keys(const KeyMap& kv) {
         }
     }
     if (s.socket.empty()) return make_error(Errc::kInvalid, "socket= is required");
-    if (s.backend != "nbd") {
-        if (!s.uri.empty()) return make_error(Errc::kInvalid, "uri= only applies to backend=nbd");
-        if (s.timeout_set) return make_error(Errc::kInvalid, "timeout= only applies to backend=nbd");
-    }
+    if (s.backend != "nbd" && !s.uri.empty()) return make_error(Errc::kInvalid, "uri= only applies to backend=nbd");
+    if (s.backend != "nbd" && s.backend != "rbd" && s.timeout_set)
+        return make_error(Errc::kInvalid, "timeout= only applies to backend=nbd and backend=rbd");
+    if (s.backend != "rbd" && !(s.pool.empty() && s.image.empty() && s.snap.empty() && s.conf.empty() && s.user.empty()))
+        return make_error(Errc::kInvalid, "pool=, image=, snap=, conf= and user= only apply to backend=rbd");
     if (s.backend == "file") {
         if (s.path.empty()) return make_error(Errc::kInvalid, "path= is required for a file/block device backend");
         if (s.size != 0) return make_error(Errc::kInvalid, "size= only applies to backend=null");
+    } else if (s.backend == "rbd") {
+        if (s.pool.empty() || s.image.empty()) return make_error(Errc::kInvalid, "backend=rbd needs pool= and image=");
+        for (const std::string* v : {&s.pool, &s.image, &s.snap, &s.user}) {
+            if (v->find_first_of("/@ ") != std::string::npos)
+                return make_error(Errc::kInvalid, "'{}': pool, image, snapshot and user names have no '/', '@' or ' '", *v);
+        }
+        if (!s.path.empty() || s.size != 0 || s.direct || s.submit_batch != 0)
+            return make_error(Errc::kInvalid, "path=, size=, direct= and submit-batch= do not apply to backend=rbd");
     } else if (s.backend == "nbd") {
         if (s.uri.empty()) return make_error(Errc::kInvalid, "backend=nbd needs uri= (nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH, nbds://...)");
         if (!s.path.empty() || s.size != 0 || s.direct || s.submit_batch != 0)
@@ -240,7 +254,7 @@ Result<BlkSpec> parse_blk_keys(const KeyMap& kv) {
         if (s.direct) return make_error(Errc::kInvalid, "direct= does not apply to backend=null");
         if (s.submit_batch != 0) return make_error(Errc::kInvalid, "submit-batch= does not apply to backend=null");
     } else {
-        return make_error(Errc::kInvalid, "unknown backend '{}' (file, null or nbd)", s.backend);
+        return make_error(Errc::kInvalid, "unknown backend '{}' (file, null, nbd or rbd)", s.backend);
     }
     if (s.queues == 0) s.queues = kDefaultQueues;
     return s;
@@ -259,6 +273,10 @@ KeyMap to_keys(const BlkSpec& s) {
     if (!s.path.empty()) kv["path"] = s.path;
     if (s.size != 0) kv["size"] = std::to_string(s.size);
     if (!s.uri.empty()) kv["uri"] = s.uri;
+    for (auto [k, v] : {std::pair{"pool", &s.pool}, {"image", &s.image}, {"snap", &s.snap}, {"conf", &s.conf},
+                        {"user", &s.user}}) {
+        if (!v->empty()) kv[k] = *v;
+    }
     if (s.timeout_set) kv["timeout"] = std::to_string(s.timeout);
     kv["queues"] = std::to_string(s.queues);
     if (s.readonly) kv["readonly"] = on_off(true);

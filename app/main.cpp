@@ -61,7 +61,10 @@ int main(int argc, char** argv) {
                    "[,serial=ID][,client=on]  or a remote NBD export: "
                    "socket=PATH,backend=nbd,uri=nbd://HOST[:PORT]/EXPORT|nbd+unix:///EXPORT?socket=PATH|nbds://..."
                    "[,timeout=SECS (30; 0: wait forever for the server)][,id=NAME][,queues=N][,readonly=on]"
-                   "[,block-size=512|4096][,serial=ID][,client=on];  QoS limits on any (0: none): [,iops=N][,bps=RATE]"
+                   "[,block-size=512|4096][,serial=ID][,client=on]  or a Ceph RBD image: "
+                   "socket=PATH,backend=rbd,pool=POOL,image=IMAGE[,snap=SNAP (read-only)][,conf=CEPH.CONF]"
+                   "[,user=CEPHX-USER (admin)][,timeout=SECS][,id=NAME][,queues=N][,readonly=on][,block-size=512|4096]"
+                   "[,serial=ID][,client=on];  QoS limits on any (0: none): [,iops=N][,bps=RATE]"
                    "[,read-iops=N][,write-iops=N][,read-bps=RATE][,write-bps=RATE][,burst-ms=MS]"
                    " (RATE in bytes/s, K/M/G suffixes)")
         ->take_all();

@@ -54,7 +54,7 @@ Json device_json(const DeviceInfo& d) {
            {"backend", d.backend}, {"queues", d.queues},   {"queues_running", d.queues_running},
            {"state", d.state}};
     if (d.kind == "blk") {
-        j[d.backend == "nbd" ? "uri" : "path"] = d.target;
+        j[d.backend == "nbd" ? "uri" : d.backend == "rbd" ? "image" : "path"] = d.target;
         j["size"] = d.size;
         j["block_size"] = d.block_size;
         j["readonly"] = d.readonly;

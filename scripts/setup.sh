@@ -7,13 +7,13 @@ PACKAGES=(
   # build
   g++ cmake ninja-build pkg-config git
   liburing-dev libfmt-dev libspdlog-dev libcli11-dev libgtest-dev nlohmann-json3-dev prometheus-cpp-dev
-  libsystemd-dev libnbd-dev
+  libsystemd-dev libnbd-dev librbd-dev
   # sanitizer + fuzz build
   clang libclang-rt-14-dev
   # end-to-end: QEMU guest, guest image, in-guest tools
   qemu-system-x86 qemu-system-common qemu-utils busybox-static fio e2fsprogs cpio kmod xz-utils zstd
-  # remote block storage: NBD servers for the nbd backend's tests
-  nbdkit
+  # remote block storage: NBD servers and a one-node Ceph cluster for the nbd and rbd backends' tests
+  nbdkit ceph-mon ceph-osd ceph-common
   # benchmarks / misc tools used by the scripts
   procps iproute2 util-linux python3 python3-jsonschema groff-base hostname gnuplot-nox curl
   systemd  # systemd-analyze verify checks the unit files

@@ -21,6 +21,8 @@ scripts/check-layering.sh build/vhostd
 
 echo "=== unit and protocol tests"
 ctest --test-dir build -L unit --output-on-failure -j2
+echo "=== the rbd backend on a one-node Ceph cluster (started and removed by tests/ceph/with_cluster.sh)"
+ctest --test-dir build -L ceph --output-on-failure
 
 if [[ $quick == 0 ]]; then
   echo "=== ASan+UBSan build: unit/protocol tests and fuzz smoke runs"

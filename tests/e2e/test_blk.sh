@@ -6,6 +6,7 @@
 # Usage:
 #   tests/e2e/test_blk.sh --build-dir BUILD --guest-dir DIR [--backend vhostd|qsd]
 #                         [--null] [--packed] [--nbd nbdkit|qemu-nbd [--nbd-restart]]
+#                         [--rbd [--rbd-restart]]
 #                         [--timeout SECS] [--keep]
 #
 #   --build-dir BUILD   CMake build dir containing the vhostd binary
@@ -24,6 +25,13 @@
 #   --nbd-restart       kill -9 the NBD server while the guest's fio writes and
 #                       verifies, start it again 2 s later: the guest must see
 #                       no error (vhostd reconnects and sends the requests again)
+#   --rbd               the disk is an RBD image on a one-node Ceph cluster the
+#                       test starts (tests/ceph/cluster.sh: bluestore on a file,
+#                       127.0.0.1 only); vhostd with backend=rbd, qsd with its rbd
+#                       driver. Afterwards the image is exported with the rbd CLI
+#                       and checked on the host like the backing file
+#   --rbd-restart       stop the OSD while the guest's fio writes and verifies,
+#                       start it again 3 s later: I/O waits, the guest sees no error
 #   --timeout SECS      guest timeout (default 240)
 #   --keep              keep the temp dir (backing file, logs) for debugging
 #
@@ -31,7 +39,7 @@
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-BUILD_DIR="" GUEST_DIR="" BACKEND=vhostd NULL=0 PACKED=0 TIMEOUT=240 KEEP=0 NBD="" NBD_RESTART=0
+BUILD_DIR="" GUEST_DIR="" BACKEND=vhostd NULL=0 PACKED=0 TIMEOUT=240 KEEP=0 NBD="" NBD_RESTART=0 RBD=0 RBD_RESTART=0
 DISK_MIB=256
 QUEUES=2
 
@@ -45,6 +53,8 @@ while [[ $# -gt 0 ]]; do
     --packed) PACKED=1; shift ;;
     --nbd) NBD=$2; shift 2 ;;
     --nbd-restart) NBD_RESTART=1; shift ;;
+    --rbd) RBD=1; shift ;;
+    --rbd-restart) RBD_RESTART=1; shift ;;
     --timeout) TIMEOUT=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
     -h|--help) usage 0 ;;
@@ -56,6 +66,8 @@ case $BACKEND in vhostd|qsd) ;; *) echo "test_blk: bad --backend '$BACKEND'" >&2
 case $NBD in ""|nbdkit|qemu-nbd) ;; *) echo "test_blk: bad --nbd '$NBD'" >&2; usage ;; esac
 if [[ -n $NBD && $NULL == 1 ]]; then echo "test_blk: --nbd and --null exclude each other" >&2; usage; fi
 if [[ $NBD_RESTART == 1 && -z $NBD ]]; then echo "test_blk: --nbd-restart needs --nbd" >&2; usage; fi
+if [[ $RBD == 1 && ( -n $NBD || $NULL == 1 ) ]]; then echo "test_blk: --rbd excludes --nbd and --null" >&2; usage; fi
+if [[ $RBD_RESTART == 1 && $RBD == 0 ]]; then echo "test_blk: --rbd-restart needs --rbd" >&2; usage; fi
 if [[ $BACKEND == vhostd ]]; then
   [[ -n $BUILD_DIR ]] || { echo "test_blk: --build-dir is required for --backend vhostd" >&2; usage; }
   VHOSTD="$BUILD_DIR/vhostd"
@@ -67,6 +79,8 @@ PACKED_OPT=""
 if [[ $PACKED == 1 ]]; then NAME+="/packed"; PACKED_OPT=",packed=on"; fi
 if [[ -n $NBD ]]; then NAME+="/nbd-$NBD"; fi
 if [[ $NBD_RESTART == 1 ]]; then NAME+="+restart"; fi
+if [[ $RBD == 1 ]]; then NAME+="/rbd"; fi
+if [[ $RBD_RESTART == 1 ]]; then NAME+="+osd-restart"; fi
 # shellcheck source-path=SCRIPTDIR source=lib-host.sh
 . "$SCRIPT_DIR/lib-host.sh"
 lh_init "test_blk[$NAME]" blk
@@ -80,7 +94,7 @@ IMG="$TMP/disk.img"
 BLOG="$TMP/backend.log"
 GLOG="$TMP/guest.log"
 
-if [[ $NULL == 0 ]]; then
+if [[ $NULL == 0 && $RBD == 0 ]]; then
   truncate -s "${DISK_MIB}M" "$IMG"     # sparse backing file
 fi
 
@@ -113,8 +127,24 @@ if [[ -n $NBD ]]; then
   log "NBD server: $NBD pid $NBD_PID on $NBD_SOCK"
 fi
 
+# --- Ceph cluster (--rbd) -----------------------------------------------------
+CEPH_DIR="$TMP/ceph" CEPH_CONF=""
+if [[ $RBD == 1 ]]; then
+  lh_track_pidfile "$CEPH_DIR/run/osd.0.pid"
+  lh_track_pidfile "$CEPH_DIR/run/mon.a.pid"
+  CEPH_CONF=$("$SCRIPT_DIR/../ceph/cluster.sh" start "$CEPH_DIR" rbd 2>"$TMP/ceph-start.log") ||
+    { cat "$TMP/ceph-start.log" >&2; lh_abort "the Ceph cluster did not start"; }
+  timeout 60 rbd -c "$CEPH_CONF" create --size "${DISK_MIB}M" rbd/disk || lh_abort "rbd create failed"
+  log "Ceph cluster up ($CEPH_CONF), image rbd/disk of ${DISK_MIB} MiB"
+fi
+
 backend_cmd=()
-if [[ $BACKEND == qsd && -n $NBD ]]; then
+if [[ $RBD == 1 && $BACKEND == qsd ]]; then
+  backend_cmd=(qemu-storage-daemon --blockdev "driver=rbd,node-name=f,pool=rbd,image=disk,conf=$CEPH_CONF"
+    --export "type=vhost-user-blk,id=e,node-name=f,addr.type=unix,addr.path=$SOCK,writable=on,num-queues=$QUEUES")
+elif [[ $RBD == 1 ]]; then
+  backend_cmd=("$VHOSTD" --threads 2 --blk "socket=$SOCK,backend=rbd,pool=rbd,image=disk,conf=$CEPH_CONF,queues=$QUEUES,timeout=120")
+elif [[ $BACKEND == qsd && -n $NBD ]]; then
   backend_cmd=(qemu-storage-daemon --blockdev "driver=nbd,node-name=f,server.type=unix,server.path=$NBD_SOCK"
     --export "type=vhost-user-blk,id=e,node-name=f,addr.type=unix,addr.path=$SOCK,writable=on,num-queues=$QUEUES")
 elif [[ -n $NBD ]]; then
@@ -156,6 +186,23 @@ else
   gtest=blk; extra="vtest_queues=$QUEUES vtest_discard=1"
 fi
 extra+=" vtest_packed=$PACKED"
+if [[ $RBD_RESTART == 1 ]]; then
+  # Once the guest's fio is writing and verifying: the OSD stops (requests wait in librbd) and
+  # starts again 3 s later.
+  (
+    for ((i = 0; i < TIMEOUT * 10; i++)); do
+      grep -aq "c1. fio random write" "$GLOG" 2>/dev/null && break
+      sleep 0.1
+    done
+    sleep 1
+    "$SCRIPT_DIR/../ceph/cluster.sh" osd-stop "$CEPH_DIR" && echo "osd-restart: stopped" >>"$TMP/ceph-restart.log"
+    sleep 3
+    "$SCRIPT_DIR/../ceph/cluster.sh" osd-start "$CEPH_DIR" >>"$TMP/ceph-restart.log" 2>&1 &&
+      echo "osd-restart: started" >>"$TMP/ceph-restart.log"
+  ) &
+  RESTARTER=$!
+  lh_track_pid "$RESTARTER"
+fi
 if [[ $NBD_RESTART == 1 ]]; then
   # Once the guest's fio is writing and verifying: the server dies (kill -9, requests in flight)
   # and comes back 2 s later.
@@ -196,6 +243,20 @@ if [[ $NBD_RESTART == 1 ]]; then
   fi
 fi
 
+if [[ $RBD_RESTART == 1 ]]; then
+  wait "$RESTARTER" 2>/dev/null || true
+  if grep -q "^osd-restart: started" "$TMP/ceph-restart.log" 2>/dev/null; then
+    log "the OSD was stopped for 3 s and started again during the guest's fio"
+  else
+    fail "the OSD was not stopped and restarted during the guest run"
+    cat "$TMP/ceph-restart.log" >&2 2>/dev/null || true
+  fi
+fi
+if [[ $RBD == 1 && ${#FAILURES[@]} -eq 0 ]]; then
+  # What the guest wrote, read back through the rbd CLI (not vhostd), checked like a file.
+  timeout 120 rbd -c "$CEPH_CONF" export --no-progress rbd/disk "$IMG" || fail "rbd export of the image failed"
+fi
+
 # --- host-side checks of the backing file -----------------------------------
 if [[ $NULL == 0 && ${#FAILURES[@]} -eq 0 ]]; then
   lh_check_blk_image "$IMG"
@@ -204,5 +265,6 @@ fi
 # --- backend shutdown --------------------------------------------------------
 # vhostd must exit 0 on SIGTERM; qemu-storage-daemon's status is not checked.
 if [[ $BACKEND == vhostd ]]; then lh_stop_backend 0; else lh_stop_backend any; fi
+if [[ $RBD == 1 ]]; then "$SCRIPT_DIR/../ceph/cluster.sh" stop "$CEPH_DIR" || true; fi
 
 lh_finish

@@ -60,6 +60,22 @@ TEST(DeviceSpec, NbdBackend) {
     EXPECT_FALSE(parse_blk_spec("socket=/s,path=/x,timeout=3").ok());       // so is timeout=
 }
 
+TEST(DeviceSpec, RbdBackend) {
+    auto r = parse_blk_spec("socket=/s,backend=rbd,pool=vms,image=disk1,conf=/etc/ceph/x.conf,user=vhostd,timeout=7");
+    ASSERT_TRUE(r.ok()) << r.error().describe();
+    EXPECT_EQ(r->pool, "vms");
+    EXPECT_EQ(r->image, "disk1");
+    EXPECT_EQ(r->conf, "/etc/ceph/x.conf");
+    EXPECT_EQ(r->user, "vhostd");
+    EXPECT_EQ(r->timeout, 7u);
+    EXPECT_FALSE(parse_blk_spec("socket=/s,backend=rbd,pool=p").ok());                 // no image
+    EXPECT_FALSE(parse_blk_spec("socket=/s,backend=rbd,image=i").ok());                // no pool
+    EXPECT_FALSE(parse_blk_spec("socket=/s,backend=rbd,pool=p/x,image=i").ok());       // no '/' in names
+    EXPECT_FALSE(parse_blk_spec("socket=/s,backend=rbd,pool=p,image=i@s").ok());       // snap= for that
+    EXPECT_FALSE(parse_blk_spec("socket=/s,backend=rbd,pool=p,image=i,path=/x").ok());
+    EXPECT_FALSE(parse_blk_spec("socket=/s,path=/x,pool=p").ok());                     // rbd keys are rbd's
+}
+
 TEST(DeviceSpec, SubmitBatch) {
     auto r = parse_blk_spec("socket=/s,path=/x,submit-batch=16");
     ASSERT_TRUE(r.ok()) << r.error().describe();
@@ -144,7 +160,8 @@ TEST(DeviceSpec, KeysRoundTrip) {
                                                   "serial=abc,submit-batch=8,client=on,iops=10,bps=1M,read-iops=1,"
                                                   "write-iops=2,read-bps=3,write-bps=4,burst-ms=5",
                              "socket=/s,backend=null,size=1G,block-size=4096",
-                             "socket=/s,backend=nbd,uri=nbd+unix:///e?socket=/run/n.sock,timeout=0"}) {
+                             "socket=/s,backend=nbd,uri=nbd+unix:///e?socket=/run/n.sock,timeout=0",
+                             "socket=/s,backend=rbd,pool=p,image=i,snap=s1,conf=/etc/c.conf,user=u,timeout=9"}) {
         auto a = parse_blk_spec(text);
         ASSERT_TRUE(a.ok()) << text;
         auto b = parse_blk_keys(to_keys(a.value()));
