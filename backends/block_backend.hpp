@@ -43,8 +43,12 @@ public:
     virtual Status submit(const BlockRequest& req, Completion* completion) = 0;
     // Channels that complete without the kernel (null) do it here, from the owner's poll().
     virtual bool poll() { return false; }
-    // True when nothing is pending inside the channel itself.
+    // True when nothing is pending inside the channel itself (a queue stops only then).
     virtual bool idle() const { return true; }
+    // True when the channel needs another poll() to make progress; false when its outstanding
+    // requests complete through io_uring CQEs it has armed (the reactor may sleep then). A
+    // remote backend waits milliseconds for its server: spinning through that would burn a CPU.
+    virtual bool must_poll() const { return !idle(); }
 };
 
 struct BlockInfo {

@@ -96,6 +96,8 @@ public:
         return work;
     }
     bool idle() const override { return outstanding_ == 0 && !armed_; }
+    // Completions pushed but not taken, or requests out with no eventfd read armed (SQ full).
+    bool must_poll() const override { return !done_.empty() || (outstanding_ > 0 && !armed_); }
 
     // librbd's thread.
     static void on_rbd(rbd_completion_t comp, void* arg) {

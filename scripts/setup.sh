@@ -13,7 +13,7 @@ PACKAGES=(
   # end-to-end: QEMU guest, guest image, in-guest tools
   qemu-system-x86 qemu-system-common qemu-utils busybox-static fio e2fsprogs cpio kmod xz-utils zstd
   # remote block storage: NBD servers and a one-node Ceph cluster for the nbd and rbd backends' tests
-  nbdkit ceph-mon ceph-osd ceph-common
+  nbdkit ceph-mon ceph-osd ceph-common qemu-block-extra  # qemu-block-extra: qemu-storage-daemon's rbd driver (bench)
   # benchmarks / misc tools used by the scripts
   procps iproute2 util-linux python3 python3-jsonschema groff-base hostname gnuplot-nox curl
   systemd  # systemd-analyze verify checks the unit files

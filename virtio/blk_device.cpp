@@ -126,6 +126,7 @@ private:
         return work;
     }
     bool device_idle() const override { return !channel_ || (channel_->idle() && n_retry_ == 0); }
+    bool device_needs_poll() const override { return channel_ && (channel_->must_poll() || n_retry_ > 0); }
 
     bool process() override {
         bool work = false;

@@ -231,7 +231,7 @@ bool QueueWorker::end_pass() {
 }
 
 bool QueueWorker::prepare_sleep() {
-    if (!device_idle()) return false;
+    if (device_needs_poll()) return false;
     if (!kick_.valid()) return false;  // no kick fd: this queue must be polled
     if (broken_ || stop_done_ != nullptr) return true;
     if (uint64_t t = held_until(); t != 0) {

@@ -58,6 +58,9 @@ protected:
     // waited for submission space. Runs while stopping too (a drain must finish). True if any.
     virtual bool poll_device() { return false; }
     virtual bool device_idle() const { return true; }
+    // Must the reactor poll this queue's device before it may sleep? (Its completions would
+    // otherwise not arrive: they are polled, not delivered by a CQE.)
+    virtual bool device_needs_poll() const { return !device_idle(); }
     // May the queue park (leave the reactor's hot set until a kick or a backend wake-up)? False
     // when a device's wake-up source is not armed yet (e.g. the SQ was full): it must be polled.
     virtual bool device_can_park() const { return true; }
