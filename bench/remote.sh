@@ -7,7 +7,7 @@
 #
 # The server: nbdkit's memory plugin (1 GiB, multi-threaded, no disk under it: what is measured is
 # the client side and the protocol), qemu-nbd on a 1 GiB file in /dev/shm, or a one-node Ceph
-# cluster (tests/ceph/cluster.sh: a bluestore OSD on a sparse file in /tmp) with a 512 MiB image; started once (NBD:
+# cluster (tests/ceph/cluster.sh, memstore: objects in RAM, so the VM disk's stalls of many seconds under bluestore stay out of it) with a 512 MiB image; started once (NBD:
 # on a unix socket) and used by every run. Per run: a fresh backend with one device of 1 queue on
 # CPU 0 (vhostd --threads 1 --cpus 0 --poll adaptive; qemu-storage-daemon under taskset),
 # blkbench on CPU 1 in call mode (it sleeps on the call eventfd: a spinning generator would take
@@ -19,10 +19,10 @@
 # Reported, not asserted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROUNDS=5 SECONDS_PER=5 RAMP=1 SERVER=nbdkit OUT="" QUICK=0
+ROUNDS=5 SECONDS_PER=5 RAMP=1 SERVER=nbdkit OUT="" QUICK=0 IMAGE_MB=512
 while [[ $# -gt 0 ]]; do
   case $1 in
-    --quick) QUICK=1 ROUNDS=1 SECONDS_PER=1 RAMP=0.3; shift ;;
+    --quick) QUICK=1 ROUNDS=1 SECONDS_PER=1 RAMP=0.3 IMAGE_MB=64; shift ;;
     --rounds) ROUNDS=$2; shift 2 ;;
     --seconds) SECONDS_PER=$2; shift 2 ;;
     --ramp) RAMP=$2; shift 2 ;;
@@ -59,11 +59,11 @@ elif [[ $SERVER == qemu-nbd ]]; then
   qemu-nbd --fork --persistent --shared=4 --pid-file="$TMP/server.pid" --format=raw --cache=writeback \
     --socket="$NSOCK" "$SHM_FILE"
 else
-  CEPH_CONF=$(CEPH_MON_PORT=46791 tests/ceph/cluster.sh start "$TMP/ceph" rbd 2>"$TMP/ceph-start.log") ||
+  CEPH_CONF=$(CEPH_OBJECTSTORE=memstore CEPH_MON_PORT=46791 tests/ceph/cluster.sh start "$TMP/ceph" rbd 2>"$TMP/ceph-start.log") ||
     { cat "$TMP/ceph-start.log" >&2; echo "remote.sh: the Ceph cluster did not start" >&2; exit 1; }
-  timeout 60 rbd -c "$CEPH_CONF" create --size 512M rbd/bench
+  timeout 60 rbd -c "$CEPH_CONF" create --size "${IMAGE_MB}M" rbd/bench
   # Written once, so reads hit objects that exist.
-  timeout 300 rbd -c "$CEPH_CONF" bench --io-type write --io-size 4M --io-total 512M --io-pattern seq rbd/bench \
+  timeout 300 rbd -c "$CEPH_CONF" bench --io-type write --io-size 4M --io-total "${IMAGE_MB}M" --io-pattern seq rbd/bench \
     >/dev/null
 fi
 if [[ $SERVER != rbd ]]; then
@@ -148,7 +148,7 @@ def med(v):
     return statistics.median(v) if v else 0
 kind = "rbd" if server == "rbd" else "nbd"
 lines = [f"# {kind.upper()}: vhostd backend={kind} vs qemu-storage-daemon driver={kind} ({datetime.date.today()})", "",
-         f"Server: {server} (the same for both; NBD on a unix socket, RBD a one-node cluster, bluestore on a file). One device, 1 queue, backend on CPU 0 "
+         f"Server: {server} (the same for both; NBD on a unix socket, RBD a one-node cluster, one memstore OSD). One device, 1 queue, backend on CPU 0 "
          f"(vhostd --poll adaptive), blkbench on CPU 1 in call mode. {rounds} round(s) x {secs} s per cell, "
          "backends alternating. Medians (min-max); ratio = median of the per-round vhostd/qsd ratios.", "",
          "| cell | vhostd IOPS | qsd IOPS | ratio | vhostd p99 us | qsd p99 us | vhostd CPU us/IO | qsd CPU us/IO |",

@@ -241,6 +241,17 @@ else
     --out "${OUT%.md}-density.md" >&2
 fi
 
+# ---- remote storage (bench/remote.sh): vhostd's nbd and rbd backends vs qemu-storage-daemon's
+# drivers on the same server; their own reports next to this one (smoke: nbdkit and rbd, one round).
+for server in nbdkit rbd; do
+  if [[ $QUICK == 1 ]]; then
+    BUILD=$BUILD bench/remote.sh --quick --server "$server" --out "${OUT%.md}-$server.md" >&2
+  else
+    BUILD=$BUILD bench/remote.sh --rounds "$ROUNDS" --seconds "$SECONDS_PER" --ramp "$RAMP" --server "$server" \
+      --out "${OUT%.md}-$server.md" >&2
+  fi
+done
+
 cp "$RUNS" "${OUT%.md}-runs.jsonl"
 python3 bench/report.py --runs "${OUT%.md}-runs.jsonl" --out "$OUT" --rounds "$ROUNDS" \
   --target-rounds "$TARGET_ROUNDS" --seconds "$SECONDS_PER" \
