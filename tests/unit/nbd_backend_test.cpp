@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "backends/nbd_backend.hpp"
@@ -61,8 +63,26 @@ public:
         if (sig == SIGKILL || sig == SIGTERM) {
             waitpid(pid_, nullptr, 0);
             pid_ = -1;
+        } else if (sig == SIGSTOP) {
+            // kill() returns before the process stops: wait (bounded) until every thread has.
+            for (int i = 0; i < 400 && !stopped(); ++i) std::this_thread::sleep_for(5ms);
         }
     }
+
+private:
+    bool stopped() const {
+        std::error_code ec;
+        for (const auto& t : std::filesystem::directory_iterator(fmt::format("/proc/{}/task", pid_), ec)) {
+            std::ifstream f(t.path() / "stat");
+            std::string line;
+            std::getline(f, line);
+            auto paren = line.rfind(')');
+            if (paren == std::string::npos || paren + 2 >= line.size() || line[paren + 2] != 'T') return false;
+        }
+        return !ec;
+    }
+
+public:
 
 private:
     pid_t pid_ = -1;
