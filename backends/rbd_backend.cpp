@@ -93,11 +93,15 @@ public:
     bool poll() override {
         bool work = drain();
         if (outstanding_ > 0 && !armed_) arm();
+        if (outstanding_ == 0) disarm();  // (again, if the SQ was full the last time)
         return work;
     }
     bool idle() const override { return outstanding_ == 0 && !armed_; }
-    // Completions pushed but not taken, or requests out with no eventfd read armed (SQ full).
-    bool must_poll() const override { return !done_.empty() || (outstanding_ > 0 && !armed_); }
+    // Completions pushed but not taken, requests out with no eventfd read armed, or a read left
+    // to cancel (both: the SQ was full).
+    bool must_poll() const override {
+        return !done_.empty() || (outstanding_ > 0 && !armed_) || (outstanding_ == 0 && armed_ && !cancel_sent_);
+    }
 
     // librbd's thread.
     static void on_rbd(rbd_completion_t comp, void* arg) {
@@ -182,15 +186,19 @@ private:
             c->complete(res);
             r = next;
         }
-        if (outstanding_ == 0 && armed_ && !cancel_sent_) {
-            // Nothing more will come: take the eventfd read back, so the channel is idle.
-            if (io_uring_sqe* sqe = r_.get_sqe()) {
-                io_uring_prep_cancel(sqe, static_cast<Completion*>(this), 0);
-                io_uring_sqe_set_data(sqe, nullptr);
-                cancel_sent_ = true;
-            }
-        }
+        if (outstanding_ == 0) disarm();
         return any;
+    }
+
+    // Nothing more will come: take the eventfd read back, so the channel is idle (it completes
+    // -ECANCELED, or with a count if a completion raced it).
+    void disarm() {
+        if (!armed_ || cancel_sent_) return;
+        if (io_uring_sqe* sqe = r_.get_sqe()) {
+            io_uring_prep_cancel(sqe, static_cast<Completion*>(this), 0);
+            io_uring_sqe_set_data(sqe, nullptr);
+            cancel_sent_ = true;
+        }
     }
 
     void arm() {

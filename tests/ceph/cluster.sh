@@ -26,6 +26,15 @@ C=(-c "$CONF")
 
 die() { echo "ceph-cluster: $*" >&2; tail -n 20 "$DIR"/log/*.log >&2 2>/dev/null || true; exit 1; }
 pid_of() { cat "$DIR/run/$1.pid" 2>/dev/null || true; }
+# cli ARGS...: a ceph CLI call, tried up to 5 times (see "wrong fsid" in the config below).
+cli() {
+  local i out
+  for ((i = 0; i < 5; i++)); do
+    if out=$(timeout 20 ceph "${C[@]}" "$@" 2>/dev/null); then echo "$out"; return 0; fi
+    sleep 0.5
+  done
+  return 1
+}
 stop_daemon() {  # NAME (mon.a, osd.0)
   local p i
   p=$(pid_of "$1")
@@ -87,20 +96,27 @@ osd memory target = 939524096
 bluestore fsck on mkfs = false
 osd max object name len = 256
 osd max object namespace len = 64
+# Without cephx a client can send a command before it has the monitor map, with a zero fsid that
+# the monitor refuses ("wrong fsid"): the OSD must not send its own at start (crush placement is
+# done here), and the CLI calls below are retried.
+osd crush update on start = false
+osd class update on start = false
 CONF
     monmaptool --create --addv a "[v1:127.0.0.1:$PORT]" --fsid "$fsid" "$DIR/monmap" >/dev/null || die "monmaptool failed"
     ceph-mon "${C[@]}" --mkfs -i a --monmap "$DIR/monmap" || die "ceph-mon --mkfs failed"
     ceph-mon "${C[@]}" -i a || die "ceph-mon did not start"
     for ((i = 0; i < 100; i++)); do timeout 5 ceph "${C[@]}" mon stat >/dev/null 2>&1 && break; sleep 0.2; done
     timeout 10 ceph "${C[@]}" mon stat >/dev/null 2>&1 || die "the monitor does not answer"
-    id=$(timeout 10 ceph "${C[@]}" osd create) || die "ceph osd create failed"
+    # The OSD's uuid chosen here and given to both the monitor and mkfs.
+    osd_uuid=$(cat /proc/sys/kernel/random/uuid)
+    id=$(cli osd new "$osd_uuid") || die "ceph osd new failed"
     [[ $id == 0 ]] || die "the new OSD got id $id, not 0"
     mkdir -p "$DIR/osd/osd.0"
-    ceph-osd "${C[@]}" -i 0 --mkfs >/dev/null 2>&1 || die "ceph-osd --mkfs failed"
-    timeout 10 ceph "${C[@]}" osd crush add osd.0 1.0 root=default >/dev/null 2>&1 || die "crush add failed"
+    ceph-osd "${C[@]}" -i 0 --mkfs --osd-uuid "$osd_uuid" >/dev/null 2>&1 || die "ceph-osd --mkfs failed"
+    cli osd crush add osd.0 1.0 root=default >/dev/null || die "crush add failed"
     start_osd
-    timeout 20 ceph "${C[@]}" osd pool create "$POOL" 8 8 >/dev/null 2>&1 || die "pool create failed"
-    timeout 20 ceph "${C[@]}" osd pool application enable "$POOL" rbd >/dev/null 2>&1 || die "application enable failed"
+    cli osd pool create "$POOL" 8 8 >/dev/null || die "pool create failed"
+    cli osd pool application enable "$POOL" rbd >/dev/null || die "application enable failed"
     # I/O works once the pool's placement groups are active: a write through rados says so.
     for ((i = 0; i < 150; i++)); do
       echo ok | timeout 5 rados "${C[@]}" -p "$POOL" put vhostd-probe - 2>/dev/null && break
