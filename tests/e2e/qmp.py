@@ -9,13 +9,12 @@ import socket
 import sys
 
 
-def main():
-    if len(sys.argv) < 3:
-        print(__doc__, file=sys.stderr)
-        return 2
+def connect(path):
+    """A QMP session on the unix socket `path`, capabilities negotiated. Returns run(cmd, args=None),
+    which sends one command and returns its whole reply ({"return": ...} or {"error": ...})."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(30)
-    s.connect(sys.argv[1])
+    s.connect(path)
     f = s.makefile("rw")
     json.loads(f.readline())  # greeting
 
@@ -31,6 +30,14 @@ def main():
                 return r
 
     run("qmp_capabilities")
+    return run
+
+
+def main():
+    if len(sys.argv) < 3:
+        print(__doc__, file=sys.stderr)
+        return 2
+    run = connect(sys.argv[1])
     rc = 0
     for item in sys.argv[2:]:
         name, _, rest = item.partition(" ")

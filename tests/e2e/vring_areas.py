@@ -9,34 +9,25 @@ the event areas. Queues that the driver never set up (address 0) are left out. U
 x-query-virtio and x-query-virtio-queue-status (QEMU 7.0 and later).
 """
 import json
-import socket
+import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import qmp as qmp_client  # noqa: E402  (the e2e directory's QMP helper)
 
 
 def main():
     if len(sys.argv) != 2:
         print(__doc__, file=sys.stderr)
         return 2
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(30)
-    s.connect(sys.argv[1])
-    f = s.makefile("rw")
-    json.loads(f.readline())  # greeting
+    qmp = qmp_client.connect(sys.argv[1])
 
     def run(cmd, args=None):
-        msg = {"execute": cmd}
-        if args:
-            msg["arguments"] = args
-        f.write(json.dumps(msg) + "\n")
-        f.flush()
-        while True:
-            r = json.loads(f.readline())
-            if "error" in r:
-                raise RuntimeError(f"{cmd}: {r['error']}")
-            if "return" in r:
-                return r["return"]
+        r = qmp(cmd, args)
+        if "error" in r:
+            raise RuntimeError(f"{cmd}: {r['error']}")
+        return r["return"]
 
-    run("qmp_capabilities")
     for dev in run("x-query-virtio"):
         path = dev["path"]
         st = run("x-query-virtio-status", {"path": path})
