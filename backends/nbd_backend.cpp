@@ -94,7 +94,6 @@ public:
     Reactor& reactor() const { return r_; }
     void attach(NbdChannel* ch) { channels_.push_back(ch); }
     void detach(NbdChannel* ch) { channels_.erase(std::remove(channels_.begin(), channels_.end(), ch), channels_.end()); }
-    bool unused() const { return channels_.empty(); }
     // Nothing of ours is in the kernel (polls, the tick) and no request is outstanding.
     bool quiescent() const { return outstanding_ == 0 && armed_ == 0 && !tick_.armed; }
     // Progress needs a poll: completions to deliver, or requests out with no tick armed (the SQ
@@ -186,7 +185,7 @@ private:
 
 class NbdChannel final : public BlockChannel {
 public:
-    NbdChannel(NbdBackend& b, NbdConn& conn, uint32_t depth) : b_(b), conn_(conn), reqs_(depth) {
+    NbdChannel(NbdConn& conn, uint32_t depth) : conn_(conn), reqs_(depth) {
         free_.reserve(depth);
         for (auto& r : reqs_) {
             r.ch = this;
@@ -194,10 +193,9 @@ public:
         }
         conn_.attach(this);
     }
-    ~NbdChannel() override {
-        conn_.detach(this);
-        b_.release(&conn_);
-    }
+    // The connection stays for the backend's life (a queue that stops and starts again, as on a
+    // guest reboot, finds it; a server that allows one client keeps it).
+    ~NbdChannel() override { conn_.detach(this); }
 
     bool ready() override { return !free_.empty(); }
     Status submit(const BlockRequest& q, Completion* c) override {
@@ -228,7 +226,6 @@ public:
     NbdConn& conn() { return conn_; }
 
 private:
-    NbdBackend& b_;
     NbdConn& conn_;
     std::vector<NbdReq> reqs_;
     std::vector<NbdReq*> free_;
@@ -745,12 +742,7 @@ Result<std::unique_ptr<BlockChannel>> NbdBackend::open_channel(Reactor& reactor,
             conns_.push_back(conn);
         }
     }
-    return std::unique_ptr<BlockChannel>(new NbdChannel(*this, *conn, depth));
-}
-
-void NbdBackend::release(NbdConn* /*conn*/) {
-    // Connections stay for the backend's life (a queue that stops and starts again, as on a
-    // guest reboot, finds its connection; a server that allows one client keeps it).
+    return std::unique_ptr<BlockChannel>(new NbdChannel(*conn, depth));
 }
 
 }  // namespace vhostd::backends

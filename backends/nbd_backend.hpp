@@ -63,11 +63,9 @@ public:
 
 private:
     friend class NbdConn;
-    friend class NbdChannel;
     NbdBackend() = default;
     // A new handle with this backend's settings, not connected yet.
     Result<nbd_handle*> new_handle() const;
-    void release(NbdConn* conn);  // a channel of `conn` closed
 
     NbdOptions opts_;
     BlockInfo info_;

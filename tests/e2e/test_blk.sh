@@ -186,14 +186,19 @@ else
   gtest=blk; extra="vtest_queues=$QUEUES vtest_discard=1"
 fi
 extra+=" vtest_packed=$PACKED"
+# wait_for_fio: until the guest's fio writes and verifies (bounded by the guest's timeout).
+wait_for_fio() {
+  local i
+  for ((i = 0; i < TIMEOUT * 10; i++)); do
+    grep -aq "c1. fio random write" "$GLOG" 2>/dev/null && return 0
+    sleep 0.1
+  done
+}
 if [[ $RBD_RESTART == 1 ]]; then
   # Once the guest's fio is writing and verifying: the OSD stops (requests wait in librbd) and
   # starts again 3 s later.
   (
-    for ((i = 0; i < TIMEOUT * 10; i++)); do
-      grep -aq "c1. fio random write" "$GLOG" 2>/dev/null && break
-      sleep 0.1
-    done
+    wait_for_fio
     sleep 1
     "$SCRIPT_DIR/../ceph/cluster.sh" osd-stop "$CEPH_DIR" && echo "osd-restart: stopped" >>"$TMP/ceph-restart.log"
     sleep 3
@@ -207,10 +212,7 @@ if [[ $NBD_RESTART == 1 ]]; then
   # Once the guest's fio is writing and verifying: the server dies (kill -9, requests in flight)
   # and comes back 2 s later.
   (
-    for ((i = 0; i < TIMEOUT * 10; i++)); do
-      grep -aq "c1. fio random write" "$GLOG" 2>/dev/null && break
-      sleep 0.1
-    done
+    wait_for_fio
     sleep 1
     NBD_PID=$(cat "$TMP/nbd.pid")
     kill -9 "$NBD_PID" 2>/dev/null || true

@@ -120,8 +120,8 @@ protected:
 };
 
 // Every command type against nbdkit's file plugin, checked in the file: reads of what is there,
-// writes (split over several descriptors, so several NBD commands each), flush, FUA writes,
-// discard and write-zeroes.
+// writes (split over several descriptors, so several NBD commands each), flush, discard and
+// write-zeroes.
 TEST_F(NbdBackendTest, ReadsWritesFlushDiscardAndZeroesReachTheServer) {
     auto disk = make_disk("d.img");
     ServerProcess srv;
