@@ -9,6 +9,7 @@
 #include "virtio/blk_device.hpp"
 #include "virtio/net_device.hpp"
 
+#include <pthread.h>
 #include <sys/random.h>
 
 namespace vhostd::app {
@@ -31,7 +32,32 @@ Status Daemon::start() {
         VHOSTD_TRY(r->start());
         reactors_.push_back(std::move(r));
     }
+    watch_thread_ = std::thread([this] { watch_loop(); });
     return ok_status();
+}
+
+void Daemon::size_may_have_changed(const std::string& id) {
+    {
+        std::lock_guard lk(watch_mu_);
+        if (watch_stop_) return;
+        watch_pending_.insert(id);
+    }
+    watch_cv_.notify_one();
+}
+
+void Daemon::watch_loop() {
+    pthread_setname_np(pthread_self(), "vhostd-watch");
+    std::unique_lock lk(watch_mu_);
+    while (true) {
+        watch_cv_.wait(lk, [&] { return watch_stop_ || !watch_pending_.empty(); });
+        if (watch_stop_) return;
+        std::string id = std::move(watch_pending_.extract(watch_pending_.begin()).value());
+        lk.unlock();
+        auto r = resize_device(id, 0, true);
+        if (!r.ok())
+            VLOG_WARN("{}: re-reading the size after an outside change: {}", id, r.error().describe());
+        lk.lock();
+    }
 }
 
 std::vector<Reactor*> Daemon::assign_queues(uint32_t n) {
@@ -100,6 +126,8 @@ Result<std::string> Daemon::add_blk(BlkSpec spec, UniqueFd adopt, std::function<
     LogScope scope(id.c_str());
     spec.id = id;
     std::string desc = backend->info().description;
+    if (Status st = backend->watch_size([this, id] { size_may_have_changed(id); }); !st.ok())
+        VLOG_WARN("{}: the size will not follow changes made by others: {}", id, st.error().describe());
     virtio::BlkOptions opts{spec.queues, spec.serial.empty() ? id : spec.serial, to_limits(spec.qos)};
     auto queues = assign_queues(backend->single_reactor() ? 1 : spec.queues);
     queues.resize(spec.queues, queues.front());  // a single-reactor backend: all on the first one
@@ -182,10 +210,17 @@ Status Daemon::remove_device(const std::string& id) {
 }
 
 Result<Daemon::ResizeResult> Daemon::resize_device(const std::string& id, uint64_t new_size) {
+    return resize_device(id, new_size, false);
+}
+
+Result<Daemon::ResizeResult> Daemon::resize_device(const std::string& id, uint64_t new_size, bool external) {
     LogScope scope(id.c_str());
     std::lock_guard lk(mu_);
     auto it = devices_.find(id);
-    if (it == devices_.end()) return make_error(Errc::kInvalid, "no device '{}'", id);
+    if (it == devices_.end()) {
+        if (external) return ResizeResult{};  // removed meanwhile: nothing to follow
+        return make_error(Errc::kInvalid, "no device '{}'", id);
+    }
     Entry& e = it->second;
     if (e.blk == nullptr) return make_error(Errc::kInvalid, "device '{}' is a {} device: only blk devices resize", id, e.kind);
     ResizeResult out;
@@ -193,6 +228,7 @@ Result<Daemon::ResizeResult> Daemon::resize_device(const std::string& id, uint64
     auto r = e.server->session().exclusive([&](virtio::VirtioDevice&) { return e.blk->resize(new_size); });
     if (!r.ok()) return std::move(r).take_error();
     out.size = *r;
+    if (external && out.size == out.old_size) return out;  // (a header update that was not a resize)
     if (e.blk_spec->backend == "null") e.blk_spec->size = out.size;  // a restart brings the new size back
     // The frontend re-reads the config space (GET_CONFIG, on the session's thread) while it
     // handles this message, so this runs outside exclusive().
@@ -202,6 +238,9 @@ Result<Daemon::ResizeResult> Daemon::resize_device(const std::string& id, uint64
         out.note = st.error().context;
         if (st.error().code != Errc::kState) VLOG_WARN("{}: telling the frontend about the new size: {}", id, st.error().describe());
     }
+    if (external)
+        VLOG_INFO("{}: the storage's size was changed from outside: {} -> {} bytes ({})", id, out.old_size, out.size,
+                  out.notified ? "the guest was told" : out.note);
     return out;
 }
 
@@ -298,6 +337,12 @@ size_t Daemon::device_count() const {
 }
 
 void Daemon::stop() {
+    {
+        std::lock_guard lk(watch_mu_);
+        watch_stop_ = true;
+    }
+    watch_cv_.notify_all();
+    if (watch_thread_.joinable()) watch_thread_.join();
     std::map<std::string, Entry> devs;
     {
         std::lock_guard lk(mu_);

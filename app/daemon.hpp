@@ -7,7 +7,10 @@
 // drain, a frontend that answers slowly) never pauses another device's I/O.
 #pragma once
 
+#include <condition_variable>
 #include <functional>
+#include <set>
+#include <thread>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -74,6 +77,10 @@ public:
         std::string note;  // why not notified
     };
     Result<ResizeResult> resize_device(const std::string& id, uint64_t new_size);
+    // Someone else may have changed a blk device's size (its backend's watch said so): the size
+    // is re-read on the daemon's watch thread and the frontend told if it changed. Any thread,
+    // never blocks; repeated calls before the thread gets to it coalesce.
+    void size_may_have_changed(const std::string& id);
     Status set_qos(const std::string& id, const QosSpec& qos);
 
     std::vector<DeviceInfo> list() const;
@@ -103,6 +110,8 @@ private:
         std::string backend;  // as DeviceInfo::backend
     };
     std::vector<Reactor*> assign_queues(uint32_t n);
+    Result<ResizeResult> resize_device(const std::string& id, uint64_t new_size, bool external);
+    void watch_loop();
     // Under mu_: the socket is free and the id is free (a given one) or a fresh one.
     Result<std::string> claim_id(const std::string& wanted, const char* prefix, unsigned& counter,
                                  const std::string& socket) const;
@@ -116,6 +125,13 @@ private:
     std::map<std::string, std::string> taps_;  // tap name -> device id
     unsigned next_blk_id_ = 0;
     unsigned next_net_id_ = 0;
+    // The watch thread: re-reads sizes that others changed (size_may_have_changed), off the
+    // threads that report them (a library's callback thread must not wait for a drain).
+    std::thread watch_thread_;
+    std::mutex watch_mu_;
+    std::condition_variable watch_cv_;
+    std::set<std::string> watch_pending_;
+    bool watch_stop_ = false;
 };
 
 }  // namespace vhostd::app

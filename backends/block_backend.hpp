@@ -7,6 +7,7 @@
 #include <sys/uio.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -77,6 +78,11 @@ public:
     virtual Result<uint64_t> resize(uint64_t /*new_size*/) {
         return make_error(Errc::kUnsupported, "this backend cannot be resized");
     }
+    // Storage whose size someone else can change (a shared image) calls `changed` (from any
+    // thread; it must not block) when it may have; the device then re-reads the size with
+    // resize(0) and tells the guest. Called once, on the control plane, before I/O starts; the
+    // backend stops calling it before it is destroyed. Other backends ignore it.
+    virtual Status watch_size(std::function<void()> /*changed*/) { return ok_status(); }
 };
 
 }  // namespace vhostd::backends

@@ -270,6 +270,8 @@ Result<std::unique_ptr<RbdBackend>> RbdBackend::open(const RbdOptions& o) {
 }
 
 RbdBackend::~RbdBackend() {
+    // Waits for a callback under way; none comes after it.
+    if (watching_) rbd_update_unwatch(static_cast<rbd_image_t>(image_), watch_handle_);
     if (image_ != nullptr) rbd_close(static_cast<rbd_image_t>(image_));
     if (ioctx_ != nullptr) rados_ioctx_destroy(static_cast<rados_ioctx_t>(ioctx_));
     if (cluster_ != nullptr) rados_shutdown(static_cast<rados_t>(cluster_));
@@ -280,6 +282,16 @@ Result<std::unique_ptr<BlockChannel>> RbdBackend::open_channel(Reactor& reactor,
     if (!efd.valid()) return sys_error("eventfd");
     return std::unique_ptr<BlockChannel>(
         new RbdChannel(reactor, static_cast<rbd_image_t>(image_), depth, std::move(efd)));
+}
+
+Status RbdBackend::watch_size(std::function<void()> changed) {
+    if (watching_ || !changed) return ok_status();
+    size_changed_ = std::move(changed);
+    auto cb = [](void* arg) { static_cast<RbdBackend*>(arg)->size_changed_(); };
+    int rc = rbd_update_watch(static_cast<rbd_image_t>(image_), &watch_handle_, cb, this);
+    if (rc < 0) return make_error(Errc::kSystem, "rbd_update_watch: {}", rerr(rc));
+    watching_ = true;
+    return ok_status();
 }
 
 Result<uint64_t> RbdBackend::resize(uint64_t new_size) {

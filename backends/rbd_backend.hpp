@@ -13,6 +13,7 @@
 // the other devices are not affected either way.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -42,6 +43,9 @@ public:
     Result<std::unique_ptr<BlockChannel>> open_channel(Reactor& reactor, uint32_t depth) override;
     // Grows (or shrinks) the image: rbd_resize; 0 re-reads the size (someone else resized it).
     Result<uint64_t> resize(uint64_t new_size) override;
+    // rbd_update_watch: librbd calls back on a header update (a resize by another client, also a
+    // snapshot or a lock change: the device compares the size).
+    Status watch_size(std::function<void()> changed) override;
 
 private:
     RbdBackend() = default;
@@ -51,6 +55,9 @@ private:
     void* cluster_ = nullptr;  // rados_t
     void* ioctx_ = nullptr;    // rados_ioctx_t
     void* image_ = nullptr;    // rbd_image_t
+    std::function<void()> size_changed_;
+    uint64_t watch_handle_ = 0;
+    bool watching_ = false;
 };
 
 }  // namespace vhostd::backends

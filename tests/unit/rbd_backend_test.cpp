@@ -11,6 +11,7 @@
 #include <random>
 #include <thread>
 
+#include "testing/backend_channel_peer.hpp"
 #include "testing/blk_fixture.hpp"
 
 namespace vhostd::testing {
@@ -153,6 +154,58 @@ TEST_F(RbdBackendTest, ARequestFailsAfterTheTimeoutWhileOthersServe) {
     EXPECT_EQ(rd.value().status(), blk::kSIoErr);
     EXPECT_GE(took, 2500ms);
     EXPECT_LT(took, 20s);
+}
+
+// Another client resizes the image (rbd resize, here librbd on a second handle): vhostd notices
+// through its update watch, tells the frontend (CONFIG_CHANGE_MSG; the capacity GET_CONFIG reads
+// while handling it is the new one), and checks requests against the new end. Then a shrink.
+TEST_F(RbdBackendTest, AResizeByAnotherClientReachesTheGuest) {
+    start_daemon(1, PollMode::kAdaptive);
+    extra_protocol_features_ = vhost::pf::kBackendReq;
+    auto s = add_blk(spec(path("v.sock"), ",id=vol"));
+    Guest g;
+    connect_guest(g, s, 1);
+    int sv[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    UniqueFd ours(sv[1]);
+    ASSERT_OK(g.fe->set_backend_req_fd(ours.get()));
+    ours.reset();
+    BackendChannelPeer peer(sv[0], *g.fe);
+    const uint64_t old_sectors = (64ull << 20) / 512;
+    EXPECT_EQ(status_of(g, 0, make_blk_read(*g.mem, old_sectors, 4096)), blk::kSIoErr);
+
+    auto resize_elsewhere = [&](uint64_t bytes) {
+        rbd_image_t img = nullptr;
+        ASSERT_EQ(rbd_open(io_, image_.c_str(), &img, nullptr), 0);
+        ASSERT_EQ(rbd_resize(img, bytes), 0);
+        rbd_close(img);
+    };
+    auto wait_for = [&](int changes) {
+        for (int i = 0; i < 200 && peer.changes.load() < changes; ++i) std::this_thread::sleep_for(50ms);
+        return peer.changes.load();
+    };
+    resize_elsewhere(128ull << 20);
+    ASSERT_EQ(wait_for(1), 1) << "the frontend was not told of the grow";
+    EXPECT_EQ(peer.capacity.load(), 2 * old_sectors);
+    EXPECT_EQ(daemon_->info("vol").value().size, 128ull << 20);
+    auto data = pattern(4096, 9);
+    EXPECT_EQ(status_of(g, 0, make_blk_write(*g.mem, old_sectors + 8, data)), blk::kSOk);
+    EXPECT_EQ(image_bytes((old_sectors + 8) * 512, data.size()), data);
+
+    resize_elsewhere(32ull << 20);
+    ASSERT_EQ(wait_for(2), 2) << "the frontend was not told of the shrink";
+    EXPECT_EQ(peer.capacity.load(), old_sectors / 2);
+    EXPECT_EQ(status_of(g, 0, make_blk_read(*g.mem, old_sectors / 2, 512)), blk::kSIoErr);
+    EXPECT_EQ(status_of(g, 0, make_blk_read(*g.mem, old_sectors / 2 - 8, 4096)), blk::kSOk);
+
+    // A header update that is not a resize (a snapshot) tells nobody anything.
+    rbd_image_t img = nullptr;
+    ASSERT_EQ(rbd_open(io_, image_.c_str(), &img, nullptr), 0);
+    EXPECT_EQ(rbd_snap_create(img, "s1"), 0);
+    std::this_thread::sleep_for(1s);
+    EXPECT_EQ(peer.changes.load(), 2);
+    EXPECT_EQ(rbd_snap_remove(img, "s1"), 0);
+    rbd_close(img);
 }
 
 // No such image: a clear error, no device.
