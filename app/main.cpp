@@ -18,6 +18,7 @@
 #include "app/service.hpp"
 #include "core/fault.hpp"
 #include "core/log.hpp"
+#include "core/sandbox.hpp"
 #include "rpc/server.hpp"
 
 using namespace vhostd;
@@ -47,6 +48,11 @@ int main(int argc, char** argv) {
     unsigned conv_queues = 0;
     bool read_only = false;
     bool print_caps = false;
+#ifdef VHOSTD_SANITIZED
+    std::string sandbox = "off";  // ASan reports exec llvm-symbolizer, LeakSanitizer ptraces us
+#else
+    std::string sandbox = "on";
+#endif
     // Installed a second time as vhostd-net (the net descriptor's binary): its capabilities are
     // those of a net backend. Everything else is the same program.
     std::string_view self = argv[0];
@@ -87,6 +93,13 @@ int main(int argc, char** argv) {
                    "a virtqueue idle this many microseconds leaves the reactor's busy-poll set and waits for its "
                    "kick (every mode; never: at once; 0: queues never park)")
         ->check(CLI::Range(0u, 10000000u))
+        ->capture_default_str();
+    cli.add_option("--sandbox", sandbox,
+                   "on: system calls outside each thread kind's seccomp allowlist kill the process (SIGSYS, "
+                   "the call named on stderr) and each reactor's io_uring carries only the operations vhostd "
+                   "uses; log: such calls run and the kernel logs them (audit type=1326), rings unrestricted "
+                   "(for finding what a new feature needs); off: neither")
+        ->check(CLI::IsMember({"on", "log", "off"}))
         ->capture_default_str();
     cli.add_option("--cpus", cpus, "pin reactors to these CPUs, e.g. 2,3 or 0-3 (reactor i -> entry i mod the list's length)");
     cli.add_option("--rpc", rpc_path,
@@ -248,6 +261,7 @@ int main(int argc, char** argv) {
     cfg.reactor.poll_budget = std::chrono::microseconds(poll_us);
     cfg.reactor.nap.nap_max = std::chrono::microseconds(nap_us);
     cfg.reactor.park_after = std::chrono::microseconds(park_us);
+    cfg.reactor.restrict_ring = sandbox == "on";
     if (!cpus.empty()) {
         auto c = app::parse_cpu_list(cpus);
         if (!c.ok()) {
@@ -275,6 +289,13 @@ int main(int argc, char** argv) {
             if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
                 VLOG_DEBUG("open file limit raised from {} to {}", was, rl.rlim_max);
         }
+    }
+    // Before the first thread: every thread inherits the process filter.
+    if (auto st = sandbox::init(sandbox == "on" ? sandbox::Mode::kOn : sandbox == "log" ? sandbox::Mode::kLog
+                                                                                      : sandbox::Mode::kOff);
+        !st.ok()) {
+        fmt::print(stderr, "vhostd: --sandbox {}: {}\n", sandbox, st.error().describe());
+        return 1;
     }
     app::Daemon daemon(cfg);
     if (auto st = daemon.start(); !st.ok()) {

@@ -94,6 +94,24 @@ struct ReactorConfig {
     // A poller that found no work for this long leaves the hot set until a wake-up (any mode;
     // kNever parks at once). Zero: pollers never park (every pass walks all of them).
     std::chrono::microseconds park_after{50};
+    // The ring is created disabled and enabled only once IORING_REGISTER_RESTRICTIONS limits it
+    // to the opcodes below (kRingOps) and no register operation: a memory-safety bug that lets a
+    // guest forge SQEs still cannot open files, connect sockets or send messages through it.
+    bool restrict_ring = true;
+};
+
+// Every io_uring opcode a reactor's ring carries: whatever puts an SQE on a reactor's ring must
+// use one of these (a new one is added here, with its reason).
+inline constexpr uint8_t kRingOps[] = {
+    IORING_OP_READ,          // kick/call eventfds, the message eventfd, backends' eventfds
+    IORING_OP_READV,         // file backend
+    IORING_OP_WRITEV,        // file backend
+    IORING_OP_FSYNC,         // file backend: flush
+    IORING_OP_FALLOCATE,     // file backend: discard, write-zeroes
+    IORING_OP_POLL_ADD,      // tap readiness, NBD sockets
+    IORING_OP_POLL_REMOVE,   // tap
+    IORING_OP_ASYNC_CANCEL,  // disarming reads and polls
+    IORING_OP_TIMEOUT,       // liburing's wait with a timeout on kernels without EXT_ARG
 };
 
 class Reactor {

@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "core/log.hpp"
+#include "core/sandbox.hpp"
 
 namespace vhostd::vhost {
 
@@ -142,6 +143,10 @@ UniqueFd SocketServer::connect_one() {
 void SocketServer::run() {
     pthread_setname_np(pthread_self(), "vhostd-ctl");
     LogScope scope(session_->name().c_str());  // every line of this thread is about the device
+    if (Status st = sandbox::enter(sandbox::Kind::kControl); !st.ok()) {
+        VLOG_ERROR("{}: not serving: {}", session_->name(), st.error().describe());
+        return;
+    }
     const bool once = static_cast<bool>(given_conn_);
     while (true) {
         UniqueFd conn = once ? std::move(given_conn_) : client_ ? connect_one() : accept_one();
