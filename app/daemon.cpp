@@ -6,6 +6,7 @@
 #include "backends/rbd_backend.hpp"
 #include "backends/tap.hpp"
 #include "core/log.hpp"
+#include "core/unix_group.hpp"
 #include "virtio/blk_device.hpp"
 #include "virtio/net_device.hpp"
 
@@ -17,6 +18,12 @@ namespace vhostd::app {
 namespace {
 virtio::QosLimits to_limits(const QosSpec& q) {
     return virtio::QosLimits{q.iops, q.bps, q.read_iops, q.write_iops, q.read_bps, q.write_bps, q.burst_ms};
+}
+Status apply_access(vhost::SocketServer& server, const SocketAccess& a) {
+    gid_t gid = static_cast<gid_t>(-1);
+    if (!a.group.empty()) { VHOSTD_ASSIGN_OR_RETURN(gid, lookup_group(a.group)); }
+    server.set_access(static_cast<mode_t>(a.effective_mode()), gid);
+    return ok_status();
 }
 }  // namespace
 
@@ -135,6 +142,7 @@ Result<std::string> Daemon::add_blk(BlkSpec spec, UniqueFd adopt, std::function<
     virtio::BlkDevice* raw = dev.get();
     auto server = std::make_unique<vhost::SocketServer>(spec.socket, spec.client,
                                                         std::make_unique<vhost::Session>(std::move(dev)));
+    VHOSTD_TRY(apply_access(*server, spec.access));
     if (adopt) VHOSTD_TRY(server->adopt(std::move(adopt), std::move(on_closed)));
     VHOSTD_TRY(server->start());
     VLOG_INFO("{}: virtio-blk on {} ({} queues, {}, {})", id, spec.socket, spec.queues, desc,
@@ -174,6 +182,7 @@ Result<std::string> Daemon::add_net(NetSpec spec, UniqueFd adopt, std::function<
     uint32_t mtu = dev->mtu();
     auto server = std::make_unique<vhost::SocketServer>(spec.socket, spec.client,
                                                         std::make_unique<vhost::Session>(std::move(dev)));
+    VHOSTD_TRY(apply_access(*server, spec.access));
     if (adopt) VHOSTD_TRY(server->adopt(std::move(adopt), std::move(on_closed)));
     VHOSTD_TRY(server->start());
     const auto& m = opts.mac;

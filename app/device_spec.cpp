@@ -25,6 +25,32 @@ Result<bool> parse_bool(const std::string& key, const std::string& v) {
     return make_error(Errc::kInvalid, "{}={}: expected on or off", key, v);
 }
 
+// socket-mode / socket-group; false: not one of them.
+Result<bool> parse_socket_key(const std::string& k, const std::string& v, SocketAccess& a) {
+    if (k == "socket-mode") {
+        uint32_t m = 0;
+        auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), m, 8);
+        if (v.empty() || ec != std::errc() || p != v.data() + v.size() || m > 0777 || (m & 0600) != 0600)
+            return make_error(Errc::kInvalid, "socket-mode={}: an octal mode of at most 0777 with the owner's rw (0600)", v);
+        a.mode = m;
+        return true;
+    }
+    if (k == "socket-group") {
+        if (v.empty() || v.size() > 32 ||
+            v.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") != std::string::npos)
+            return make_error(Errc::kInvalid, "socket-group={}: a group name or number (1..32 of A-Z a-z 0-9 _ . -)", v);
+        a.group = v;
+        return true;
+    }
+    return false;
+}
+
+Status check_access(const SocketAccess& a, bool client) {
+    if (client && (a.mode != 0 || !a.group.empty()))
+        return make_error(Errc::kInvalid, "socket-mode= and socket-group= apply to a socket vhostd listens on, not client=on");
+    return ok_status();
+}
+
 }  // namespace
 
 Result<uint64_t> parse_size(const std::string& text) {
@@ -166,11 +192,13 @@ Result<NetSpec> parse_net_keys(const KeyMap& kv) {
             if (m < 68 || m > 65517) return make_error(Errc::kInvalid, "mtu={} must be 68..65517", m);
             s.mtu = static_cast<uint32_t>(m);
         } else {
-            return make_error(Errc::kInvalid, "unknown key '{}'", k);
+            VHOSTD_ASSIGN_OR_RETURN(bool socket_key, parse_socket_key(k, v, s.access));
+            if (!socket_key) return make_error(Errc::kInvalid, "unknown key '{}'", k);
         }
     }
     if (s.socket.empty()) return make_error(Errc::kInvalid, "socket= is required");
     if (s.tap.empty()) return make_error(Errc::kInvalid, "tap= is required");
+    VHOSTD_TRY(check_access(s.access, s.client));
     return s;
 }
 
@@ -224,10 +252,13 @@ Result<BlkSpec> parse_blk_keys(const KeyMap& kv) {
             s.serial = v;
         } else {
             VHOSTD_ASSIGN_OR_RETURN(bool qos_key, parse_qos_key(k, v, s.qos));
-            if (!qos_key) return make_error(Errc::kInvalid, "unknown key '{}'", k);
+            bool socket_key = false;
+            if (!qos_key) { VHOSTD_ASSIGN_OR_RETURN(socket_key, parse_socket_key(k, v, s.access)); }
+            if (!qos_key && !socket_key) return make_error(Errc::kInvalid, "unknown key '{}'", k);
         }
     }
     if (s.socket.empty()) return make_error(Errc::kInvalid, "socket= is required");
+    VHOSTD_TRY(check_access(s.access, s.client));
     if (s.backend != "nbd" && !s.uri.empty()) return make_error(Errc::kInvalid, "uri= only applies to backend=nbd");
     if (s.backend != "nbd" && s.backend != "rbd" && s.timeout_set)
         return make_error(Errc::kInvalid, "timeout= only applies to backend=nbd and backend=rbd");
@@ -262,6 +293,10 @@ Result<BlkSpec> parse_blk_keys(const KeyMap& kv) {
 
 namespace {
 const char* on_off(bool b) { return b ? "on" : "off"; }
+void put_access(KeyMap& kv, const SocketAccess& a) {
+    if (a.mode != 0) kv["socket-mode"] = fmt::format("{:04o}", a.mode);
+    if (!a.group.empty()) kv["socket-group"] = a.group;
+}
 }  // namespace
 
 KeyMap to_keys(const BlkSpec& s) {
@@ -269,6 +304,7 @@ KeyMap to_keys(const BlkSpec& s) {
     if (!s.id.empty()) kv["id"] = s.id;
     kv["socket"] = s.socket;
     if (s.client) kv["client"] = on_off(true);
+    put_access(kv, s.access);
     if (s.backend != "file") kv["backend"] = s.backend;
     if (!s.path.empty()) kv["path"] = s.path;
     if (s.size != 0) kv["size"] = std::to_string(s.size);
@@ -302,6 +338,7 @@ KeyMap to_keys(const NetSpec& s) {
     if (!s.id.empty()) kv["id"] = s.id;
     kv["socket"] = s.socket;
     if (s.client) kv["client"] = on_off(true);
+    put_access(kv, s.access);
     kv["tap"] = s.tap;
     kv["queues"] = std::to_string(s.queue_pairs);
     if (s.mac_set) {

@@ -24,10 +24,20 @@ struct QosSpec {
 
 // Every device key also works in the management API (device_add members) and the config file.
 // id=NAME names the device (default blk0, blk1, ... / net0, ...): 1..64 of [A-Za-z0-9_.-].
+// socket-mode=OCTAL, socket-group=NAME|GID (both device kinds): who may connect to a socket vhostd
+// listens on. Default 0600 (0660 with a group): only the hypervisor's user (and group).
+struct SocketAccess {
+    uint32_t mode = 0;  // 0: the default
+    std::string group;
+    uint32_t effective_mode() const { return mode != 0 ? mode : group.empty() ? 0600 : 0660; }
+    bool operator==(const SocketAccess&) const = default;
+};
+
 struct BlkSpec {
     std::string id;
     std::string socket;
     bool client = false;  // connect to the socket instead of listening on it
+    SocketAccess access;
     std::string backend = "file";
     std::string path;
     uint64_t size = 0;  // null backend
@@ -60,6 +70,7 @@ struct NetSpec {
     std::string id;
     std::string socket;
     bool client = false;
+    SocketAccess access;
     std::string tap;
     uint32_t queue_pairs = 1;
     std::array<uint8_t, 6> mac{};

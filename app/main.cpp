@@ -72,11 +72,12 @@ int main(int argc, char** argv) {
                    "[,user=CEPHX-USER (admin)][,timeout=SECS][,id=NAME][,queues=N][,readonly=on][,block-size=512|4096]"
                    "[,serial=ID][,client=on];  QoS limits on any (0: none): [,iops=N][,bps=RATE]"
                    "[,read-iops=N][,write-iops=N][,read-bps=RATE][,write-bps=RATE][,burst-ms=MS]"
-                   " (RATE in bytes/s, K/M/G suffixes)")
+                   " (RATE in bytes/s, K/M/G suffixes);  who may connect (any, not client=on):"
+                   " [,socket-mode=OCTAL (0600; 0660 with a group)][,socket-group=GROUP]")
         ->take_all();
     cli.add_option("--net", net_specs,
                    "virtio-net device on a tap: socket=PATH,tap=NAME[,id=NAME][,queues=PAIRS][,mac=MAC][,mtu=N]"
-                   "[,client=on]")
+                   "[,client=on][,socket-mode=OCTAL][,socket-group=GROUP]")
         ->take_all();
     cli.add_option("--threads", threads, "number of reactor threads")->check(CLI::Range(1u, 256u))->capture_default_str();
     cli.add_option("--poll", poll, "polling mode: always | adaptive | never")

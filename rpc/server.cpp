@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/log.hpp"
+#include "core/unix_group.hpp"
 
 namespace vhostd::rpc {
 
@@ -53,13 +54,8 @@ Status Server::start() {
     VHOSTD_ASSIGN_OR_RETURN(sockaddr_un addr, address(opts_.path));
     gid_t gid = 0;
     if (!opts_.group.empty()) {
-        std::vector<char> buf(16384);
-        group g{};
-        group* found = nullptr;
-        int rc = getgrnam_r(opts_.group.c_str(), &g, buf.data(), buf.size(), &found);
-        if (rc != 0) return sys_error_code(rc, "looking up group '{}'", opts_.group);
-        if (found == nullptr) return make_error(Errc::kInvalid, "no group '{}'", opts_.group);
-        gid = g.gr_gid;
+        VHOSTD_ASSIGN_OR_RETURN(gid, lookup_group(opts_.group));
+        group_gid_ = gid;
     }
     auto slash = opts_.path.find_last_of('/');
     if (slash != std::string::npos && slash > 0) VHOSTD_TRY(make_dirs(opts_.path.substr(0, slash)));
@@ -136,6 +132,31 @@ void Server::watch(Client& c, int fd) {
     epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, fd, &ev);
 }
 
+// Who may use the API, checked on the connection as well as by the socket's mode (a socket or a
+// directory made wider by hand, a descriptor passed on): root, our own user, and with --rpc-group
+// that group's members (primary or supplementary group of the peer).
+bool Server::peer_allowed(int fd) {
+    ucred cred{};
+    socklen_t len = sizeof(cred);
+    bool ok = false;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+        ok = cred.uid == 0 || cred.uid == geteuid();
+        if (!ok && group_gid_) {
+            ok = cred.gid == *group_gid_;
+            gid_t groups[256];
+            socklen_t glen = sizeof(groups);
+            if (!ok && getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &glen) == 0) {
+                for (size_t i = 0; i < glen / sizeof(gid_t) && !ok; ++i) ok = groups[i] == *group_gid_;
+            }
+        }
+    }
+    if (!ok && denied_++ % 100 == 0)
+        VLOG_WARN("management API: refused a connection from uid {} gid {} pid {} (not root, not uid {}{}; {} so far)",
+                  cred.uid, cred.gid, cred.pid, geteuid(), group_gid_ ? fmt::format(", not in group {}", *group_gid_) : "",
+                  denied_);
+    return ok;
+}
+
 void Server::accept_all() {
     while (true) {
         int fd = accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
@@ -145,6 +166,7 @@ void Server::accept_all() {
             return;
         }
         UniqueFd owned(fd);
+        if (!peer_allowed(fd)) continue;
         if (clients_.size() >= opts_.max_clients) {
             if (refused_++ % 100 == 0)
                 VLOG_WARN("management API: more than {} connections, closing new ones ({} so far)", opts_.max_clients,

@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <map>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -50,6 +51,7 @@ private:
         bool closing = false;  // close once `out` is written
     };
     void run();
+    bool peer_allowed(int fd);
     void accept_all();
     // False when the client is to be dropped.
     bool on_readable(Client& c);
@@ -66,6 +68,8 @@ private:
     dev_t dev_ = 0;
     ino_t ino_ = 0;
     bool bound_ = false;
+    std::optional<gid_t> group_gid_;  // --rpc-group's
+    uint64_t denied_ = 0;             // connections refused by their credentials
     uint64_t refused_ = 0;
 };
 

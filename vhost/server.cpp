@@ -29,7 +29,7 @@ Result<sockaddr_un> unix_addr(const std::string& path) {
 
 }  // namespace
 
-Result<UniqueFd> listen_unix(const std::string& path) {
+Result<UniqueFd> listen_unix(const std::string& path, mode_t mode, gid_t gid) {
     VHOSTD_ASSIGN_OR_RETURN(sockaddr_un a, unix_addr(path));
     struct stat st {};
     if (lstat(path.c_str(), &st) == 0) {
@@ -41,7 +41,20 @@ Result<UniqueFd> listen_unix(const std::string& path) {
     }
     UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (!fd) return sys_error("socket()");
+    // bind() gives the new file the socket inode's mode (less the umask): owner-only until the
+    // group is set, then the final mode. Connecting needs write permission.
+    if (fchmod(fd.get(), mode & 0700) != 0) return sys_error("fchmod of the socket for '{}'", path);
     if (bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) return sys_error("bind '{}'", path);
+    if (gid != static_cast<gid_t>(-1) && chown(path.c_str(), static_cast<uid_t>(-1), gid) != 0) {
+        Error e = sys_error("chgrp {} '{}'", gid, path);
+        unlink(path.c_str());
+        return e;
+    }
+    if (chmod(path.c_str(), mode) != 0) {
+        Error e = sys_error("chmod {:04o} '{}'", mode, path);
+        unlink(path.c_str());
+        return e;
+    }
     if (listen(fd.get(), 4) != 0) return sys_error("listen '{}'", path);
     return fd;
 }
@@ -60,9 +73,15 @@ Status SocketServer::start() {
         VLOG_INFO("{}: serving the {} socket handed over as {}", session_->name(),
                   given_conn_ ? "connected" : "listening", path_);
     } else if (!client_) {
-        VHOSTD_ASSIGN_OR_RETURN(listen_fd_, listen_unix(path_));
+        VHOSTD_ASSIGN_OR_RETURN(listen_fd_, listen_unix(path_, mode_, gid_));
         created_socket_ = true;
-        VLOG_INFO("{}: listening on {}", session_->name(), path_);
+        struct stat st {};
+        if (lstat(path_.c_str(), &st) == 0) {
+            dev_ = st.st_dev;
+            ino_ = st.st_ino;
+        }
+        VLOG_INFO("{}: listening on {} (mode {:04o}{})", session_->name(), path_, mode_,
+                  gid_ == static_cast<gid_t>(-1) ? "" : fmt::format(", group {}", gid_));
     } else {
         VHOSTD_TRY(unix_addr(path_));
         VLOG_INFO("{}: will connect to {}", session_->name(), path_);
@@ -100,7 +119,9 @@ void SocketServer::stop() {
         thread_.join();
     }
     if (created_socket_) {
-        unlink(path_.c_str());
+        // Only our own socket: a newer vhostd may have taken the path over meanwhile.
+        struct stat st {};
+        if (lstat(path_.c_str(), &st) == 0 && st.st_dev == dev_ && st.st_ino == ino_) unlink(path_.c_str());
         created_socket_ = false;
     }
 }

@@ -31,6 +31,11 @@ public:
     // accepted on as usual (and not unlinked by us); a connected one is served once: when that
     // frontend leaves, nobody can come back, and `on_closed` runs on the control thread.
     Status adopt(UniqueFd fd, std::function<void()> on_closed);
+    // Before start(), server mode: the socket's mode and group (default 0600, our group).
+    void set_access(mode_t mode, gid_t gid) {
+        mode_ = mode;
+        gid_ = gid;
+    }
     // Disconnects the frontend (draining its queues) and joins the thread.
     void stop();
 
@@ -59,6 +64,10 @@ private:
     UniqueFd stop_fd_;
     std::thread thread_;
     bool created_socket_ = false;
+    dev_t dev_ = 0;  // the socket file we made: stop() unlinks only that one
+    ino_t ino_ = 0;
+    mode_t mode_ = 0600;
+    gid_t gid_ = static_cast<gid_t>(-1);  // -1: leave the group
     UniqueFd given_conn_;  // adopt(): a connected socket, served once
     bool adopted_ = false;
     std::function<void()> on_closed_;
@@ -68,6 +77,8 @@ private:
 
 // Binds a listening unix socket at path. A stale socket file (nobody listening) is replaced;
 // a live one is an error ("already in use").
-Result<UniqueFd> listen_unix(const std::string& path);
+// The file gets `mode` (and group `gid` unless -1); it is never more open than that, not even
+// between bind() and chmod().
+Result<UniqueFd> listen_unix(const std::string& path, mode_t mode = 0600, gid_t gid = static_cast<gid_t>(-1));
 
 }  // namespace vhostd::vhost
