@@ -34,15 +34,32 @@ namespace {
 constexpr size_t kMemSize = 1 << 16;
 constexpr uint64_t kUvaBase = 0x7f0000000000ull;
 
+// Everything an input does not change is made once: the reactor and the device, the guest memory
+// (a memfd mapped once; each input overwrites all of it) and its map, the call eventfd. Per input
+// that was a memfd, a mapping and a map build, most of the time an execution took.
 struct Env {
     Reactor reactor{0, ReactorConfig{.mode = PollMode::kNever, .poll_budget = std::chrono::microseconds(0), .cpu = -1, .ring_entries = 256}};
     std::unique_ptr<virtio::BlkDevice> blk;
+    UniqueFd mem_fd;
+    std::shared_ptr<const shm::Region> region;
+    std::shared_ptr<const shm::MemoryMap> map;
+    UniqueFd call;
     Env() {
         spdlog::set_level(spdlog::level::off);
         if (!reactor.start().ok()) abort();
         auto backend = std::make_shared<backends::NullBackend>(1 << 20, 512, false);
         blk = std::make_unique<virtio::BlkDevice>("fuzz", backend, virtio::BlkOptions{1, "fuzz"},
                                                   std::vector<Reactor*>{&reactor});
+        mem_fd.reset(memfd_create("fuzz-guest", MFD_CLOEXEC));
+        if (!mem_fd || ftruncate(mem_fd.get(), kMemSize) != 0) abort();
+        auto r = shm::Region::map(shm::RegionDesc{0, kMemSize, kUvaBase, 0}, mem_fd.get());
+        if (!r.ok()) abort();
+        region = r.value();
+        auto m = shm::MemoryMap::build({region});
+        if (!m.ok()) abort();
+        map = m.value();
+        call.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+        if (!call) abort();
     }
 };
 
@@ -58,15 +75,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     data += 4;
     size -= 4;
 
-    int fd = memfd_create("fuzz-guest", MFD_CLOEXEC);
-    if (fd < 0 || ftruncate(fd, kMemSize) != 0) return 0;
-    UniqueFd mfd(fd);
-    shm::RegionDesc desc{0, kMemSize, kUvaBase, 0};
-    auto region = shm::Region::map(desc, fd);
-    if (!region.ok()) return 0;
-    std::memcpy(region.value()->host(), data, std::min(size, kMemSize));
-    auto map = shm::MemoryMap::build({region.value()});
-    if (!map.ok()) return 0;
+    auto& region = env.region;
+    const size_t n = std::min(size, kMemSize);
+    std::memcpy(region->host(), data, n);
+    std::memset(region->host() + n, 0, kMemSize - n);  // nothing of the previous input is left
+    auto& map = env.map;
 
     // Fixed ring layout inside the first 16 KiB; the rest is buffer space.
     virtio::QueueLayout layout{qsize, kUvaBase + 0x0, kUvaBase + 0x1000, kUvaBase + 0x2000};
@@ -74,18 +87,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
     virtio::InflightQueue* inflight = nullptr;
     if (flags & 4) {
-        inflight = reinterpret_cast<virtio::InflightQueue*>(region.value()->host() + 0x8000);
+        inflight = reinterpret_cast<virtio::InflightQueue*>(region->host() + 0x8000);
         if (flags & 8) inflight->desc_num = qsize;
     }
     std::vector<uint8_t> saved;
     if (inflight != nullptr) {
         // The device run below must see the same region the ring run started from.
         const uint64_t n = std::max(virtio::inflight_queue_bytes(qsize), virtio::inflight_queue_bytes_packed(qsize));
-        saved.assign(region.value()->host() + 0x8000, region.value()->host() + 0x8000 + n);
+        saved.assign(region->host() + 0x8000, region->host() + 0x8000 + n);
     }
 
     virtio::SplitQueue q;
-    if (q.activate(map.value(), layout, last_avail, event_idx, indirect, inflight, virtio::kFVersion1).ok()) {
+    if (q.activate(map, layout, last_avail, event_idx, indirect, inflight, virtio::kFVersion1).ok()) {
         iovec iov[64];
         auto pending = q.pending();
         for (uint16_t i = 0; pending.ok() && i < *pending; ++i) {
@@ -96,7 +109,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             if (q.walk(*head, iov, &c, &err)) {
                 for (size_t k = 0; k < c.n_readable + c.n_writable; ++k) {
                     auto* b = static_cast<uint8_t*>(iov[k].iov_base);
-                    auto* base = region.value()->host();
+                    auto* base = region->host();
                     if (b < base || b + iov[k].iov_len > base + kMemSize) abort();  // escaped guest memory
                     volatile uint8_t touch = iov[k].iov_len ? b[iov[k].iov_len - 1] : 0;
                     (void)touch;
@@ -116,10 +129,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         // a hostile one; then tracking on whatever it recovered).
         virtio::InflightQueuePacked* pin = nullptr;
         if (inflight != nullptr) {
-            std::memcpy(region.value()->host() + 0x8000, saved.data(), saved.size());
-            pin = reinterpret_cast<virtio::InflightQueuePacked*>(region.value()->host() + 0x8000);
+            std::memcpy(region->host() + 0x8000, saved.data(), saved.size());
+            pin = reinterpret_cast<virtio::InflightQueuePacked*>(region->host() + 0x8000);
         }
-        if (pq.activate(map.value(), layout, base, event_idx, indirect, pin, virtio::kFVersion1 | virtio::kFRingPacked).ok()) {
+        if (pq.activate(map, layout, base, event_idx, indirect, pin, virtio::kFVersion1 | virtio::kFRingPacked).ok()) {
             iovec iov[64];
             std::vector<uint16_t> taken;
             auto pending = pq.pending();
@@ -132,7 +145,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                 if (pq.walk(*id, iov, &c, &err)) {
                     for (size_t k = 0; k < c.n_readable + c.n_writable; ++k) {
                         auto* b = static_cast<uint8_t*>(iov[k].iov_base);
-                        auto* base_ptr = region.value()->host();
+                        auto* base_ptr = region->host();
                         if (b < base_ptr || b + iov[k].iov_len > base_ptr + kMemSize) abort();  // escaped guest memory
                     }
                 }
@@ -147,15 +160,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
 
     // The same memory through the blk device on a reactor.
-    int call = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    int call = env.call.get();
     virtio::QueueStart s;
     s.layout = layout;
     s.base = last_avail;
     s.features = (event_idx ? virtio::kFEventIdx : 0) | (indirect ? virtio::kFIndirectDesc : 0) | virtio::kFVersion1;
-    s.mem = map.value();
+    s.mem = map;
     s.call = call;
     if (inflight != nullptr) {
-        std::memcpy(region.value()->host() + 0x8000, saved.data(), saved.size());
+        std::memcpy(region->host() + 0x8000, saved.data(), saved.size());
         s.inflight = inflight;
     }
     env.blk->set_features(s.features);
@@ -164,6 +177,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         env.reactor.run_sync([] {});
         env.blk->stop_queue(0);
     }
-    close(call);
+    uint64_t drained;
+    while (read(call, &drained, sizeof(drained)) > 0) {
+    }
     return 0;
 }
