@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <memory>
 #include <thread>
 
 #include "core/unique_fd.hpp"
@@ -20,6 +21,15 @@ class BackendChannelPeer {
 public:
     BackendChannelPeer(int fd, Frontend& fe) : fd_(fd), fe_(fe) {
         thread_ = std::thread([this] { run(); });
+    }
+    // Makes the channel (a socketpair), hands the backend its end (SET_BACKEND_REQ_FD) and
+    // answers on ours. Null if either step failed.
+    static std::unique_ptr<BackendChannelPeer> attach(Frontend& fe) {
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return nullptr;
+        UniqueFd ours(sv[0]), theirs(sv[1]);
+        if (!fe.set_backend_req_fd(theirs.get()).ok()) return nullptr;
+        return std::make_unique<BackendChannelPeer>(ours.release(), fe);
     }
     ~BackendChannelPeer() {
         ::shutdown(fd_.get(), SHUT_RDWR);

@@ -40,12 +40,9 @@ TEST_F(BlkResize, GrowAndShrinkAFileTellTheFrontendAndMoveTheEnd) {
     extra_protocol_features_ = vhost::pf::kBackendReq;
     Guest g;
     connect_guest(g, sock_, 1);
-    int sv[2];
-    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    UniqueFd ours(sv[1]);
-    ASSERT_OK(g.fe->set_backend_req_fd(ours.get()));
-    ours.reset();
-    BackendChannelPeer peer(sv[0], *g.fe);
+    auto channel = BackendChannelPeer::attach(*g.fe);
+    ASSERT_NE(channel, nullptr);
+    BackendChannelPeer& peer = *channel;
 
     const uint64_t old_sectors = kDiskBytes / 512;
     // Past the end before the grow.

@@ -165,12 +165,9 @@ TEST_F(RbdBackendTest, AResizeByAnotherClientReachesTheGuest) {
     auto s = add_blk(spec(path("v.sock"), ",id=vol"));
     Guest g;
     connect_guest(g, s, 1);
-    int sv[2];
-    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    UniqueFd ours(sv[1]);
-    ASSERT_OK(g.fe->set_backend_req_fd(ours.get()));
-    ours.reset();
-    BackendChannelPeer peer(sv[0], *g.fe);
+    auto channel = BackendChannelPeer::attach(*g.fe);
+    ASSERT_NE(channel, nullptr);
+    BackendChannelPeer& peer = *channel;
     const uint64_t old_sectors = (64ull << 20) / 512;
     EXPECT_EQ(status_of(g, 0, make_blk_read(*g.mem, old_sectors, 4096)), blk::kSIoErr);
 
