@@ -193,22 +193,22 @@ Result<std::vector<sock_filter>> build(Kind kind, Mode mode) {
     VHOSTD_TRY(add_rule(ctx, SCMP_ACT_ALLOW, "tgkill", {SCMP_A0(SCMP_CMP_EQ, pid)}));
     VHOSTD_TRY(add_rule(ctx, SCMP_ACT_ALLOW, "kill", {SCMP_A0(SCMP_CMP_EQ, pid)}));
     VHOSTD_TRY(add_rule(ctx, SCMP_ACT_ALLOW, "rt_sigaction", {SCMP_A0(SCMP_CMP_NE, SIGSYS)}));
+    // Thread names (pthread_setname_np on ourselves, the SIGSYS report); the process list allows
+    // every prctl.
+    VHOSTD_TRY(add_rule(ctx, SCMP_ACT_ALLOW, "prctl", {SCMP_A0(SCMP_CMP_EQ, PR_GET_NAME)}));
+    VHOSTD_TRY(add_rule(ctx, SCMP_ACT_ALLOW, "prctl", {SCMP_A0(SCMP_CMP_EQ, PR_SET_NAME)}));
     // More filters only ever narrow what a thread may do.
     VHOSTD_TRY(add_rule(ctx, SCMP_ACT_ALLOW, "seccomp", {SCMP_A0(SCMP_CMP_EQ, SECCOMP_SET_MODE_FILTER)}));
     switch (kind) {
         case Kind::kReactor:
             VHOSTD_TRY(add_list(ctx, kReactor));
             VHOSTD_TRY(add_read_only_open(ctx));
-            VHOSTD_TRY(add_rule(ctx, SCMP_ACT_ALLOW, "prctl", {SCMP_A0(SCMP_CMP_EQ, PR_GET_NAME)}));
-            VHOSTD_TRY(add_rule(ctx, SCMP_ACT_ALLOW, "prctl", {SCMP_A0(SCMP_CMP_EQ, PR_SET_NAME)}));
             break;
         case Kind::kControl:
             VHOSTD_TRY(add_list(ctx, kControl));
             VHOSTD_TRY(add_read_only_open(ctx));
             for (unsigned long req : kControlIoctls)
                 VHOSTD_TRY(add_rule(ctx, SCMP_ACT_ALLOW, "ioctl", {SCMP_A1(SCMP_CMP_EQ, static_cast<scmp_datum_t>(req))}));
-            VHOSTD_TRY(add_rule(ctx, SCMP_ACT_ALLOW, "prctl", {SCMP_A0(SCMP_CMP_EQ, PR_GET_NAME)}));
-            VHOSTD_TRY(add_rule(ctx, SCMP_ACT_ALLOW, "prctl", {SCMP_A0(SCMP_CMP_EQ, PR_SET_NAME)}));
             break;
         case Kind::kProcess:
             VHOSTD_TRY(add_list(ctx, kReactor));
