@@ -19,15 +19,20 @@ namespace {
 virtio::QosLimits to_limits(const QosSpec& q) {
     return virtio::QosLimits{q.iops, q.bps, q.read_iops, q.write_iops, q.read_bps, q.write_bps, q.burst_ms};
 }
-Status apply_access(vhost::SocketServer& server, const SocketAccess& a) {
-    gid_t gid = static_cast<gid_t>(-1);
+Status apply_access(vhost::SocketServer& server, const SocketAccess& a, const DaemonConfig& cfg) {
+    gid_t gid = cfg.socket_owner_group;
     if (!a.group.empty()) { VHOSTD_ASSIGN_OR_RETURN(gid, lookup_group(a.group)); }
-    server.set_access(static_cast<mode_t>(a.effective_mode()), gid);
+    server.set_access(static_cast<mode_t>(a.effective_mode()), gid, cfg.socket_owner);
     return ok_status();
 }
 }  // namespace
 
 Daemon::Daemon(DaemonConfig cfg) : cfg_(std::move(cfg)) {}
+
+void Daemon::set_tap_opener(TapOpener open) {
+    std::lock_guard lk(mu_);
+    open_tap_ = std::move(open);
+}
 
 Daemon::~Daemon() { stop(); }
 
@@ -142,7 +147,7 @@ Result<std::string> Daemon::add_blk(BlkSpec spec, UniqueFd adopt, std::function<
     virtio::BlkDevice* raw = dev.get();
     auto server = std::make_unique<vhost::SocketServer>(spec.socket, spec.client,
                                                         std::make_unique<vhost::Session>(std::move(dev)));
-    VHOSTD_TRY(apply_access(*server, spec.access));
+    VHOSTD_TRY(apply_access(*server, spec.access, cfg_));
     if (adopt) VHOSTD_TRY(server->adopt(std::move(adopt), std::move(on_closed)));
     VHOSTD_TRY(server->start());
     VLOG_INFO("{}: virtio-blk on {} ({} queues, {}, {})", id, spec.socket, spec.queues, desc,
@@ -162,7 +167,8 @@ Result<std::string> Daemon::add_net(NetSpec spec, UniqueFd adopt, std::function<
     VHOSTD_ASSIGN_OR_RETURN(std::string id, claim_id(spec.id, "net", next_net_id_, spec.socket));
     LogScope scope(id.c_str());
     if (taps_.count(spec.tap)) return make_error(Errc::kInvalid, "tap {} is used by device {}", spec.tap, taps_[spec.tap]);
-    VHOSTD_ASSIGN_OR_RETURN(auto tap, backends::Tap::open(backends::TapOptions{spec.tap, spec.queue_pairs, spec.mtu}));
+    const backends::TapOptions topts{spec.tap, spec.queue_pairs, spec.mtu};
+    VHOSTD_ASSIGN_OR_RETURN(auto tap, open_tap_ ? open_tap_(topts) : backends::Tap::open(topts));
     bool created = tap->created();
     virtio::NetOptions opts;
     opts.queue_pairs = spec.queue_pairs;
@@ -182,7 +188,7 @@ Result<std::string> Daemon::add_net(NetSpec spec, UniqueFd adopt, std::function<
     uint32_t mtu = dev->mtu();
     auto server = std::make_unique<vhost::SocketServer>(spec.socket, spec.client,
                                                         std::make_unique<vhost::Session>(std::move(dev)));
-    VHOSTD_TRY(apply_access(*server, spec.access));
+    VHOSTD_TRY(apply_access(*server, spec.access, cfg_));
     if (adopt) VHOSTD_TRY(server->adopt(std::move(adopt), std::move(on_closed)));
     VHOSTD_TRY(server->start());
     const auto& m = opts.mac;

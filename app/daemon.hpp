@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "app/device_spec.hpp"
+#include "backends/tap.hpp"
 #include "reactor/reactor.hpp"
 #include "vhost/server.hpp"
 
@@ -33,6 +34,10 @@ struct DaemonConfig {
     unsigned threads = 1;
     ReactorConfig reactor;
     std::vector<int> cpus;  // reactor i is pinned to cpus[i % size] if not empty
+    // --user: device sockets made while vhostd is still root belong to this user (and group,
+    // unless the device names its own socket-group). -1: whoever makes them.
+    uid_t socket_owner = static_cast<uid_t>(-1);
+    gid_t socket_owner_group = static_cast<gid_t>(-1);
 };
 
 // What device_list reports about one device.
@@ -60,6 +65,10 @@ public:
     ~Daemon();
 
     Status start();
+    // How net devices open their tap (default: backends::Tap::open on the calling thread). After
+    // --user's switch only one thread may create or attach a tap (privileges::PrivilegedHelper).
+    using TapOpener = std::function<Result<std::unique_ptr<backends::Tap>>(const backends::TapOptions&)>;
+    void set_tap_opener(TapOpener open);
     // Adds a device and starts serving its socket. Returns its id. With `adopt`, the device
     // serves that socket (handed over by a launcher) instead of spec.socket, which then only
     // names it; see SocketServer::adopt for `on_closed`.
@@ -123,6 +132,7 @@ private:
     std::map<std::string, Entry> devices_;
     unsigned next_reactor_ = 0;
     std::map<std::string, std::string> taps_;  // tap name -> device id
+    TapOpener open_tap_;                        // under mu_
     unsigned next_blk_id_ = 0;
     unsigned next_net_id_ = 0;
     // The watch thread: re-reads sizes that others changed (size_may_have_changed), off the

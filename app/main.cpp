@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
+#include <cstring>
 #include <functional>
 #include <optional>
 #include <string_view>
@@ -18,6 +20,7 @@
 #include "app/service.hpp"
 #include "core/fault.hpp"
 #include "core/log.hpp"
+#include "core/privileges.hpp"
 #include "core/sandbox.hpp"
 #include "rpc/server.hpp"
 
@@ -38,6 +41,7 @@ int main(int argc, char** argv) {
     std::string log_format = "text";
     std::string rpc_path;
     std::string rpc_group;
+    std::string run_as;
     std::string config_file;
     std::string metrics_addr;
     // QEMU's backend program conventions (docs/interop/vhost-user.rst): one disk per process.
@@ -102,6 +106,10 @@ int main(int argc, char** argv) {
                    "(for finding what a new feature needs); off: neither")
         ->check(CLI::IsMember({"on", "log", "off"}))
         ->capture_default_str();
+    cli.add_option("--user", run_as,
+                   "run as USER[:GROUP] (names or numbers) once the devices of the command line and the config "
+                   "file, the management and metrics sockets are open; sockets made before belong to USER. No "
+                   "capability is kept, except CAP_NET_ADMIN on one helper thread when --rpc may add net devices");
     cli.add_option("--cpus", cpus, "pin reactors to these CPUs, e.g. 2,3 or 0-3 (reactor i -> entry i mod the list's length)");
     cli.add_option("--rpc", rpc_path,
                    "serve the management API (JSON-RPC 2.0, one object per line; vhostctl) on this unix socket; "
@@ -291,9 +299,28 @@ int main(int argc, char** argv) {
                 VLOG_DEBUG("open file limit raised from {} to {}", was, rl.rlim_max);
         }
     }
+    // --user: the ids come from the user and group databases, read before the sandbox is on.
+    std::optional<privileges::Identity> identity;
+    sandbox::IdChange id_change;
+    if (!run_as.empty()) {
+        auto id = privileges::resolve(run_as);
+        if (!id.ok()) {
+            fmt::print(stderr, "vhostd: {}\n", id.error().describe());
+            return 2;
+        }
+        identity = std::move(id).value();
+        if (auto st = privileges::forbid_new_privileges(); !st.ok()) {
+            fmt::print(stderr, "vhostd: --user: {}\n", st.error().describe());
+            return 1;
+        }
+        id_change = {identity->uid, identity->gid, static_cast<uint32_t>(identity->groups.size())};
+        cfg.socket_owner = identity->uid;
+        cfg.socket_owner_group = identity->gid;
+    }
     // Before the first thread: every thread inherits the process filter.
     if (auto st = sandbox::init(sandbox == "on" ? sandbox::Mode::kOn : sandbox == "log" ? sandbox::Mode::kLog
-                                                                                      : sandbox::Mode::kOff);
+                                                                                      : sandbox::Mode::kOff,
+                                identity ? &id_change : nullptr);
         !st.ok()) {
         fmt::print(stderr, "vhostd: --sandbox {}: {}\n", sandbox, st.error().describe());
         return 1;
@@ -356,8 +383,56 @@ int main(int argc, char** argv) {
         rpc::ServerOptions ro;
         ro.path = rpc_path;
         ro.group = rpc_group;
+        if (identity) {
+            ro.owner = identity->uid;
+            ro.owner_group = identity->gid;
+        }
         rpc_server = std::make_unique<rpc::Server>(ro, dispatcher);
-        if (auto st = rpc_server->start(); !st.ok()) {
+        if (auto st = rpc_server->open(); !st.ok()) {
+            fmt::print(stderr, "vhostd: --rpc {}: {}\n", rpc_path, st.error().describe());
+            daemon.stop();
+            return 1;
+        }
+    }
+    // --user: everything of the start that needs root is done. The management API may add net
+    // devices later: one helper thread keeps CAP_NET_ADMIN for their taps, started while the
+    // main thread still has it; the main thread then drops it before it starts the API's thread.
+    std::unique_ptr<privileges::PrivilegedHelper> tap_helper;
+    if (identity) {
+        const bool keep_net_admin = rpc_server != nullptr;
+        Status st = privileges::switch_to(*identity, keep_net_admin);
+        if (st.ok() && keep_net_admin) {
+            auto h = privileges::PrivilegedHelper::start("vhostd-priv");
+            if (h.ok()) {
+                tap_helper = std::move(h).value();
+                daemon.set_tap_opener([helper = tap_helper.get()](const backends::TapOptions& o) {
+                    Result<std::unique_ptr<backends::Tap>> r = make_error(Errc::kState, "no tap");
+                    helper->run([&] { r = backends::Tap::open(o); });
+                    return r;
+                });
+                st = privileges::drop_thread_capabilities();
+            } else {
+                st = std::move(h).take_error();
+            }
+        }
+        if (!st.ok()) {
+            fmt::print(stderr, "vhostd: {}\n", st.error().describe());
+            rpc_server.reset();
+            daemon.stop();
+            return 1;
+        }
+        VLOG_INFO("running as {} (uid {}, gid {}, {} group(s))", identity->spec, identity->uid, identity->gid,
+                  identity->groups.size());
+        // The helper's CAP_NET_ADMIN makes taps, but opening /dev/net/tun is a file permission.
+        if (tap_helper && access("/dev/net/tun", R_OK | W_OK) != 0)
+            VLOG_WARN("--user {}: /dev/net/tun is not open to this user ({}): net devices added through the "
+                      "management API will fail (udev's default is mode 0666)",
+                      identity->spec, std::strerror(errno));
+        VLOG_DEBUG("capabilities: main thread {}; tap helper {}", privileges::describe_thread_capabilities(),
+                   tap_helper ? tap_helper->capabilities() : std::string("(none: no --rpc)"));
+    }
+    if (rpc_server) {
+        if (auto st = rpc_server->serve(); !st.ok()) {
             fmt::print(stderr, "vhostd: --rpc {}: {}\n", rpc_path, st.error().describe());
             daemon.stop();
             return 1;
@@ -383,6 +458,7 @@ int main(int argc, char** argv) {
     if (rpc_server) rpc_server->stop();  // no management call runs while the devices go
     metrics.reset();                     // nor a scrape
     daemon.stop();
+    tap_helper.reset();
     VLOG_INFO("vhostd stopped");
     return 0;
 }

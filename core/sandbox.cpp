@@ -90,13 +90,17 @@ constexpr const char* kProcess[] = {
     "sysinfo", "uname", "getuid", "geteuid", "getgid", "getegid", "getresuid", "getresgid", "getgroups",
     "getppid", "getpgrp", "getsid", "capget", "io_uring_setup", "io_uring_register", "get_mempolicy",
     "arch_prctl", "ioprio_get", "ioprio_set",
+    // capabilities: --user's switch keeps CAP_NET_ADMIN on one thread and none on the others
+    // (capset can only lower what a thread may have: the permitted set never grows)
+    "capset",
 };
 
 // Outside the lists on purpose (they stay forbidden in every mode but off): execve/execveat,
 // ptrace, process_vm_readv/writev, mount/umount2/pivot_root/chroot, unshare/setns, bpf,
 // perf_event_open, init_module/finit_module/delete_module, kexec_*, reboot, swapon/off,
 // keyctl/add_key/request_key, userfaultfd, open_by_handle_at, personality, iopl/ioperm,
-// settimeofday/clock_settime/adjtimex, acct, quotactl, setuid and friends (until --user lands).
+// settimeofday/clock_settime/adjtimex, acct, quotactl, setuid and friends (except --user's own
+// switch: IdChange).
 
 constexpr int kMaxNr = 512;
 // Names by number, for the SIGSYS report (no allocation in the handler).
@@ -171,7 +175,7 @@ Status add_read_only_open(scmp_filter_ctx ctx) {
     return add_rule(ctx, SCMP_ACT_ALLOW, "openat", {SCMP_A2(SCMP_CMP_MASKED_EQ, O_ACCMODE | O_CREAT | O_TRUNC, O_RDONLY)});
 }
 
-Result<std::vector<sock_filter>> build(Kind kind, Mode mode) {
+Result<std::vector<sock_filter>> build(Kind kind, Mode mode, const IdChange* ids) {
     const uint32_t deny = mode == Mode::kLog ? SCMP_ACT_LOG : SCMP_ACT_TRAP;
     scmp_filter_ctx ctx = seccomp_init(deny);
     if (ctx == nullptr) return make_error(Errc::kSystem, "seccomp_init failed");
@@ -199,6 +203,15 @@ Result<std::vector<sock_filter>> build(Kind kind, Mode mode) {
     VHOSTD_TRY(add_rule(ctx, SCMP_ACT_ALLOW, "prctl", {SCMP_A0(SCMP_CMP_EQ, PR_SET_NAME)}));
     // More filters only ever narrow what a thread may do.
     VHOSTD_TRY(add_rule(ctx, SCMP_ACT_ALLOW, "seccomp", {SCMP_A0(SCMP_CMP_EQ, SECCOMP_SET_MODE_FILTER)}));
+    if (ids != nullptr) {
+        // --user: every thread makes the switch (glibc's set*id broadcast), to these ids only.
+        const auto u = static_cast<scmp_datum_t>(ids->uid), g = static_cast<scmp_datum_t>(ids->gid);
+        VHOSTD_TRY(add_rule(ctx, SCMP_ACT_ALLOW, "setresuid",
+                            {SCMP_A0(SCMP_CMP_EQ, u), SCMP_A1(SCMP_CMP_EQ, u), SCMP_A2(SCMP_CMP_EQ, u)}));
+        VHOSTD_TRY(add_rule(ctx, SCMP_ACT_ALLOW, "setresgid",
+                            {SCMP_A0(SCMP_CMP_EQ, g), SCMP_A1(SCMP_CMP_EQ, g), SCMP_A2(SCMP_CMP_EQ, g)}));
+        VHOSTD_TRY(add_rule(ctx, SCMP_ACT_ALLOW, "setgroups", {SCMP_A0(SCMP_CMP_EQ, ids->ngroups)}));
+    }
     switch (kind) {
         case Kind::kReactor:
             VHOSTD_TRY(add_list(ctx, kReactor));
@@ -250,7 +263,7 @@ const char* kind_name(Kind kind) {
 
 Mode mode() { return g_mode.load(std::memory_order_relaxed); }
 
-Status init(Mode m) {
+Status init(Mode m, const IdChange* ids) {
     if (m == Mode::kOff) return ok_status();
     // The time zone, read now: the first localtime_r (a log line's time stamp, on whichever thread
     // logs first) would open /etc/localtime, and a control thread may not open files.
@@ -268,7 +281,7 @@ Status init(Mode m) {
         std::free(nm);
     }
     for (Kind k : {Kind::kProcess, Kind::kReactor, Kind::kControl}) {
-        auto p = build(k, m);
+        auto p = build(k, m, ids);
         if (!p.ok()) return std::move(p).take_error();
         g_prog[static_cast<int>(k)] = std::move(p).value();
     }

@@ -28,9 +28,18 @@ namespace vhostd::sandbox {
 enum class Mode : uint8_t { kOff, kLog, kOn };
 enum class Kind : uint8_t { kProcess, kReactor, kControl };
 
+// The one change of credentials every thread's filter lets through (--user: glibc makes the
+// set*id calls on every thread): setgroups of `ngroups` groups, setresgid(gid, gid, gid),
+// setresuid(uid, uid, uid). No other set*id call, no other ids.
+struct IdChange {
+    uint32_t uid = 0;
+    uint32_t gid = 0;
+    uint32_t ngroups = 0;
+};
+
 // main(), before any thread: builds every kind's filter, sets no_new_privs, installs the SIGSYS
 // reporter and the process filter on the calling thread. kOff does nothing.
-Status init(Mode mode);
+Status init(Mode mode, const IdChange* ids = nullptr);
 Mode mode();
 // The calling thread stacks `kind`'s filter (kReactor, kControl). A no-op with the sandbox off.
 // No allocation: the filters are built by init().

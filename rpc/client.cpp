@@ -71,6 +71,12 @@ Result<Json> Client::call(const std::string& method, const Json& params) {
         std::string msg = e->is_object() && e->contains("message") && (*e)["message"].is_string()
                               ? (*e)["message"].get<std::string>()
                               : "error without a message";
+        // A system error's message is its context; the errno's text travels in data.strerror.
+        if (e->is_object()) {
+            auto d = e->find("data");
+            if (d != e->end() && d->is_object() && d->contains("strerror") && (*d)["strerror"].is_string())
+                msg += ": " + (*d)["strerror"].get<std::string>();
+        }
         return make_error(code <= -32600 && code >= -32700 && code != kInternalError ? Errc::kInvalid : Errc::kState,
                           "{}", msg);
     }

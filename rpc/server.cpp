@@ -51,6 +51,11 @@ Server::Server(ServerOptions opts, Dispatcher& dispatcher) : opts_(std::move(opt
 Server::~Server() { stop(); }
 
 Status Server::start() {
+    VHOSTD_TRY(open());
+    return serve();
+}
+
+Status Server::open() {
     VHOSTD_ASSIGN_OR_RETURN(sockaddr_un addr, address(opts_.path));
     gid_t gid = 0;
     if (!opts_.group.empty()) {
@@ -83,6 +88,11 @@ Status Server::start() {
     if (lstat(opts_.path.c_str(), &st) != 0) return sys_error("stat {}", opts_.path);
     dev_ = st.st_dev;
     ino_ = st.st_ino;
+    const uid_t owner = geteuid() == 0 ? opts_.owner : static_cast<uid_t>(-1);
+    if (owner != static_cast<uid_t>(-1) || (opts_.group.empty() && opts_.owner_group != static_cast<gid_t>(-1))) {
+        if (chown(opts_.path.c_str(), owner, opts_.group.empty() ? opts_.owner_group : gid) != 0)
+            return sys_error("chown {}", opts_.path);
+    }
     if (!opts_.group.empty()) {
         if (chown(opts_.path.c_str(), static_cast<uid_t>(-1), gid) != 0) return sys_error("chgrp {} {}", opts_.group, opts_.path);
         if (chmod(opts_.path.c_str(), 0660) != 0) return sys_error("chmod {}", opts_.path);
@@ -102,6 +112,11 @@ Status Server::start() {
     if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, listen_.get(), &ev) != 0) return sys_error("epoll_ctl");
     ev.data.u64 = kStopTag;
     if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, stop_fd_.get(), &ev) != 0) return sys_error("epoll_ctl");
+    return ok_status();
+}
+
+Status Server::serve() {
+    if (!listen_ || thread_.joinable()) return make_error(Errc::kState, "the management API is not open or already served");
     thread_ = std::thread([this] { run(); });
     VLOG_INFO("management API on {} (mode {})", opts_.path, opts_.group.empty() ? "0600" : "0660 group " + opts_.group);
     return ok_status();

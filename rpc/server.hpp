@@ -24,6 +24,9 @@ namespace vhostd::rpc {
 struct ServerOptions {
     std::string path = "/run/vhostd/vhostd.sock";
     std::string group;  // non-empty: the socket is 0660 for this group; else 0600
+    // --user: the socket, made while vhostd is still root, belongs to this user (-1: to us).
+    uid_t owner = static_cast<uid_t>(-1);
+    gid_t owner_group = static_cast<gid_t>(-1);  // when `group` is empty
     unsigned max_clients = 64;
     size_t max_line = 1 << 20;
     size_t max_output = 16 << 20;  // a client's unread responses
@@ -39,6 +42,10 @@ public:
     // Creates the socket's folder if missing (0755), replaces a stale socket (refuses a live
     // one: another vhostd), binds with the final mode, listens and starts the thread.
     Status start();
+    // start() in two steps: the socket (open), then the thread that serves it (serve). vhostd
+    // switches --user in between, so that the thread starts with the switched credentials.
+    Status open();
+    Status serve();
     // Stops the thread, closes every client, unlinks the socket (if it is still ours).
     void stop();
     const std::string& path() const { return opts_.path; }

@@ -7,7 +7,7 @@ PACKAGES=(
   # build
   g++ cmake ninja-build pkg-config git
   liburing-dev libfmt-dev libspdlog-dev libcli11-dev libgtest-dev nlohmann-json3-dev prometheus-cpp-dev
-  libsystemd-dev libnbd-dev librbd-dev libseccomp-dev
+  libsystemd-dev libnbd-dev librbd-dev libseccomp-dev libcap-ng-dev
   # sanitizer + fuzz build
   clang libclang-rt-14-dev
   # end-to-end: QEMU guest, guest image, in-guest tools

@@ -172,7 +172,8 @@ else
   if [[ $NULL == 1 ]]; then
     backend_cmd=("$VHOSTD" --blk "socket=$SOCK,backend=null,size=${DISK_MIB}M,queues=$QUEUES")
   else
-    backend_cmd=("$VHOSTD" --blk "socket=$SOCK,path=$IMG,queues=$QUEUES")
+    # As nobody once started (--user): the guest's I/O is served with no root and no capability.
+    backend_cmd=("$VHOSTD" --user nobody --blk "socket=$SOCK,path=$IMG,queues=$QUEUES")
   fi
 fi
 
@@ -262,6 +263,15 @@ fi
 # --- host-side checks of the backing file -----------------------------------
 if [[ $NULL == 0 && ${#FAILURES[@]} -eq 0 ]]; then
   lh_check_blk_image "$IMG"
+fi
+
+# --user nobody: the whole run was served by a vhostd without root on any thread.
+if [[ $BACKEND == vhostd && $NULL == 0 && $RBD == 0 && -z $NBD ]]; then
+  for t in /proc/"$BACKEND_PID"/task/*; do
+    uids=$(awk '$1 == "Uid:" { print $2, $3, $4, $5 }' "$t/status" 2>/dev/null) || continue
+    [[ -z $uids || $uids == "65534 65534 65534 65534" ]] || fail "thread $(cat "$t/comm") runs as uid $uids, not nobody"
+  done
+  grep -q "running as nobody" "$BLOG" || fail "vhostd did not say it runs as nobody"
 fi
 
 # --- backend shutdown --------------------------------------------------------
