@@ -20,6 +20,8 @@
 // content is always known. Mismatches are counted (verify_errors), the first few printed, and
 // the exit status is 3.
 // --idle: connect, start the rings, send nothing for --seconds: the backend's idle CPU.
+// --bad: a guest's error storm: every request is aimed past the device's end; the backend must
+// answer each with an I/O error (anything else fails the run) and keep its log bounded.
 //
 //   blkbench (--socket S | --self) [--queues 1] [--qd 32] [--bs 4096]
 //            [--rw randread|randwrite|randrw|read|write] [--rwmix-read 50] [--verify] [--seed N]
@@ -81,6 +83,7 @@ struct Options {
     bool packed = false;
     bool verify = false;
     bool idle = false;
+    bool bad = false;
     uint64_t seed = 0;
     uint64_t size = 0;  // working set in bytes from LBA 0; 0: the whole device
     bench::LightOptions light;  // --light-*: neighbours at a low rate (the density cell)
@@ -239,6 +242,8 @@ int main(int argc, char** argv) {
     cli.add_option("--notify", o.notify, "poll: spin on the used ring; call: sleep on the call eventfd")
         ->check(CLI::IsMember({"poll", "call"}));
     cli.add_flag("--idle", o.idle, "start the rings and send no I/O: report the backend's idle CPU");
+    cli.add_flag("--bad", o.bad,
+                 "an error storm: every request lies past the device's end and must fail with an I/O error");
     cli.add_option("--cpus", cpus, "pin queue thread i to the i-th CPU");
     cli.add_option("--backend-pid", o.backend_pid, "report this process's CPU time over the window");
     cli.add_option("--light-sockets", o.light.socket_fmt,
@@ -279,6 +284,7 @@ int main(int argc, char** argv) {
     if (o.verify && (o.rwmix_read == 0 || o.rwmix_read == 100))
         return usage("--verify needs both reads and writes: --rwmix-read must be between 1 and 99");
     if (seed_opt->count() > 0 && !o.verify) return usage("--seed only applies to --verify");
+    if (o.bad && (o.self || o.verify || o.idle)) return usage("--bad excludes --self, --verify and --idle");
     if (o.idle && (o.self || o.verify || o.rate > 0))
         return usage("--idle sends no I/O: it excludes --self, --verify and --rate");
     if (o.packed && o.self) return usage("--packed needs a backend: the --self responder serves split rings");
@@ -507,7 +513,7 @@ int main(int argc, char** argv) {
                     std::memset(d.data(), 0xa5, d.size());  // a device that writes nothing cannot pass
                 }
             }
-            r.rearm(r.type(), lba);
+            r.rearm(r.type(), o.bad ? capacity + lba : lba);
             auto head = q.add(r);
             if (!head.ok()) die("submit", head.error());
             ++(s.write ? q.res.sent_writes : q.res.sent_reads);
@@ -581,7 +587,7 @@ int main(int argc, char** argv) {
                 uint32_t slot = slot_of[u->id];
                 Slot& s = q.slots[slot];
                 auto& r = s.write ? q.wr[slot] : q.rd[slot];
-                if (r.status() != virtio::blk::kSOk) {
+                if (r.status() != (o.bad ? virtio::blk::kSIoErr : virtio::blk::kSOk)) {
                     fmt::print(stderr, "blkbench: {} at lba {} failed with status {}\n", s.write ? "write" : "read",
                                r.sector(), r.status());
                     std::exit(1);
@@ -779,7 +785,7 @@ int main(int argc, char** argv) {
     const double per_io = all.ios ? 1.0 / static_cast<double>(all.ios) : 0;
     const double cpu_pct = 100.0 * cpu_s / secs;  // of one CPU
     const double cpu_us_per_io = cpu_s * 1e6 * per_io;
-    const char* mode = o.idle ? "idle" : o.rate > 0 ? "rate" : "closed";
+    const char* mode = o.idle ? "idle" : o.bad ? "bad" : o.rate > 0 ? "rate" : "closed";
     auto us = [](uint64_t ns) { return static_cast<double>(ns) / 1e3; };
     if (o.json) {
         fmt::print(
