@@ -66,3 +66,33 @@ struct.pack_into("<QHHHH", img2, 0x8000, 1 << 32, 1, 16, 0, 0)
 struct.pack_into("<B5sHQ", img2, 0x8000 + 16 + 16 * 1, 1, bytes(5), 0, 7)
 struct.pack_into("<B5sHQ", img2, 0x8000 + 16 + 16 * 0, 1, bytes(5), 0, 9)
 open(os.path.join(here, "corpus/virtqueue/inflight_recovery"), "wb").write(bytes([4, 1 | 4 | 8, 0, 0]) + bytes(img2))
+
+# net_device: [log2 size][flags][feature bits][frames][rx base u16][tx base u16], RX frames
+# ([u16 len][virtio-net header + frame]), then memory: RX ring at 0x0/0x1000/0x2000, TX ring at
+# 0x3000/0x4000/0x5000 (qsize 16), buffers from 0x8000.
+def ring_at(mem, base, chains):
+    desc = 0
+    for i, chain in enumerate(chains):
+        head = desc
+        for k, (addr, ln, fl) in enumerate(chain):
+            nxt = desc + 1 if k + 1 < len(chain) else 0
+            struct.pack_into("<QIHH", mem, base + desc * 16, addr, ln, fl | (1 if k + 1 < len(chain) else 0), nxt)
+            desc += 1
+        struct.pack_into("<H", mem, base + 0x1000 + 4 + 2 * i, head)
+    struct.pack_into("<H", mem, base + 0x1000 + 2, len(chains))
+
+eth = bytes(range(14)) + bytes([0x45, 0]) + bytes(44)   # a 60-byte frame, IPv4 ethertype area
+net_mem = bytearray(0xA000)
+ring_at(net_mem, 0x0, [[(0x8000, 2048, 2)], [(0x8800, 2048, 2)]])
+ring_at(net_mem, 0x3000, [[(0x9000, 12, 0), (0x9100, len(eth), 0)], [(0x9200, 12 + len(eth), 0)]])
+struct.pack_into("<BBHHHHH", net_mem, 0x9000, 0, 0, 0, 0, 0, 0, 0)           # plain
+struct.pack_into("<BBHHHHH", net_mem, 0x9200, 1, 0, 0, 0, 34, 16, 0)         # NEEDS_CSUM
+net_mem[0x9100:0x9100 + len(eth)] = eth
+net_mem[0x9200 + 12:0x9200 + 12 + len(eth)] = eth
+rx = struct.pack("<BBHHHHH", 0, 0, 0, 0, 0, 0, 0) + eth
+rx_csum = struct.pack("<BBHHHHH", 1, 0, 0, 0, 34, 16, 0) + eth
+frames = b"".join(struct.pack("<H", len(f)) + f for f in (rx, rx_csum))
+os.makedirs(os.path.join(here, "corpus/net_device"), exist_ok=True)
+for name, feats, flags in (("plain", 0, 1), ("offloads_mrg", 0b111, 1), ("tso_indirect", 0b11111011, 3)):
+    seed = bytes([4, flags, feats, 2]) + struct.pack("<HH", 0, 0) + frames + bytes(net_mem)
+    open(os.path.join(here, "corpus/net_device", name), "wb").write(seed)
