@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "core/log.hpp"
+#include "guest_memory.hpp"
 #include "testing/fake_net_backend.hpp"
 #include "virtio/net_device.hpp"
 #include "virtio/net_types.hpp"
@@ -44,9 +45,9 @@ struct Env {
     Reactor reactor{0, ReactorConfig{.mode = PollMode::kNever, .poll_budget = std::chrono::microseconds(0), .cpu = -1, .ring_entries = 256}};
     testing::FakeNetBackend* fake = nullptr;  // owned by the device
     std::unique_ptr<virtio::NetDevice> net;
-    UniqueFd mem_fd;
-    std::shared_ptr<const shm::Region> region;
-    std::shared_ptr<const shm::MemoryMap> map;
+    fuzz::GuestMemory mem{kMemSize, kUvaBase};
+    std::shared_ptr<const shm::Region>& region = mem.region;
+    std::shared_ptr<const shm::MemoryMap>& map = mem.map;
     UniqueFd call[2];
     Env() {
         spdlog::set_level(spdlog::level::off);
@@ -55,14 +56,6 @@ struct Env {
         fake = backend.get();
         net = std::make_unique<virtio::NetDevice>("fuzz", std::move(backend), virtio::NetOptions{},
                                                   std::vector<Reactor*>{&reactor});
-        mem_fd.reset(memfd_create("fuzz-guest", MFD_CLOEXEC));
-        if (!mem_fd || ftruncate(mem_fd.get(), kMemSize) != 0) abort();
-        auto r = shm::Region::map(shm::RegionDesc{0, kMemSize, kUvaBase, 0}, mem_fd.get());
-        if (!r.ok()) abort();
-        region = r.value();
-        auto m = shm::MemoryMap::build({region});
-        if (!m.ok()) abort();
-        map = m.value();
         for (auto& c : call) {
             c.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
             if (!c) abort();

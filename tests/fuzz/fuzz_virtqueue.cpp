@@ -23,6 +23,7 @@
 
 #include "backends/null_backend.hpp"
 #include "core/log.hpp"
+#include "guest_memory.hpp"
 #include "virtio/blk_device.hpp"
 #include "virtio/packed_queue.hpp"
 #include "virtio/virtqueue.hpp"
@@ -40,9 +41,9 @@ constexpr uint64_t kUvaBase = 0x7f0000000000ull;
 struct Env {
     Reactor reactor{0, ReactorConfig{.mode = PollMode::kNever, .poll_budget = std::chrono::microseconds(0), .cpu = -1, .ring_entries = 256}};
     std::unique_ptr<virtio::BlkDevice> blk;
-    UniqueFd mem_fd;
-    std::shared_ptr<const shm::Region> region;
-    std::shared_ptr<const shm::MemoryMap> map;
+    fuzz::GuestMemory mem{kMemSize, kUvaBase};
+    std::shared_ptr<const shm::Region>& region = mem.region;
+    std::shared_ptr<const shm::MemoryMap>& map = mem.map;
     UniqueFd call;
     Env() {
         spdlog::set_level(spdlog::level::off);
@@ -50,14 +51,6 @@ struct Env {
         auto backend = std::make_shared<backends::NullBackend>(1 << 20, 512, false);
         blk = std::make_unique<virtio::BlkDevice>("fuzz", backend, virtio::BlkOptions{1, "fuzz"},
                                                   std::vector<Reactor*>{&reactor});
-        mem_fd.reset(memfd_create("fuzz-guest", MFD_CLOEXEC));
-        if (!mem_fd || ftruncate(mem_fd.get(), kMemSize) != 0) abort();
-        auto r = shm::Region::map(shm::RegionDesc{0, kMemSize, kUvaBase, 0}, mem_fd.get());
-        if (!r.ok()) abort();
-        region = r.value();
-        auto m = shm::MemoryMap::build({region});
-        if (!m.ok()) abort();
-        map = m.value();
         call.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
         if (!call) abort();
     }
