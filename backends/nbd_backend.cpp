@@ -17,9 +17,9 @@ namespace vhostd::backends {
 
 namespace {
 
-constexpr uint64_t kTickNs = 100'000'000;          // timeouts and reconnects are checked this often
-constexpr uint64_t kFirstBackoffNs = 100'000'000;  // between reconnect attempts, doubling...
-constexpr uint64_t kMaxBackoffNs = 2'000'000'000;  // ...up to this
+// Timeouts and reconnects are checked every NbdOptions::tick_us; reconnect attempts are
+// first_backoff_us apart, doubling up to this:
+constexpr uint64_t kMaxBackoffNs = 2'000'000'000;
 // Bytes per read/write command when the server names no maximum (the NBD spec's advice), and per
 // trim/zero command (the wire's 32-bit length, kept block-aligned).
 constexpr uint64_t kDefaultMaxRequest = 32u << 20;
@@ -175,7 +175,8 @@ private:
     unsigned armed_ = 0;      // polls in the kernel (any handle)
     unsigned armed_dir_ = 0;  // directions polled for the current handle
     Tick tick_;
-    uint64_t backoff_ns_ = kFirstBackoffNs;
+    uint64_t first_backoff_ns() const { return uint64_t{b_.opts_.first_backoff_us} * 1000; }
+    uint64_t backoff_ns_ = first_backoff_ns();
     uint64_t next_attempt_ns_ = 0;  // no reconnect attempt before this (back-off)
     uint64_t down_since_ns_ = 0;
     bool retiring_ = false;
@@ -396,7 +397,7 @@ void NbdConn::after_call() {
             return;
         }
         st_ = State::kReady;
-        backoff_ns_ = kFirstBackoffNs;
+        backoff_ns_ = first_backoff_ns();
         if (down_since_ns_ != 0)
             VLOG_INFO("nbd {}: connected again after {} ms", b_.opts_.uri, (mono_ns() - down_since_ns_) / 1'000'000);
         down_since_ns_ = 0;
@@ -452,8 +453,9 @@ void NbdConn::arm_tick() {
     if (tick_.armed) return;
     io_uring_sqe* sqe = r_.get_sqe();
     if (sqe == nullptr) return;  // the next start() or poll completion tries again
-    tick_.ts.tv_sec = 0;
-    tick_.ts.tv_nsec = static_cast<long long>(kTickNs);
+    const uint64_t tick_ns = std::max<uint64_t>(uint64_t{b_.opts_.tick_us} * 1000, 1000);
+    tick_.ts.tv_sec = static_cast<long long>(tick_ns / 1'000'000'000);
+    tick_.ts.tv_nsec = static_cast<long long>(tick_ns % 1'000'000'000);
     io_uring_prep_timeout(sqe, &tick_.ts, 0, 0);
     io_uring_sqe_set_data(sqe, static_cast<Completion*>(&tick_));
     tick_.armed = true;

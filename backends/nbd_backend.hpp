@@ -37,6 +37,11 @@ struct NbdOptions {
     uint32_t block_size = 0;        // 0: what the server asks for (512 when it says nothing)
     uint32_t timeout_s = kDefaultTimeout;
     uint32_t connect_timeout_s = 10;  // the first connection, made when the device is added
+    // How often a connection checks its timeouts and reconnects, and its first reconnect back-off
+    // (doubling up to 2 s). Not device keys: the defaults suit any server; the NBD reply fuzz
+    // target shortens them so that a broken connection costs it milliseconds, not 100 ms.
+    uint32_t tick_us = 100'000;
+    uint32_t first_backoff_us = 100'000;
     static constexpr uint32_t kDefaultTimeout = 30;
     static constexpr uint32_t kMaxTimeout = 86400;
 };

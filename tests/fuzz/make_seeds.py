@@ -96,3 +96,21 @@ os.makedirs(os.path.join(here, "corpus/net_device"), exist_ok=True)
 for name, feats, flags in (("plain", 0, 1), ("offloads_mrg", 0b111, 1), ("tso_indirect", 0b11111011, 3)):
     seed = bytes([4, flags, feats, 2]) + struct.pack("<HH", 0, 0) + frames + bytes(net_mem)
     open(os.path.join(here, "corpus/net_device", name), "wb").write(seed)
+
+# nbd_replies: [flags][size u64 BE][transmission flags u16 BE][min][pref][max u32 BE] + reply ops.
+def nbd_hs(flags=1, size=64 << 20, tflags=1 | 4 | 8, bs=(512, 4096, 1 << 20)):
+    return bytes([flags]) + struct.pack(">QH", size, tflags) + struct.pack(">III", *bs)
+os.makedirs(os.path.join(here, "corpus/nbd_replies"), exist_ok=True)
+nbd_seeds = {
+    "good": nbd_hs(),
+    "good_simple_blocksize": nbd_hs(flags=2),
+    "errors": nbd_hs() + bytes([0]) + struct.pack(">I", 5) + bytes([0]) + struct.pack(">I", 28) + bytes([0, 0, 0, 0, 0]),
+    "chunks": nbd_hs() + bytes([1]) + struct.pack(">HQH", 0, 0, 2048) + bytes([1]) + struct.pack(">HQH", 1, 2048, 2048)
+              + bytes([4, 0, 1]) + bytes([4, 0, 1]),
+    "hole_error": nbd_hs() + bytes([2]) + struct.pack(">HQI", 1, 0, 4096) + bytes([3]) + struct.pack(">HHIB", 1, 1, 5, 3)
+                  + bytes([4, 0, 1]),
+    "hangup_reconnect_refused": nbd_hs(flags=1 | 4) + bytes([7]),
+    "wrong_cookie_then_raw": nbd_hs() + bytes([6]) + struct.pack(">Q", 99) + bytes([5, 4, 0x67, 0x44, 0x66, 0x98]),
+}
+for name, seed in nbd_seeds.items():
+    open(os.path.join(here, "corpus/nbd_replies", name), "wb").write(seed)
