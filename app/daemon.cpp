@@ -19,10 +19,10 @@ namespace {
 virtio::QosLimits to_limits(const QosSpec& q) {
     return virtio::QosLimits{q.iops, q.bps, q.read_iops, q.write_iops, q.read_bps, q.write_bps, q.burst_ms};
 }
-Status apply_access(vhost::SocketServer& server, const SocketAccess& a, const DaemonConfig& cfg) {
-    gid_t gid = cfg.socket_owner_group;
+Status apply_access(vhost::SocketServer& server, const SocketAccess& a) {
+    gid_t gid = static_cast<gid_t>(-1);
     if (!a.group.empty()) { VHOSTD_ASSIGN_OR_RETURN(gid, lookup_group(a.group)); }
-    server.set_access(static_cast<mode_t>(a.effective_mode()), gid, cfg.socket_owner);
+    server.set_access(static_cast<mode_t>(a.effective_mode()), gid);
     return ok_status();
 }
 }  // namespace
@@ -147,7 +147,7 @@ Result<std::string> Daemon::add_blk(BlkSpec spec, UniqueFd adopt, std::function<
     virtio::BlkDevice* raw = dev.get();
     auto server = std::make_unique<vhost::SocketServer>(spec.socket, spec.client,
                                                         std::make_unique<vhost::Session>(std::move(dev)));
-    VHOSTD_TRY(apply_access(*server, spec.access, cfg_));
+    VHOSTD_TRY(apply_access(*server, spec.access));
     if (adopt) VHOSTD_TRY(server->adopt(std::move(adopt), std::move(on_closed)));
     VHOSTD_TRY(server->start());
     VLOG_INFO("{}: virtio-blk on {} ({} queues, {}, {})", id, spec.socket, spec.queues, desc,
@@ -188,7 +188,7 @@ Result<std::string> Daemon::add_net(NetSpec spec, UniqueFd adopt, std::function<
     uint32_t mtu = dev->mtu();
     auto server = std::make_unique<vhost::SocketServer>(spec.socket, spec.client,
                                                         std::make_unique<vhost::Session>(std::move(dev)));
-    VHOSTD_TRY(apply_access(*server, spec.access, cfg_));
+    VHOSTD_TRY(apply_access(*server, spec.access));
     if (adopt) VHOSTD_TRY(server->adopt(std::move(adopt), std::move(on_closed)));
     VHOSTD_TRY(server->start());
     const auto& m = opts.mac;

@@ -34,10 +34,6 @@ struct DaemonConfig {
     unsigned threads = 1;
     ReactorConfig reactor;
     std::vector<int> cpus;  // reactor i is pinned to cpus[i % size] if not empty
-    // --user: device sockets made while vhostd is still root belong to this user (and group,
-    // unless the device names its own socket-group). -1: whoever makes them.
-    uid_t socket_owner = static_cast<uid_t>(-1);
-    gid_t socket_owner_group = static_cast<gid_t>(-1);
 };
 
 // What device_list reports about one device.

@@ -108,7 +108,7 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     cli.add_option("--user", run_as,
                    "run as USER[:GROUP] (names or numbers) once the devices of the command line and the config "
-                   "file, the management and metrics sockets are open; sockets made before belong to USER. No "
+                   "file, the management and metrics sockets are open (USER: not root; best a dedicated account). No "
                    "capability is kept, except CAP_NET_ADMIN on one helper thread when --rpc may add net devices");
     cli.add_option("--cpus", cpus, "pin reactors to these CPUs, e.g. 2,3 or 0-3 (reactor i -> entry i mod the list's length)");
     cli.add_option("--rpc", rpc_path,
@@ -314,8 +314,6 @@ int main(int argc, char** argv) {
             return 1;
         }
         id_change = {identity->uid, identity->gid, static_cast<uint32_t>(identity->groups.size())};
-        cfg.socket_owner = identity->uid;
-        cfg.socket_owner_group = identity->gid;
     }
     // Before the first thread: every thread inherits the process filter.
     if (auto st = sandbox::init(sandbox == "on" ? sandbox::Mode::kOn : sandbox == "log" ? sandbox::Mode::kLog
@@ -383,10 +381,6 @@ int main(int argc, char** argv) {
         rpc::ServerOptions ro;
         ro.path = rpc_path;
         ro.group = rpc_group;
-        if (identity) {
-            ro.owner = identity->uid;
-            ro.owner_group = identity->gid;
-        }
         rpc_server = std::make_unique<rpc::Server>(ro, dispatcher);
         if (auto st = rpc_server->open(); !st.ok()) {
             fmt::print(stderr, "vhostd: --rpc {}: {}\n", rpc_path, st.error().describe());

@@ -15,6 +15,10 @@ cycles=${2:-10000}
 add_remove=${3:-1000}
 shift $(($# < 3 ? $# : 3))
 extra=("$@")
+if [[ ${#extra[@]} -gt 0 && $(id -u) != 0 ]]; then
+  echo "soak: not root: running without ${extra[*]}"
+  extra=()
+fi
 tmp=$(mktemp -d /tmp/vhostd-soak.XXXXXX)
 pid=""
 cleanup() { if [[ -n $pid ]]; then kill -9 "$pid" 2>/dev/null || true; fi; rm -rf "$tmp"; }

@@ -80,6 +80,7 @@ Result<Identity> resolve(const std::string& spec) {
     if (num && *num >= static_cast<unsigned long>(static_cast<uid_t>(-1)))
         return make_error(Errc::kInvalid, "--user {}: user id out of range", spec);
     id.uid = found != nullptr ? pw.pw_uid : static_cast<uid_t>(*num);
+    if (id.uid == 0) return make_error(Errc::kInvalid, "--user {}: that is root: give the user to run as", spec);
     if (!group.empty()) {
         VHOSTD_ASSIGN_OR_RETURN(id.gid, lookup_group(group));
         id.groups = {id.gid};
@@ -112,6 +113,13 @@ Status switch_to(const Identity& id, bool keep_net_admin) {
     getresuid(&ru, &eu, &su);
     getresgid(&rg, &eg, &sg);
     const bool already = ru == id.uid && eu == id.uid && su == id.uid && rg == id.gid && eg == id.gid && sg == id.gid;
+    // Already USER, but with capabilities (file capabilities, ambient ones): every thread holds
+    // them and only this one could drop its own. Refuse rather than pretend.
+    if (already && (before.permitted | before.effective) != 0)
+        return make_error(Errc::kState,
+                          "--user {}: vhostd already runs as it, with capabilities (permitted {:#x}) that only a "
+                          "switch from root clears on every thread: start it as root, or without them",
+                          id.spec, before.permitted);
     if (!already) {
         if (keep && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0) return sys_error("prctl(PR_SET_KEEPCAPS)");
         // glibc makes each call on every thread of the process (the set*id broadcast).
@@ -179,10 +187,14 @@ void PrivilegedHelper::loop() {
     std::unique_lock lk(mu_);
     while (true) {
         cv_.wait(lk, [&] { return stop_ || job_ != nullptr; });
-        if (stop_) return;
+        if (job_ == nullptr) return;  // stopping, and no caller is waiting
         const std::function<void()>* job = job_;
         lk.unlock();
-        (*job)();
+        try {
+            (*job)();
+        } catch (...) {
+            // The job reports through what it captured; its caller must not wait forever.
+        }
         lk.lock();
         job_ = nullptr;
         done_ = true;
@@ -193,6 +205,7 @@ void PrivilegedHelper::loop() {
 void PrivilegedHelper::run(const std::function<void()>& job) {
     std::lock_guard one(run_mu_);
     std::unique_lock lk(mu_);
+    if (stop_) return;  // the helper is going: the job does not run (its result says so)
     done_ = false;
     job_ = &job;
     cv_.notify_all();

@@ -63,9 +63,10 @@ constexpr const char* kControl[] = {
 };
 
 // ioctl requests a control thread makes (by number, below): the tap's queue attach/detach and
-// offloads when the guest's features are set, its MTU for the config space; a block device's size.
+// offloads when the guest's features are set, its MTU for the config space and the frontend's
+// NET_SET_MTU; a block device's size.
 constexpr unsigned long kControlIoctls[] = {
-    TUNSETQUEUE, TUNSETVNETHDRSZ, TUNSETOFFLOAD, SIOCGIFMTU, SIOCGIFFLAGS, BLKGETSIZE64,
+    TUNSETQUEUE, TUNSETVNETHDRSZ, TUNSETOFFLOAD, SIOCGIFMTU, SIOCSIFMTU, SIOCGIFFLAGS, BLKGETSIZE64,
 };
 
 // The process (main, the management API, the metrics server, librados' threads, start-up and

@@ -88,11 +88,7 @@ Status Server::open() {
     if (lstat(opts_.path.c_str(), &st) != 0) return sys_error("stat {}", opts_.path);
     dev_ = st.st_dev;
     ino_ = st.st_ino;
-    const uid_t owner = geteuid() == 0 ? opts_.owner : static_cast<uid_t>(-1);
-    if (owner != static_cast<uid_t>(-1) || (opts_.group.empty() && opts_.owner_group != static_cast<gid_t>(-1))) {
-        if (chown(opts_.path.c_str(), owner, opts_.group.empty() ? opts_.owner_group : gid) != 0)
-            return sys_error("chown {}", opts_.path);
-    }
+    owner_uid_ = geteuid();
     if (!opts_.group.empty()) {
         if (chown(opts_.path.c_str(), static_cast<uid_t>(-1), gid) != 0) return sys_error("chgrp {} {}", opts_.group, opts_.path);
         if (chmod(opts_.path.c_str(), 0660) != 0) return sys_error("chmod {}", opts_.path);
@@ -155,7 +151,9 @@ bool Server::peer_allowed(int fd) {
     socklen_t len = sizeof(cred);
     bool ok = false;
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
-        ok = cred.uid == 0 || cred.uid == geteuid();
+        // The user vhostd was started as (opened the socket), not a --user it switched to since:
+        // other processes of that (service) account are not operators.
+        ok = cred.uid == 0 || cred.uid == owner_uid_;
         if (!ok && group_gid_) {
             ok = cred.gid == *group_gid_;
             gid_t groups[256];
@@ -167,7 +165,7 @@ bool Server::peer_allowed(int fd) {
     }
     if (!ok && denied_++ % 100 == 0)
         VLOG_WARN("management API: refused a connection from uid {} gid {} pid {} (not root, not uid {}{}; {} so far)",
-                  cred.uid, cred.gid, cred.pid, geteuid(), group_gid_ ? fmt::format(", not in group {}", *group_gid_) : "",
+                  cred.uid, cred.gid, cred.pid, owner_uid_, group_gid_ ? fmt::format(", not in group {}", *group_gid_) : "",
                   denied_);
     return ok;
 }

@@ -24,9 +24,6 @@ namespace vhostd::rpc {
 struct ServerOptions {
     std::string path = "/run/vhostd/vhostd.sock";
     std::string group;  // non-empty: the socket is 0660 for this group; else 0600
-    // --user: the socket, made while vhostd is still root, belongs to this user (-1: to us).
-    uid_t owner = static_cast<uid_t>(-1);
-    gid_t owner_group = static_cast<gid_t>(-1);  // when `group` is empty
     unsigned max_clients = 64;
     size_t max_line = 1 << 20;
     size_t max_output = 16 << 20;  // a client's unread responses
@@ -59,6 +56,7 @@ private:
     };
     void run();
     bool peer_allowed(int fd);
+    uid_t owner_uid_ = 0;  // who opened the socket: served besides root and the group
     void accept_all();
     // False when the client is to be dropped.
     bool on_readable(Client& c);

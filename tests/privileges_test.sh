@@ -2,8 +2,9 @@
 # --user USER[:GROUP] (core/privileges.hpp): vhostd started as root runs as USER once its start
 # is done, on every thread; no thread keeps a capability, except the one helper that creates
 # taps when the management API may add net devices (CAP_NET_ADMIN, nothing else); sockets made
-# before the switch belong to USER; afterwards the API still adds a net device (its tap made by
-# the helper) and a disk USER may not open is refused. All of it with the sandbox on (its
+# before the switch stay root's and the API serves root, not USER's other processes; afterwards
+# the API still adds a net device (its tap made by the helper) and a disk USER may not open is
+# refused; root is refused as USER. All of it with the sandbox on (its
 # filters allow exactly this switch).
 #   tests/privileges_test.sh BUILD_DIR
 set -euo pipefail
@@ -91,8 +92,15 @@ check_threads() {
 start --user nobody --rpc "$tmp/api.sock" "${sandbox[@]}"
 kill -0 "$pid" 2>/dev/null || { echo "FAIL: vhostd died at start: $(cat "$tmp/log")"; exit 1; }
 check_threads "--user nobody --rpc" 0000000000001000
-[[ $(stat -c %U "$tmp/a.sock") == nobody ]] || fail "the device socket belongs to $(stat -c %U "$tmp/a.sock")"
-[[ $(stat -c %U "$tmp/api.sock") == nobody ]] || fail "the API socket belongs to $(stat -c %U "$tmp/api.sock")"
+# Sockets made before the switch stay root's (0600: root and socket-group connect), and the API
+# serves root, not other processes of the account vhostd switched to, even through a socket
+# someone widened.
+[[ $(stat -c %U "$tmp/a.sock") == root ]] || fail "the device socket belongs to $(stat -c %U "$tmp/a.sock")"
+[[ $(stat -c %U "$tmp/api.sock") == root ]] || fail "the API socket belongs to $(stat -c %U "$tmp/api.sock")"
+chmod 0666 "$tmp/api.sock"
+setpriv --reuid=nobody --regid="$nobody_gid" --clear-groups "$ctl" --socket "$tmp/api.sock" list >"$tmp/stranger" 2>&1 &&
+  fail "a process running as nobody (vhostd's --user) was served: $(cat "$tmp/stranger")"
+chmod 0600 "$tmp/api.sock"
 grep -q "running as nobody" "$tmp/log" || fail "no 'running as' line: $(tail -3 "$tmp/log")"
 grep -q "capabilities: main thread effective=none permitted=none; tap helper effective=net_admin" "$tmp/log" ||
   fail "the capability sets are not logged: $(grep capabilities "$tmp/log")"
@@ -100,7 +108,8 @@ grep -q "capabilities: main thread effective=none permitted=none; tap helper eff
 "$ctl" --socket "$tmp/api.sock" add net "id=n0,socket=$tmp/n0.sock,tap=$tap,queues=2" >/dev/null ||
   fail "adding a net device after the switch failed: $(tail -3 "$tmp/log")"
 ip link show "$tap" >/dev/null 2>&1 || fail "the tap $tap was not made"
-[[ $(stat -c %U "$tmp/n0.sock" 2>/dev/null) == nobody ]] || fail "n0's socket is not nobody's"
+[[ $(stat -c %U "$tmp/n0.sock" 2>/dev/null) == nobody ]] || fail "n0's socket, made after the switch, is not nobody's"
+check_threads "with a net device added after the switch" 0000000000001000
 # A disk nobody may not open is refused, one it may is served.
 out=$("$ctl" --socket "$tmp/api.sock" add blk "socket=$tmp/s.sock,path=$tmp/secret.img" 2>&1) &&
   fail "root's 0600 disk was opened after the switch"
@@ -132,7 +141,7 @@ kill -0 "$pid" 2>/dev/null || fail "--user nobody:$grp: vhostd died: $(tail -3 "
 stop "--user nobody:$grp"
 
 # 4. Nonsense is refused before anything starts.
-for bad in no-such-user-vhostd nobody:no-such-group-vhostd 4000000000 ":x"; do
+for bad in no-such-user-vhostd nobody:no-such-group-vhostd 4294967295 4000000000 root 0:0 ":x"; do
   rc=0
   "$bin" --user "$bad" --blk "socket=$tmp/b.sock,backend=null,size=1M" >"$tmp/bad" 2>&1 || rc=$?
   [[ $rc == 2 ]] || fail "--user $bad: exit status $rc, want 2: $(cat "$tmp/bad")"

@@ -29,7 +29,7 @@ Result<sockaddr_un> unix_addr(const std::string& path) {
 
 }  // namespace
 
-Result<UniqueFd> listen_unix(const std::string& path, mode_t mode, gid_t gid, uid_t owner) {
+Result<UniqueFd> listen_unix(const std::string& path, mode_t mode, gid_t gid) {
     VHOSTD_ASSIGN_OR_RETURN(sockaddr_un a, unix_addr(path));
     struct stat st {};
     if (lstat(path.c_str(), &st) == 0) {
@@ -45,9 +45,8 @@ Result<UniqueFd> listen_unix(const std::string& path, mode_t mode, gid_t gid, ui
     // group is set, then the final mode. Connecting needs write permission.
     if (fchmod(fd.get(), mode & 0700) != 0) return sys_error("fchmod of the socket for '{}'", path);
     if (bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) return sys_error("bind '{}'", path);
-    if (owner != static_cast<uid_t>(-1) && geteuid() != 0) owner = static_cast<uid_t>(-1);  // ours already
-    if ((gid != static_cast<gid_t>(-1) || owner != static_cast<uid_t>(-1)) && chown(path.c_str(), owner, gid) != 0) {
-        Error e = sys_error("chown {}:{} '{}'", static_cast<int>(owner), static_cast<int>(gid), path);
+    if (gid != static_cast<gid_t>(-1) && chown(path.c_str(), static_cast<uid_t>(-1), gid) != 0) {
+        Error e = sys_error("chgrp {} '{}'", gid, path);
         unlink(path.c_str());
         return e;
     }
@@ -74,7 +73,7 @@ Status SocketServer::start() {
         VLOG_INFO("{}: serving the {} socket handed over as {}", session_->name(),
                   given_conn_ ? "connected" : "listening", path_);
     } else if (!client_) {
-        VHOSTD_ASSIGN_OR_RETURN(listen_fd_, listen_unix(path_, mode_, gid_, owner_));
+        VHOSTD_ASSIGN_OR_RETURN(listen_fd_, listen_unix(path_, mode_, gid_));
         created_socket_ = true;
         struct stat st {};
         if (lstat(path_.c_str(), &st) == 0) {

@@ -31,12 +31,10 @@ public:
     // accepted on as usual (and not unlinked by us); a connected one is served once: when that
     // frontend leaves, nobody can come back, and `on_closed` runs on the control thread.
     Status adopt(UniqueFd fd, std::function<void()> on_closed);
-    // Before start(), server mode: the socket's mode, group and owner (default 0600, our group
-    // and user; an owner applies only while we are root: --user's sockets made before the switch).
-    void set_access(mode_t mode, gid_t gid, uid_t owner = static_cast<uid_t>(-1)) {
+    // Before start(), server mode: the socket's mode and group (default 0600, our group).
+    void set_access(mode_t mode, gid_t gid) {
         mode_ = mode;
         gid_ = gid;
-        owner_ = owner;
     }
     // Disconnects the frontend (draining its queues) and joins the thread.
     void stop();
@@ -70,7 +68,6 @@ private:
     ino_t ino_ = 0;
     mode_t mode_ = 0600;
     gid_t gid_ = static_cast<gid_t>(-1);  // -1: leave the group
-    uid_t owner_ = static_cast<uid_t>(-1);  // -1: leave the owner
     UniqueFd given_conn_;  // adopt(): a connected socket, served once
     bool adopted_ = false;
     std::function<void()> on_closed_;
@@ -82,7 +79,6 @@ private:
 // a live one is an error ("already in use").
 // The file gets `mode` (and group `gid` unless -1); it is never more open than that, not even
 // between bind() and chmod().
-Result<UniqueFd> listen_unix(const std::string& path, mode_t mode = 0600, gid_t gid = static_cast<gid_t>(-1),
-                             uid_t owner = static_cast<uid_t>(-1));
+Result<UniqueFd> listen_unix(const std::string& path, mode_t mode = 0600, gid_t gid = static_cast<gid_t>(-1));
 
 }  // namespace vhostd::vhost

@@ -566,7 +566,10 @@ Status NetDevice::net_set_mtu(uint64_t mtu) {
     for (uint32_t p = 0; p < pairs(); ++p) {
         if (rx_[p]->running()) return make_error(Errc::kState, "NET_SET_MTU while queues run");
     }
-    VHOSTD_TRY(backend_->set_mtu(static_cast<uint32_t>(mtu)));
+    // The MTU the tap has already (QEMU's host_mtu= as the device was made with mtu=): nothing to
+    // change, and no CAP_NET_ADMIN needed (a control thread has none after --user).
+    auto now = backend_->mtu();
+    if (!now.ok() || now.value() != mtu) VHOSTD_TRY(backend_->set_mtu(static_cast<uint32_t>(mtu)));
     mtu_ = static_cast<uint32_t>(mtu);
     VLOG_INFO("{}: MTU {} ({})", name_, mtu_, backend_->name());
     return ok_status();
