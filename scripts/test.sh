@@ -14,7 +14,7 @@ quick=0
 
 scripts/setup.sh
 scripts/build.sh release
-export VHOSTD_FUZZ_SECONDS=${VHOSTD_FUZZ_SECONDS:-12}
+export VHOSTD_FUZZ_SECONDS=${VHOSTD_FUZZ_SECONDS:-8}
 
 echo "=== layering: includes run one way, the daemon carries no test tooling"
 scripts/check-layering.sh build/vhostd
