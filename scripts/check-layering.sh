@@ -4,7 +4,8 @@
 #   core      core
 #   shm       core shm
 #   reactor   core reactor
-#   backends  core shm reactor backends
+#   pool      core pool (pool metadata: the on-disk format, volumes, the journal)
+#   backends  core shm reactor pool backends
 #   virtio    core shm reactor backends virtio
 #   vhost     core shm reactor backends virtio vhost
 #   rpc       core rpc (the management API's transport)
@@ -19,15 +20,16 @@ declare -A allowed=(
   [core]="core"
   [shm]="core shm"
   [reactor]="core reactor"
-  [backends]="core shm reactor backends"
+  [pool]="core pool"
+  [backends]="core shm reactor pool backends"
   [virtio]="core shm reactor backends virtio"
   [vhost]="core shm reactor backends virtio vhost"
   [rpc]="core rpc"
-  [app]="core shm reactor backends virtio vhost rpc app"
+  [app]="core shm reactor pool backends virtio vhost rpc app"
   [tools]="core rpc tools"
-  [testing]="core shm reactor backends virtio vhost rpc app testing"
+  [testing]="core shm reactor pool backends virtio vhost rpc app testing"
 )
-rooms="core shm reactor backends virtio vhost rpc app tools testing"
+rooms="core shm reactor pool backends virtio vhost rpc app tools testing"
 bad=0
 for room in ${!allowed[@]}; do
   [[ -d $room ]] || continue
