@@ -19,6 +19,7 @@ public:
     void u32(uint32_t v) { put(v, 4); }
     void u64(uint64_t v) { put(v, 8); }
     void bytes(const void* p, size_t n) {
+        if (n == 0) return;
         auto* b = static_cast<const uint8_t*>(p);
         out_.insert(out_.end(), b, b + n);
     }
@@ -45,6 +46,7 @@ public:
     uint32_t u32() { return static_cast<uint32_t>(get(4)); }
     uint64_t u64() { return get(8); }
     void bytes(void* dst, size_t n) {
+        if (n == 0) return;
         if (!take(n)) {
             std::memset(dst, 0, n);
             return;

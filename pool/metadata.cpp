@@ -609,17 +609,17 @@ std::vector<std::string> Metadata::verify() const {
         if (v->map.chunks() != chunks) problem(fmt::format("volume {}: map of {} chunks for {}", id, v->map.chunks(), chunks));
         if (v->parent_limit > chunks) problem(fmt::format("volume {}: parent limit {} past its end", id, v->parent_limit));
         uint64_t n = 0;
-        v->map.for_each([&](uint64_t vc, uint64_t p) {
+        v->map.for_each([&, vid = id](uint64_t vc, uint64_t p) {
             ++n;
-            if (vc >= chunks) problem(fmt::format("volume {}: chunk {} past its end", id, vc));
+            if (vc >= chunks) problem(fmt::format("volume {}: chunk {} past its end", vid, vc));
             if (p >= geo_.total_chunks) {
-                problem(fmt::format("volume {}: physical chunk {} past the pool", id, p));
+                problem(fmt::format("volume {}: physical chunk {} past the pool", vid, p));
                 return;
             }
-            if ((seen[p >> 6] >> (p & 63)) & 1) problem(fmt::format("physical chunk {} has two owners (one is volume {})", p, id));
+            if ((seen[p >> 6] >> (p & 63)) & 1) problem(fmt::format("physical chunk {} has two owners (one is volume {})", p, vid));
             seen[p >> 6] |= uint64_t{1} << (p & 63);
-            if (!owned_bit(p)) problem(fmt::format("physical chunk {} of volume {} is marked free", p, id));
-            if (inflight_bit(p)) problem(fmt::format("physical chunk {} of volume {} is also being allocated", p, id));
+            if (!owned_bit(p)) problem(fmt::format("physical chunk {} of volume {} is marked free", p, vid));
+            if (inflight_bit(p)) problem(fmt::format("physical chunk {} of volume {} is also being allocated", p, vid));
         });
         if (n != v->owned) problem(fmt::format("volume {}: counts {} chunks, its map has {}", id, v->owned, n));
         owned += n;

@@ -6,7 +6,7 @@
 # grows from run to run) and a row goes to tests/fuzz/RESULTS.md.
 #
 #   scripts/fuzz.sh TARGET [SECONDS (3600)] [RUNS (10000000)] [-- libFuzzer options...]
-#   TARGET: virtqueue | vhost_messages | rpc_request | net_device | nbd_replies
+#   TARGET: virtqueue | vhost_messages | rpc_request | net_device | nbd_replies | pool_metadata
 # A finding (crash, leak, sanitizer report) stops the run; libFuzzer leaves the input as
 # build-asan/fuzz-work/crash-* and this script exits 1.
 set -euo pipefail

@@ -114,3 +114,42 @@ nbd_seeds = {
 }
 for name, seed in nbd_seeds.items():
     open(os.path.join(here, "corpus/nbd_replies", name), "wb").write(seed)
+
+# pool_metadata: [mode][...] (see fuzz_pool_metadata.cpp). Geometry there: 128 chunks of 64 KiB.
+os.makedirs(os.path.join(here, "corpus/pool_metadata"), exist_ok=True)
+CH = 64 * 1024
+def pname(s):
+    return bytes([len(s)]) + s.encode()
+def volume(vid, parent, origin, flags, name, chunks, limit, entries):
+    out = struct.pack("<IIIBB", vid, parent, origin, flags, 0) + pname(name)
+    out += struct.pack("<QQQ", chunks * CH, limit, len(entries))
+    for v, p in entries:
+        out += struct.pack("<QQ", v, p)
+    return out
+payload = struct.pack("<II", 4, 3) + volume(1, 2, 0, 0, "a", 16, 16, [(3, 7)]) \
+    + volume(2, 0, 1, 1, "s", 16, 0, [(0, 0), (1, 50)]) + volume(3, 2, 0, 2, "c", 16, 16, [(5, 100)])
+def rec(b):
+    return struct.pack("<H", len(b)) + b
+records = b"".join([
+    rec(struct.pack("<BIIQBB", 3, 7, 0, 4 * CH, 0, 0) + pname("x")),
+    rec(struct.pack("<BIQ", 0xfe, 7, 1)),
+    rec(struct.pack("<BIQQ", 1, 7, 1, 0)),
+    rec(struct.pack("<BII", 6, 1, 8) + pname("q")),
+    rec(struct.pack("<BI", 4, 4)),
+    rec(struct.pack("<BIQ", 5, 1, 8 * CH)),
+    rec(struct.pack("<BIQ", 2, 1, 2)),
+    rec(struct.pack("<B", 0xff)),
+])
+def patch(region, off, data, fix):
+    return struct.pack("<BHB", region, off, len(data)) + data + bytes([fix])
+seeds = {
+    "payload": bytes([0]) + payload,
+    "records": bytes([1]) + records,
+    "import_as_is": bytes([2]),
+    "journal_block_fixed": bytes([2]) + patch(8, 50, b"\x05\x00\x00\x00", 1),
+    "superblock_fixed": bytes([2]) + patch(0, 88, b"\x00\x00\x02\x00", 1),
+    "checkpoint_body_fixed": bytes([2]) + patch(6, 8, b"\x02\x00\x00\x00", 1),
+    "torn_slot": bytes([2]) + patch(5, 200, b"\xff" * 16, 0),
+}
+for name, seed in seeds.items():
+    open(os.path.join(here, "corpus/pool_metadata", name), "wb").write(seed)
