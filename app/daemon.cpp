@@ -118,6 +118,12 @@ Result<std::string> Daemon::add_blk(BlkSpec spec, UniqueFd adopt, std::function<
         if (spec.timeout_set) ro.timeout_s = spec.timeout;
         VHOSTD_ASSIGN_OR_RETURN(auto rb, backends::RbdBackend::open(ro));
         backend = std::move(rb);
+    } else if (spec.backend == "volume") {
+        const auto slash = spec.volume.find('/');
+        auto svc = pool(spec.volume.substr(0, slash));
+        if (!svc) return make_error(Errc::kInvalid, "volume={}: no pool '{}' (import it first)", spec.volume, spec.volume.substr(0, slash));
+        VHOSTD_ASSIGN_OR_RETURN(auto vb, svc->attach(spec.volume.substr(slash + 1), spec.readonly));
+        backend = std::move(vb);
     } else if (spec.backend == "nbd") {
         backends::NbdOptions no;
         no.uri = spec.uri;
@@ -160,6 +166,58 @@ Result<std::string> Daemon::add_blk(BlkSpec spec, UniqueFd adopt, std::function<
     e.backend = backend_kind;
     devices_.emplace(id, std::move(e));
     return id;
+}
+
+Result<pool::PoolInfo> Daemon::create_pool(const pool::CreateOptions& opts, const std::vector<std::string>& drives) {
+    std::lock_guard lk(mu_);
+    if (pools_.count(opts.name)) return make_error(Errc::kInvalid, "a pool named '{}' is served already", opts.name);
+    VHOSTD_ASSIGN_OR_RETURN(auto disks, pool::Pool::open_disks(drives));
+    VHOSTD_ASSIGN_OR_RETURN(auto p, pool::Pool::create(opts, std::move(disks)));
+    VHOSTD_ASSIGN_OR_RETURN(auto svc, backends::PoolService::start(std::move(p)));
+    auto info = svc->pool().info();
+    pools_.emplace(opts.name, PoolEntry{std::move(svc), drives});
+    return info;
+}
+
+Result<pool::PoolInfo> Daemon::import_pool(const std::vector<std::string>& drives) {
+    std::lock_guard lk(mu_);
+    for (const auto& [name, e] : pools_) {
+        for (const auto& d : drives) {
+            if (std::find(e.drives.begin(), e.drives.end(), d) != e.drives.end())
+                return make_error(Errc::kInvalid, "{} is a drive of pool '{}', served already", d, name);
+        }
+    }
+    VHOSTD_ASSIGN_OR_RETURN(auto disks, pool::Pool::open_disks(drives));
+    VHOSTD_ASSIGN_OR_RETURN(auto p, pool::Pool::import(std::move(disks)));
+    if (pools_.count(p->name())) return make_error(Errc::kInvalid, "a pool named '{}' is served already", p->name());
+    // The drives in member order, so the config document names them the same way every time.
+    std::vector<std::string> ordered;
+    for (size_t i = 0; i < p->superblock().members.size(); ++i) ordered.push_back(p->disk(i).path());
+    VHOSTD_ASSIGN_OR_RETURN(auto svc, backends::PoolService::start(std::move(p)));
+    auto info = svc->pool().info();
+    pools_.emplace(info.name, PoolEntry{std::move(svc), ordered});
+    return info;
+}
+
+std::shared_ptr<backends::PoolService> Daemon::pool(const std::string& name) const {
+    std::lock_guard lk(mu_);
+    auto it = pools_.find(name);
+    return it == pools_.end() ? nullptr : it->second.svc;
+}
+
+std::vector<Daemon::PoolEntry> Daemon::pools() const {
+    std::lock_guard lk(mu_);
+    std::vector<PoolEntry> out;
+    for (const auto& [n, e] : pools_) out.push_back(e);
+    return out;
+}
+
+std::optional<std::string> Daemon::device_of_volume(const std::string& volume) const {
+    std::lock_guard lk(mu_);
+    for (const auto& [id, e] : devices_) {
+        if (e.blk_spec && e.blk_spec->backend == "volume" && e.blk_spec->volume == volume) return id;
+    }
+    return std::nullopt;
 }
 
 Result<std::string> Daemon::add_net(NetSpec spec, UniqueFd adopt, std::function<void()> on_closed) {
@@ -286,7 +344,8 @@ DeviceInfo Daemon::describe(const std::string& id, const Entry& e) const {
     });
     if (e.blk != nullptr) {
         const BlkSpec& s = *e.blk_spec;
-        d.target = s.backend == "nbd" ? s.uri
+        d.target = s.backend == "volume" ? s.volume
+                   : s.backend == "nbd" ? s.uri
                    : s.backend == "rbd" ? fmt::format("{}/{}{}{}", s.pool, s.image, s.snap.empty() ? "" : "@", s.snap)
                                           : s.path;
         d.size = e.blk->size_bytes();
@@ -366,6 +425,13 @@ void Daemon::stop() {
     }
     for (auto& [id, e] : devs) e.server->stop();
     devs.clear();  // closes the taps: the ones we created go away
+    std::map<std::string, PoolEntry> pools;
+    {
+        std::lock_guard lk(mu_);
+        pools.swap(pools_);
+    }
+    for (auto& [name, p] : pools) p.svc->close();  // a checkpoint each
+    pools.clear();
     for (auto& r : reactors_) r->stop();
     reactors_.clear();
 }

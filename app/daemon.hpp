@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "app/device_spec.hpp"
+#include "backends/pool_backend.hpp"
 #include "backends/tap.hpp"
 #include "reactor/reactor.hpp"
 #include "vhost/server.hpp"
@@ -95,7 +96,20 @@ public:
     Status with_blk(const std::string& id, const std::function<void(virtio::BlkDevice&)>& fn) const;
     Status with_net(const std::string& id, const std::function<void(virtio::NetDevice&)>& fn) const;
 
-    // Stops every device (each drains its in-flight I/O), then the reactors.
+    // Pools (volumes attach as blk devices with backend "volume"). A pool is made or assembled
+    // from its drives, then served until stop(); `drives` is kept for the config document.
+    Result<pool::PoolInfo> create_pool(const pool::CreateOptions& opts, const std::vector<std::string>& drives);
+    Result<pool::PoolInfo> import_pool(const std::vector<std::string>& drives);
+    std::shared_ptr<backends::PoolService> pool(const std::string& name) const;
+    struct PoolEntry {
+        std::shared_ptr<backends::PoolService> svc;
+        std::vector<std::string> drives;
+    };
+    std::vector<PoolEntry> pools() const;
+    // The blk device a volume ("POOL/NAME") is attached to, if any.
+    std::optional<std::string> device_of_volume(const std::string& volume) const;
+
+    // Stops every device (each drains its in-flight I/O), then the pools, then the reactors.
     void stop();
 
     size_t device_count() const;
@@ -129,6 +143,7 @@ private:
     unsigned next_reactor_ = 0;
     std::map<std::string, std::string> taps_;  // tap name -> device id
     TapOpener open_tap_;                        // under mu_
+    std::map<std::string, PoolEntry> pools_;  // by name, under mu_
     unsigned next_blk_id_ = 0;
     unsigned next_net_id_ = 0;
     // The watch thread: re-reads sizes that others changed (size_may_have_changed), off the

@@ -218,6 +218,7 @@ Result<BlkSpec> parse_blk_keys(const KeyMap& kv) {
         else if (k == "backend") s.backend = v;
         else if (k == "path") s.path = v;
         else if (k == "uri") s.uri = v;
+        else if (k == "volume") s.volume = v;
         else if (k == "pool") s.pool = v;
         else if (k == "image") s.image = v;
         else if (k == "snap") s.snap = v;
@@ -259,6 +260,8 @@ Result<BlkSpec> parse_blk_keys(const KeyMap& kv) {
     }
     if (s.socket.empty()) return make_error(Errc::kInvalid, "socket= is required");
     VHOSTD_TRY(check_access(s.access, s.client));
+    if (!s.volume.empty() && s.backend == "file" && kv.count("backend") == 0) s.backend = "volume";
+    if (s.backend != "volume" && !s.volume.empty()) return make_error(Errc::kInvalid, "volume= only applies to backend=volume");
     if (s.backend != "nbd" && !s.uri.empty()) return make_error(Errc::kInvalid, "uri= only applies to backend=nbd");
     if (s.backend != "nbd" && s.backend != "rbd" && s.timeout_set)
         return make_error(Errc::kInvalid, "timeout= only applies to backend=nbd and backend=rbd");
@@ -279,13 +282,20 @@ Result<BlkSpec> parse_blk_keys(const KeyMap& kv) {
         if (s.uri.empty()) return make_error(Errc::kInvalid, "backend=nbd needs uri= (nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH, nbds://...)");
         if (!s.path.empty() || s.size != 0 || s.direct || s.submit_batch != 0)
             return make_error(Errc::kInvalid, "path=, size=, direct= and submit-batch= do not apply to backend=nbd");
+    } else if (s.backend == "volume") {
+        auto slash = s.volume.find('/');
+        if (slash == std::string::npos || slash == 0 || slash + 1 == s.volume.size() || s.volume.find('@') != std::string::npos ||
+            s.volume.find('/', slash + 1) != std::string::npos)
+            return make_error(Errc::kInvalid, "volume= takes POOL/NAME (a volume, not a snapshot: clone it first)");
+        if (!s.path.empty() || s.size != 0 || s.direct || s.submit_batch != 0 || s.block_size != 0)
+            return make_error(Errc::kInvalid, "path=, size=, direct=, submit-batch= and block-size= do not apply to a volume");
     } else if (s.backend == "null") {
         if (s.size == 0) return make_error(Errc::kInvalid, "backend=null needs size=");
         if (!s.path.empty()) return make_error(Errc::kInvalid, "path= does not apply to backend=null");
         if (s.direct) return make_error(Errc::kInvalid, "direct= does not apply to backend=null");
         if (s.submit_batch != 0) return make_error(Errc::kInvalid, "submit-batch= does not apply to backend=null");
     } else {
-        return make_error(Errc::kInvalid, "unknown backend '{}' (file, null, nbd or rbd)", s.backend);
+        return make_error(Errc::kInvalid, "unknown backend '{}' (file, null, nbd, rbd or volume)", s.backend);
     }
     if (s.queues == 0) s.queues = kDefaultQueues;
     return s;
@@ -305,7 +315,8 @@ KeyMap to_keys(const BlkSpec& s) {
     kv["socket"] = s.socket;
     if (s.client) kv["client"] = on_off(true);
     put_access(kv, s.access);
-    if (s.backend != "file") kv["backend"] = s.backend;
+    if (s.backend != "file" && s.backend != "volume") kv["backend"] = s.backend;
+    if (!s.volume.empty()) kv["volume"] = s.volume;
     if (!s.path.empty()) kv["path"] = s.path;
     if (s.size != 0) kv["size"] = std::to_string(s.size);
     if (!s.uri.empty()) kv["uri"] = s.uri;

@@ -15,6 +15,7 @@ namespace vhostd::app {
 // --blk socket=PATH,backend=null,size=1G[,queues=N][,block-size=..][,readonly=on][,serial=ID][,client=on]
 // --blk socket=PATH,backend=nbd,uri=nbd://HOST[:PORT]/EXPORT|nbd+unix:///EXPORT?socket=PATH[,timeout=SECS][,...]
 // --blk socket=PATH,backend=rbd,pool=P,image=I[,snap=S][,conf=FILE][,user=NAME][,timeout=SECS][,...]
+// --blk socket=PATH,volume=POOL/NAME[,readonly=on][,...]  (a volume of a pool: --pool, pool_import)
 // Per-device I/O limits (device_set_qos, or iops=/bps=/... on --blk); 0 = no limit.
 struct QosSpec {
     uint64_t iops = 0, bps = 0, read_iops = 0, write_iops = 0, read_bps = 0, write_bps = 0;
@@ -43,6 +44,7 @@ struct BlkSpec {
     uint64_t size = 0;  // null backend
     std::string uri;    // nbd backend
     std::string pool, image, snap, conf, user;  // rbd backend
+    std::string volume;  // volume backend: POOL/NAME
     uint32_t timeout = 0;  // nbd/rbd: seconds a request may wait for the server (0: forever)
     bool timeout_set = false;
     uint32_t queues = 0;  // 0: default

@@ -79,6 +79,10 @@ int main(int argc, char** argv) {
                    " (RATE in bytes/s, K/M/G suffixes);  who may connect (any, not client=on):"
                    " [,socket-mode=OCTAL (0600; 0660 with a group)][,socket-group=GROUP]")
         ->take_all();
+    std::vector<std::string> pool_specs;
+    cli.add_option("--pool", pool_specs,
+                   "serve a pool (made with pool_create / vhostctl pool create): drives=A:B:C, all of its drives in "
+                   "any order; its volumes attach with --blk socket=...,volume=POOL/NAME (repeatable)");
     cli.add_option("--net", net_specs,
                    "virtio-net device on a tap: socket=PATH,tap=NAME[,id=NAME][,queues=PAIRS][,mac=MAC][,mtu=N]"
                    "[,client=on][,socket-mode=OCTAL][,socket-group=GROUP]")
@@ -200,6 +204,25 @@ int main(int argc, char** argv) {
     if (!rpc_group.empty() && rpc_path.empty()) {
         fmt::print(stderr, "vhostd: --rpc-group needs --rpc\n");
         return 2;
+    }
+    std::vector<std::vector<std::string>> pool_drives;
+    for (const auto& p : pool_specs) {
+        if (p.rfind("drives=", 0) != 0 || p.size() == 7 || p.find(',') != std::string::npos) {
+            fmt::print(stderr, "vhostd: --pool {}: expected drives=PATH[:PATH...]\n", p);
+            return 2;
+        }
+        std::vector<std::string> drives;
+        for (size_t at = 7; at <= p.size();) {
+            size_t colon = p.find(':', at);
+            if (colon == std::string::npos) colon = p.size();
+            if (colon == at) {
+                fmt::print(stderr, "vhostd: --pool {}: an empty drive path\n", p);
+                return 2;
+            }
+            drives.push_back(p.substr(at, colon - at));
+            at = colon + 1;
+        }
+        pool_drives.push_back(std::move(drives));
     }
     if (blk_specs.empty() && !single && net_specs.empty() && config_file.empty() && rpc_path.empty()) {
         fmt::print(stderr, "vhostd: no devices given (use --blk ..., --net ..., --config FILE, or --rpc to add them "
@@ -343,6 +366,14 @@ int main(int argc, char** argv) {
     // connected one is served once: when its frontend leaves, vhostd stops as if told to (the
     // main thread takes the signal and drains).
     auto stop_self = [] { kill(getpid(), SIGTERM); };
+    for (const auto& drives : pool_drives) {
+        auto p = daemon.import_pool(drives);
+        if (!p.ok()) {
+            fmt::print(stderr, "vhostd: --pool: {}\n", p.error().describe());
+            daemon.stop();
+            return 1;
+        }
+    }
     for (size_t i = 0; i < blks.size(); ++i) {
         const auto& b = blks[i];
         const bool mine = i == 0 && given_fd >= 0 && !blk_file.empty();

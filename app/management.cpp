@@ -54,7 +54,7 @@ Json device_json(const DeviceInfo& d) {
            {"backend", d.backend}, {"queues", d.queues},   {"queues_running", d.queues_running},
            {"state", d.state}};
     if (d.kind == "blk") {
-        j[d.backend == "nbd" ? "uri" : d.backend == "rbd" ? "image" : "path"] = d.target;
+        j[d.backend == "nbd" ? "uri" : d.backend == "rbd" ? "image" : d.backend == "volume" ? "volume" : "path"] = d.target;
         j["size"] = d.size;
         j["block_size"] = d.block_size;
         j["readonly"] = d.readonly;
@@ -259,14 +259,36 @@ Json save_config(const Daemon& daemon) {
         for (auto& [k, v] : d.keys) j[k] = v;
         devs.push_back(j);
     }
-    return Json{{"vhostd", VHOSTD_VERSION}, {"devices", devs}};
+    Json pools = Json::array();
+    for (const auto& p : daemon.pools()) pools.push_back(Json{{"drives", p.drives}});
+    Json doc{{"vhostd", VHOSTD_VERSION}, {"devices", devs}};
+    if (!pools.empty()) doc["pools"] = pools;
+    return doc;
 }
 
 Status load_config(Daemon& daemon, const Json& doc) {
     if (!doc.is_object()) return make_error(Errc::kInvalid, "a config document is a JSON object");
     for (auto it = doc.begin(); it != doc.end(); ++it) {
-        if (it.key() != "vhostd" && it.key() != "devices")
-            return make_error(Errc::kInvalid, "unknown member '{}' (expected \"devices\")", it.key());
+        if (it.key() != "vhostd" && it.key() != "devices" && it.key() != "pools")
+            return make_error(Errc::kInvalid, "unknown member '{}' (expected \"pools\" and \"devices\")", it.key());
+    }
+    // Pools first: their volumes are devices.
+    if (auto pools = doc.find("pools"); pools != doc.end()) {
+        if (!pools->is_array()) return make_error(Errc::kInvalid, "\"pools\" must be an array");
+        size_t i = 0;
+        for (const auto& p : *pools) {
+            auto drives = p.is_object() ? p.find("drives") : p.end();
+            if (!p.is_object() || drives == p.end() || !drives->is_array() || p.size() != 1)
+                return make_error(Errc::kInvalid, "pools[{}]: {{\"drives\": [paths]}}", i);
+            std::vector<std::string> paths;
+            for (const auto& d : *drives) {
+                if (!d.is_string()) return make_error(Errc::kInvalid, "pools[{}]: drives are strings", i);
+                paths.push_back(d.get<std::string>());
+            }
+            auto r = daemon.import_pool(paths);
+            if (!r.ok()) return make_error(Errc::kInvalid, "pools[{}]: {}", i, r.error().describe());
+            ++i;
+        }
     }
     auto devs = doc.find("devices");
     if (devs == doc.end()) return ok_status();
@@ -304,7 +326,8 @@ void register_methods(rpc::Dispatcher& d, Daemon& daemon) {
           "calls, QoS delays: {id}", bind(device_stats));
     d.add("reactor_stats", "per reactor: passes, sleeps, naps, busy %, queues", bind(reactor_stats));
     d.add("version", "the daemon's version, pid, reactor and device counts", bind(version));
-    d.add("save_config", "the devices as a config document (vhostd --config FILE)",
+    register_pool_methods(d, daemon);
+    d.add("save_config", "the pools and devices as a config document (vhostd --config FILE)",
           [&daemon](const Json& p) -> Result<Json> {
               VHOSTD_TRY(no_other_members(p, {}));
               return save_config(daemon);

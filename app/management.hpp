@@ -11,6 +11,9 @@ namespace vhostd::app {
 // Registers device_add, device_remove, device_list, device_resize, device_set_qos,
 // device_stats, reactor_stats, version and save_config on `d`, bound to `daemon`.
 void register_methods(rpc::Dispatcher& d, Daemon& daemon);
+// The pool methods (app/pool_methods.cpp): pool_create, pool_import, pool_list, pool_check,
+// volume_create, volume_delete, volume_resize, volume_list, snapshot_create, clone_create.
+void register_pool_methods(rpc::Dispatcher& d, Daemon& daemon);
 
 // device_add's members (or one entry of a config document's "devices") as device keys: every
 // member but "kind" becomes key=value; strings as they are, integers in decimal, booleans as

@@ -5,7 +5,11 @@
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <linux/falloc.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <vector>
 
 namespace vhostd::pool {
 
@@ -57,6 +61,28 @@ Status FileDisk::write(uint64_t off, const void* buf, size_t len) {
         len -= static_cast<size_t>(n);
     }
     return ok_status();
+}
+
+Status Disk::zero(uint64_t off, uint64_t len) {
+    static const std::vector<uint8_t> zeros(1024 * 1024, 0);
+    while (len > 0) {
+        size_t n = static_cast<size_t>(std::min<uint64_t>(len, zeros.size()));
+        VHOSTD_TRY(write(off, zeros.data(), n));
+        off += n;
+        len -= n;
+    }
+    return ok_status();
+}
+
+Status FileDisk::zero(uint64_t off, uint64_t len) {
+    // ZERO_RANGE (files, block devices: no data written), else a punched hole (tmpfs), else zeroes.
+    if (::fallocate(fd_.get(), FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(off), static_cast<off_t>(len)) == 0) {
+        return ok_status();
+    }
+    if (!blkdev_ && ::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(off), static_cast<off_t>(len)) == 0) {
+        return ok_status();
+    }
+    return Disk::zero(off, len);
 }
 
 Status FileDisk::sync() {

@@ -18,6 +18,8 @@ public:
     virtual Status read(uint64_t off, void* buf, size_t len) = 0;
     virtual Status write(uint64_t off, const void* buf, size_t len) = 0;
     virtual Status sync() = 0;  // everything written so far is durable
+    // [off, off + len) reads back as zeroes (written like data: sync() makes it durable).
+    virtual Status zero(uint64_t off, uint64_t len);
     virtual uint64_t size() const = 0;
     virtual const std::string& path() const = 0;
     virtual int fd() const { return -1; }  // for the data path (-1: none)
@@ -30,6 +32,7 @@ public:
     Status read(uint64_t off, void* buf, size_t len) override;
     Status write(uint64_t off, const void* buf, size_t len) override;
     Status sync() override;
+    Status zero(uint64_t off, uint64_t len) override;
     uint64_t size() const override { return size_; }
     const std::string& path() const override { return path_; }
     int fd() const override { return fd_.get(); }

@@ -274,7 +274,7 @@ Status Metadata::check_record(const Record& r) const {
 void Metadata::free_owned(Volume& v, uint64_t from) {
     std::vector<uint64_t> drop;
     v.map.for_each([&](uint64_t vc, uint64_t p) {
-        if (vc >= from) drop.push_back(vc), set_bit(owned_bits_, p, false), --owned_count_;
+        if (vc >= from) drop.push_back(vc), free_chunk(p);
     });
     for (uint64_t vc : drop) v.map.clear(vc);
     v.owned -= drop.size();
@@ -289,8 +289,47 @@ Status Metadata::add_volume(std::unique_ptr<Volume> v) {
 void Metadata::remove_volume(uint32_t id) {
     auto it = volumes_.find(id);
     if (it == volumes_.end()) return;
-    it->second->map.release_all(retired_);
+    if (quarantine_) {
+        dead_.push_back(std::move(it->second));  // its map stays readable until reclaim()
+    } else {
+        it->second->map.release_all(retired_);
+    }
     volumes_.erase(it);
+}
+
+void Metadata::free_chunk(uint64_t p) {
+    set_bit(owned_bits_, p, false);
+    --owned_count_;
+    if (quarantine_) {
+        // Not allocatable until reclaim(): a reader may still be reading it for its old owner.
+        set_bit(inflight_bits_, p, true);
+        ++inflight_count_;
+        held_.push_back(p);
+    }
+}
+
+void Metadata::reclaim() {
+    for (uint64_t p : held_) {
+        if (inflight_bit(p)) set_bit(inflight_bits_, p, false), --inflight_count_;
+    }
+    held_.clear();
+    dead_.clear();
+    retired_.clear();
+}
+
+Status Metadata::build_chain(uint32_t vol, Chain& out) const {
+    const Volume* v = find(vol);
+    if (v == nullptr) return make_error(Errc::kInvalid, "no volume {}", vol);
+    out.n = 0;
+    uint64_t limit = v->size / geo_.chunk_size;
+    while (v != nullptr) {
+        if (out.n > kMaxChainDepth) return make_error(Errc::kState, "volume {}: chain deeper than {}", vol, kMaxChainDepth);
+        out.link[out.n++] = Chain::Link{&v->map, limit, v->id};
+        if (v->parent == 0) break;
+        limit = std::min(limit, v->parent_limit);
+        v = find(v->parent);
+    }
+    return ok_status();
 }
 
 Status Metadata::collapse(uint32_t id) {
@@ -329,7 +368,7 @@ Status Metadata::collapse(uint32_t id) {
         for (auto& [vc, p] : take) (void)c->map.set(vc, p);
         c->owned += take.size();
         thick_reserve_ = static_cast<uint64_t>(static_cast<int64_t>(thick_reserve_) + reservation(*c) - before);
-        for (auto& [vc, p] : drop) set_bit(owned_bits_, p, false), --owned_count_;
+        for (auto& [vc, p] : drop) free_chunk(p);
         c->parent = x->parent;
         c->parent_limit = std::min(c->parent_limit, x->parent_limit);
         virtual_chunks_ -= chunks_of(*x);
@@ -358,8 +397,7 @@ Status Metadata::apply(const Record& r) {
         uint64_t p = 0;
         v->map.lookup(r.vchunk, &p);
         v->map.clear(r.vchunk);
-        set_bit(owned_bits_, p, false);
-        --owned_count_;
+        free_chunk(p);
         int64_t before = reservation(*v);
         --v->owned;
         thick_reserve_ = static_cast<uint64_t>(static_cast<int64_t>(thick_reserve_) + reservation(*v) - before);

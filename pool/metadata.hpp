@@ -104,6 +104,31 @@ struct Record {
 };
 constexpr size_t kMaxRecordBytes = 1 + 4 + 4 + 8 + 8 + 1 + 1 + 1 + kMaxNameLen;
 
+// A volume and its ancestors as the data path reads them: a fixed array built by the control
+// plane and published whole (readers never touch the volume table). Link i serves virtual chunks
+// below its limit; limits shrink up the chain (parent_limit).
+struct Chain {
+    struct Link {
+        const ChunkMap* map = nullptr;
+        uint64_t limit = 0;
+        uint32_t vol = 0;
+    };
+    uint32_t n = 0;
+    Link link[kMaxChainDepth + 1];
+    // The physical chunk that virtual chunk vc reads from, and the link that owns it (0: the
+    // volume itself). False: nobody does, it reads as zeroes.
+    bool resolve(uint64_t vc, uint64_t* pchunk, uint32_t* owner) const {
+        for (uint32_t i = 0; i < n; ++i) {
+            if (vc >= link[i].limit) return false;
+            if (link[i].map->lookup(vc, pchunk)) {
+                *owner = i;
+                return true;
+            }
+        }
+        return false;
+    }
+};
+
 class Metadata {
 public:
     explicit Metadata(Geometry g);
@@ -147,6 +172,15 @@ public:
     // True when both hold the same volumes, names, sizes, parents and maps.
     static bool same(const Metadata& a, const Metadata& b, std::string* why);
 
+    // The data path's view of a volume (Chain above).
+    Status build_chain(uint32_t vol, Chain& out) const;
+
+    // While readers may hold map pointers (a live pool with attached volumes), what a change
+    // frees is held back: chunks stay unallocatable and removed volumes and map memory stay
+    // alive until reclaim(), which the owner calls once no reader can still use them.
+    void set_quarantine(bool on) { quarantine_ = on; }
+    bool reclaim_pending() const { return retired_.size() > 0 || !dead_.empty() || !held_.empty(); }
+    void reclaim();
     Retired& retired() { return retired_; }
 
 private:
@@ -172,7 +206,11 @@ private:
     uint64_t thick_reserve_ = 0;
     uint64_t virtual_chunks_ = 0;
     std::vector<uint64_t> next_free_;  // per member: where the search for a free chunk starts
+    void free_chunk(uint64_t p);
     Retired retired_;
+    bool quarantine_ = false;
+    std::vector<uint64_t> held_;                 // freed chunks, held back until reclaim()
+    std::vector<std::unique_ptr<Volume>> dead_;  // removed volumes, kept until reclaim()
 };
 
 }  // namespace vhostd::pool

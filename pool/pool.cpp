@@ -262,6 +262,112 @@ Result<std::unique_ptr<Pool>> Pool::import(std::vector<std::unique_ptr<Disk>> di
     return pool;
 }
 
+void Pool::changed_locked() {
+    if (after_change_) after_change_();
+    md_->reclaim();
+}
+
+void Pool::set_live(std::function<void()> after_change) {
+    std::lock_guard<std::mutex> g(mu_);
+    after_change_ = std::move(after_change);
+    md_->set_quarantine(static_cast<bool>(after_change_));
+}
+
+uint32_t Pool::member_of(uint64_t pchunk, uint64_t* offset) const {
+    uint64_t idx = 0;
+    uint32_t m = md_->geometry().member_of(pchunk, &idx);
+    *offset = sb_.members[m].data_offset + idx * sb_.chunk_size;
+    return m;
+}
+
+void Pool::allocate(std::vector<Allocation>& wants) {
+    std::lock_guard<std::mutex> g(mu_);
+    const uint64_t cs = sb_.chunk_size;
+    if (!usable_locked().ok()) {
+        for (auto& a : wants) a.result = -EIO;
+        return;
+    }
+    struct Fresh {
+        size_t want;
+        uint64_t pchunk;
+    };
+    std::vector<Fresh> fresh;
+    std::vector<bool> touched(disks_.size(), false);
+    std::vector<uint8_t> buf;
+    std::set<std::pair<uint32_t, uint64_t>> seen;
+    Chain chain;
+    for (size_t i = 0; i < wants.size(); ++i) {
+        Allocation& a = wants[i];
+        a.result = 0;
+        const Volume* v = md_->find(a.vol);
+        if (v == nullptr || v->snapshot || a.vchunk >= v->size / cs) {
+            a.result = -ENOENT;
+            continue;
+        }
+        uint64_t have;
+        if (v->map.lookup(a.vchunk, &have) || !seen.insert({a.vol, a.vchunk}).second) continue;  // owned (or in this batch)
+        auto pc = md_->reserve(a.vol, a.vchunk);
+        if (!pc.ok()) {
+            a.result = pc.error().sys_errno == ENOSPC ? -ENOSPC : -EIO;
+            continue;
+        }
+        uint64_t dst_off;
+        uint32_t dst_m = member_of(*pc, &dst_off);
+        Status st = md_->build_chain(a.vol, chain);
+        uint64_t src = 0;
+        uint32_t owner = 0;
+        if (st.ok() && chain.resolve(a.vchunk, &src, &owner)) {
+            // Copy-on-write: the chunk starts as what the volume read there.
+            uint64_t src_off;
+            uint32_t src_m = member_of(src, &src_off);
+            const uint64_t piece = std::min<uint64_t>(cs, 4 * 1024 * 1024);
+            buf.resize(piece);
+            for (uint64_t done = 0; st.ok() && done < cs; done += piece) {
+                st = disks_[src_m]->read(src_off + done, buf.data(), piece);
+                if (st.ok()) st = disks_[dst_m]->write(dst_off + done, buf.data(), piece);
+            }
+        } else if (st.ok()) {
+            st = disks_[dst_m]->zero(dst_off, cs);
+        }
+        if (!st.ok()) {
+            VLOG_WARN("pool '{}': filling chunk {} for volume {}: {}", sb_.pool_name, *pc, a.vol, st.error().describe());
+            md_->release(*pc);
+            a.result = -EIO;
+            continue;
+        }
+        touched[dst_m] = true;
+        fresh.push_back({i, *pc});
+    }
+    if (fresh.empty()) return;
+    // The chunks' contents are durable before any record points at them.
+    for (size_t m = 0; m < disks_.size(); ++m) {
+        if (!touched[m]) continue;
+        Status st = disks_[m]->sync();
+        if (!st.ok()) {
+            VLOG_WARN("pool '{}': flushing {}: {}", sb_.pool_name, disks_[m]->path(), st.error().describe());
+            for (auto& f : fresh) md_->release(f.pchunk), wants[f.want].result = -EIO;
+            return;
+        }
+    }
+    std::vector<Record> recs;
+    for (auto& f : fresh) {
+        Record r;
+        r.type = RecordType::kMap;
+        r.vol = wants[f.want].vol;
+        r.vchunk = wants[f.want].vchunk;
+        r.pchunk = f.pchunk;
+        recs.push_back(r);
+    }
+    std::vector<Status> res;
+    Status st = commit_locked(recs, &res);
+    for (size_t k = 0; k < fresh.size(); ++k) {
+        if (!st.ok() || !res[k].ok()) {
+            md_->release(fresh[k].pchunk);
+            wants[fresh[k].want].result = -EIO;
+        }
+    }
+}
+
 Status Pool::usable_locked() const {
     if (failed_) return make_error(Errc::kState, "pool '{}' failed ({}): import it again", sb_.pool_name, note_);
     return ok_status();
@@ -422,6 +528,7 @@ Result<VolumeInfo> Pool::one_record_locked(const Record& r, uint32_t report_id) 
     std::vector<Status> res;
     VHOSTD_TRY(commit_locked({r}, &res));
     if (!res[0].ok()) return res[0].error();
+    changed_locked();
     const Volume* v = md_->find(report_id);
     if (v == nullptr) return VolumeInfo{};
     return describe_locked(*v);
@@ -483,7 +590,7 @@ Status Pool::delete_volume(std::string_view name) {
     std::vector<Status> res;
     VHOSTD_TRY(commit_locked({r}, &res));
     if (!res[0].ok()) return res[0];
-    md_->retired().clear();  // no data path reads this pool's maps yet
+    changed_locked();
     return ok_status();
 }
 

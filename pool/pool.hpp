@@ -8,6 +8,7 @@
 // and the previous checkpoint still describe the last state a caller was told of.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -114,6 +115,31 @@ public:
     void release(uint64_t pchunk);
     Status commit(const std::vector<Record>& records, std::vector<Status>* results);
 
+    // First writes, from the data path's committer: each (vol, vchunk) not owned yet gets a
+    // chunk, filled with what the volume read there before (its ancestor's chunk, or zeroes),
+    // flushed, then mapped by a journal record. result: 0 (the volume owns it now), -ENOSPC,
+    // -ENOENT (no such writable volume), -EIO.
+    struct Allocation {
+        uint32_t vol = 0;
+        uint64_t vchunk = 0;
+        int result = 0;
+    };
+    void allocate(std::vector<Allocation>& wants);
+
+    // Where a physical chunk lives.
+    uint32_t member_of(uint64_t pchunk, uint64_t* offset) const;
+
+    // A live pool (volumes attached to devices): changes that free chunks or retire map memory
+    // hold it back (Metadata quarantine) and call `after_change` with the pool's lock held; it
+    // rebuilds the data path's chains (build_chain_locked) and returns once no reader can hold
+    // the old ones; the pool then reclaims.
+    void set_live(std::function<void()> after_change);
+    Status build_chain_locked(uint32_t vol, Chain& out) const { return md_->build_chain(vol, out); }
+    Status build_chain(uint32_t vol, Chain& out) {
+        std::lock_guard<std::mutex> g(mu_);
+        return md_->build_chain(vol, out);
+    }
+
     // Tests.
     std::unique_lock<std::mutex> lock() { return std::unique_lock<std::mutex>(mu_); }
     const Metadata& metadata_locked() const { return *md_; }
@@ -137,6 +163,7 @@ private:
     Result<VolumeInfo> one_record_locked(const Record& r, uint32_t report_id);
     VolumeInfo describe_locked(const Volume& v) const;
     Status usable_locked() const;
+    void changed_locked();
 
     std::mutex mu_;
     std::vector<std::unique_ptr<Disk>> disks_;  // by member index
@@ -150,6 +177,7 @@ private:
     uint32_t last_crc_ = 0;
     bool failed_ = false;
     std::string note_;
+    std::function<void()> after_change_;
 };
 
 }  // namespace vhostd::pool

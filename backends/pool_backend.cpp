@@ -1,0 +1,640 @@
+#include "backends/pool_backend.hpp"
+
+#include <linux/falloc.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+#include "core/log.hpp"
+
+namespace vhostd::backends {
+
+class PoolChannel;
+
+struct AllocNode {
+    std::atomic<AllocNode*> next{nullptr};
+    PoolChannel* ch = nullptr;
+    void* slot = nullptr;
+    uint32_t vol = 0;
+    uint64_t vchunk = 0;
+    int result = 0;
+};
+
+namespace {
+
+// A lock-free list many threads push onto and one takes everything from.
+class NodeStack {
+public:
+    bool push(AllocNode* n) {
+        AllocNode* head = head_.load(std::memory_order_relaxed);
+        do {
+            n->next.store(head, std::memory_order_relaxed);
+        } while (!head_.compare_exchange_weak(head, n, std::memory_order_release, std::memory_order_relaxed));
+        return head == nullptr;
+    }
+    // Oldest first.
+    AllocNode* take_all() {
+        AllocNode* n = head_.exchange(nullptr, std::memory_order_acquire);
+        AllocNode* fifo = nullptr;
+        while (n != nullptr) {
+            AllocNode* next = n->next.load(std::memory_order_relaxed);
+            n->next.store(fifo, std::memory_order_relaxed);
+            fifo = n;
+            n = next;
+        }
+        return fifo;
+    }
+    bool empty() const { return head_.load(std::memory_order_relaxed) == nullptr; }
+
+private:
+    std::atomic<AllocNode*> head_{nullptr};
+};
+
+}  // namespace
+
+class PoolChannel final : public BlockChannel, public Completion {
+public:
+    PoolChannel(Reactor& r, PoolService& svc, VolumeState& vs, uint32_t depth, UniqueFd efd)
+        : r_(r), svc_(svc), vs_(vs), slots_(depth), efd_(std::move(efd)), chunk_(svc.chunk_size()) {
+        free_.reserve(depth);
+        for (auto& s : slots_) {
+            s.ch = this;
+            s.alloc.ch = this;
+            s.alloc.slot = &s;
+            free_.push_back(&s);
+        }
+        stalled_.reserve(depth);
+        svc_.channel_opened(&r_);
+        svc_.add_channel(&vs_, &inflight_);
+    }
+    ~PoolChannel() override {
+        svc_.remove_channel(&inflight_);
+        svc_.channel_closed(&r_);
+    }
+
+    bool ready() override {
+        if (vs_.gate.load(std::memory_order_acquire) || free_.empty()) return false;
+        if (r_.sq_space_left() > 0) return true;
+        io_uring_submit(r_.ring());
+        return r_.sq_space_left() > 0;
+    }
+
+    Status submit(const BlockRequest& q, Completion* c) override {
+        // Counted before the gate is read (seq_cst both sides): a snapshot that set the gate and
+        // then saw no request in flight cannot miss this one.
+        inflight_.fetch_add(1, std::memory_order_seq_cst);
+        if (vs_.gate.load(std::memory_order_seq_cst) || free_.empty()) {
+            inflight_.fetch_sub(1, std::memory_order_seq_cst);
+            return make_error(Errc::kBusy, "volume held");
+        }
+        Slot* s = free_.back();
+        free_.pop_back();
+        s->c = c;
+        s->req = q;
+        s->total = 0;
+        if (q.op == BlockOp::kRead || q.op == BlockOp::kWrite) {
+            for (unsigned i = 0; i < q.iovcnt; ++i) s->total += q.iov[i].iov_len;
+        } else if (q.op != BlockOp::kFlush) {
+            s->total = q.len;
+        }
+        s->pos = 0;
+        s->err = 0;
+        s->member = 0;
+        s->tries = 0;
+        s->sliced = false;
+        in_submit_ = true;
+        step(*s);
+        in_submit_ = false;
+        return ok_status();
+    }
+
+    bool poll() override {
+        bool work = false;
+        if (!done_.empty()) work |= drain_done();
+        if (n_stalled_ > 0) {
+            size_t n = n_stalled_;
+            n_stalled_ = 0;
+            for (size_t i = 0; i < n; ++i) step(*stalled_[i]);
+            work = true;
+        }
+        while (deferred_ != nullptr) {
+            Slot* s = deferred_;
+            deferred_ = s->next_deferred;
+            deliver(*s);
+            work = true;
+        }
+        if (alloc_out_ > 0 && !armed_) arm();
+        if (alloc_out_ == 0) disarm();
+        return work;
+    }
+    bool idle() const override { return alloc_out_ == 0 && !armed_ && deferred_ == nullptr && n_stalled_ == 0; }
+    bool must_poll() const override {
+        return vs_.gate.load(std::memory_order_relaxed) || !done_.empty() || deferred_ != nullptr || n_stalled_ > 0 ||
+               (alloc_out_ > 0 && !armed_) || (alloc_out_ == 0 && armed_ && !cancel_sent_);
+    }
+
+    // The committer's thread.
+    void alloc_done(AllocNode* n) {
+        if (done_.push(n)) {
+            uint64_t one = 1;
+            [[maybe_unused]] ssize_t w = ::write(efd_.get(), &one, sizeof(one));
+        }
+    }
+
+private:
+    struct Slot final : public Completion {
+        PoolChannel* ch = nullptr;
+        Completion* c = nullptr;
+        BlockRequest req;
+        uint64_t total = 0;
+        uint64_t pos = 0;       // bytes done (flush: members done)
+        uint64_t cur = 0;       // the piece in flight
+        int32_t err = 0;
+        uint32_t member = 0;
+        uint32_t tries = 0;     // allocations for the current piece
+        // The request's iovecs are cut in place for a piece and restored when it completes.
+        bool sliced = false;
+        size_t first = 0, last = 0;
+        iovec saved_first{}, saved_last{};
+        AllocNode alloc;
+        Slot* next_deferred = nullptr;
+        void complete(int32_t res) override { ch->piece_done(*this, res); }
+    };
+
+    // The eventfd read: an allocation answer was pushed (or the read was cancelled).
+    void complete(int32_t) override {
+        armed_ = false;
+        cancel_sent_ = false;
+        drain_done();
+        if (alloc_out_ > 0) arm();
+    }
+
+    bool drain_done() {
+        AllocNode* n = done_.take_all();
+        bool any = false;
+        while (n != nullptr) {
+            AllocNode* next = n->next.load(std::memory_order_relaxed);
+            Slot& s = *static_cast<Slot*>(n->slot);
+            --alloc_out_;
+            any = true;
+            if (n->result < 0) {
+                s.err = n->result;
+                finish(s);
+            } else {
+                step(s);  // the volume owns the chunk now: write into it
+            }
+            n = next;
+        }
+        if (alloc_out_ == 0) disarm();
+        return any;
+    }
+
+    void arm() {
+        if (armed_) return;
+        io_uring_sqe* sqe = r_.get_sqe();
+        if (sqe == nullptr) return;  // poll() tries again (must_poll keeps the queue hot)
+        io_uring_prep_read(sqe, efd_.get(), &efd_buf_, sizeof(efd_buf_), 0);
+        io_uring_sqe_set_data(sqe, static_cast<Completion*>(this));
+        armed_ = true;
+    }
+    void disarm() {
+        if (!armed_ || cancel_sent_) return;
+        if (io_uring_sqe* sqe = r_.get_sqe()) {
+            io_uring_prep_cancel(sqe, static_cast<Completion*>(this), 0);
+            io_uring_sqe_set_data(sqe, nullptr);
+            cancel_sent_ = true;
+        }
+    }
+
+    // [pos, pos + len) of the request's data as an iovec run, cut in place.
+    void slice(Slot& s, uint64_t pos, uint64_t len, const iovec** iov, unsigned* cnt) {
+        auto* v = const_cast<iovec*>(s.req.iov);  // the device's slot array; restored in unslice()
+        size_t i = 0;
+        uint64_t skip = pos;
+        while (i < s.req.iovcnt && skip >= v[i].iov_len) skip -= v[i++].iov_len;
+        size_t j = i;
+        uint64_t need = len + skip;
+        while (j < s.req.iovcnt && need > v[j].iov_len) need -= v[j++].iov_len;
+        s.first = i;
+        s.last = j;
+        s.saved_first = v[i];
+        s.saved_last = v[j];
+        v[j].iov_len = need;  // the last one ends where the piece does
+        v[i].iov_base = static_cast<uint8_t*>(v[i].iov_base) + skip;
+        v[i].iov_len -= skip;
+        s.sliced = true;
+        *iov = &v[i];
+        *cnt = static_cast<unsigned>(j - i + 1);
+    }
+    void unslice(Slot& s) {
+        if (!s.sliced) return;
+        auto* v = const_cast<iovec*>(s.req.iov);
+        v[s.last] = s.saved_last;
+        v[s.first] = s.saved_first;
+        s.sliced = false;
+    }
+    void zero_fill(Slot& s, uint64_t pos, uint64_t len) {
+        for (unsigned i = 0; i < s.req.iovcnt && len > 0; ++i) {
+            uint64_t l = s.req.iov[i].iov_len;
+            if (pos >= l) {
+                pos -= l;
+                continue;
+            }
+            uint64_t n = std::min(l - pos, len);
+            std::memset(static_cast<uint8_t*>(s.req.iov[i].iov_base) + pos, 0, n);
+            len -= n;
+            pos = 0;
+        }
+    }
+
+    const PoolService::Member& place(uint64_t pchunk, uint64_t* off) const {
+        const auto& ms = svc_.members();
+        size_t m = ms.size() - 1;
+        while (m > 0 && pchunk < ms[m].base) --m;
+        *off = ms[m].data_offset + (pchunk - ms[m].base) * chunk_;
+        return ms[m];
+    }
+
+    // Issues the request's next piece, or finishes it.
+    void step(Slot& s) {
+        for (;;) {
+            if (s.err != 0) return finish(s);
+            const BlockOp op = s.req.op;
+            if (op == BlockOp::kFlush) {
+                const auto& ms = svc_.members();
+                if (s.member >= ms.size()) return finish(s);
+                io_uring_sqe* sqe = r_.get_sqe();
+                if (sqe == nullptr) return stall(s);
+                io_uring_prep_fsync(sqe, ms[s.member++].fd, IORING_FSYNC_DATASYNC);
+                io_uring_sqe_set_data(sqe, static_cast<Completion*>(&s));
+                return;
+            }
+            if (s.pos >= s.total) return finish(s);
+            const uint64_t off = s.req.offset + s.pos;
+            const uint64_t vc = off / chunk_, in = off % chunk_;
+            const uint64_t len = std::min(s.total - s.pos, chunk_ - in);
+            const pool::Chain* chain = vs_.chain.load(std::memory_order_acquire);
+            uint64_t p = 0;
+            uint32_t owner = 0;
+            const bool found = chain->resolve(vc, &p, &owner);
+            const bool own = found && owner == 0;
+            if (op == BlockOp::kRead && !found) {
+                zero_fill(s, s.pos, len);  // nobody wrote it: zeroes
+                s.pos += len;
+                continue;
+            }
+            if ((op == BlockOp::kDiscard || op == BlockOp::kWriteZeroes || op == BlockOp::kWriteZeroesUnmap) && !own) {
+                if (op == BlockOp::kDiscard || !found) {
+                    s.pos += len;  // nothing of its own to drop; unowned and unshared reads as zeroes
+                    continue;
+                }
+            }
+            if (op != BlockOp::kRead && !own) {
+                // A first write (or zeroes over an ancestor's data): the volume needs its own chunk.
+                if (++s.tries > 3) {
+                    s.err = -EIO;
+                    return finish(s);
+                }
+                s.alloc.vol = vs_.vol;
+                s.alloc.vchunk = vc;
+                s.alloc.result = 0;
+                ++alloc_out_;
+                svc_.request_alloc(&s.alloc);
+                arm();
+                return;
+            }
+            io_uring_sqe* sqe = r_.get_sqe();
+            if (sqe == nullptr) return stall(s);
+            uint64_t base = 0;
+            const auto& m = place(p, &base);
+            s.cur = len;
+            s.tries = 0;
+            switch (op) {
+            case BlockOp::kRead:
+            case BlockOp::kWrite: {
+                const iovec* iov;
+                unsigned cnt;
+                slice(s, s.pos, len, &iov, &cnt);
+                if (op == BlockOp::kRead) {
+                    io_uring_prep_readv(sqe, m.fd, iov, cnt, base + in);
+                } else {
+                    io_uring_prep_writev(sqe, m.fd, iov, cnt, base + in);
+                    if (s.req.fua) sqe->rw_flags = RWF_DSYNC;
+                }
+                break;
+            }
+            case BlockOp::kDiscard:
+                io_uring_prep_fallocate(sqe, m.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, base + in, len);
+                break;
+            case BlockOp::kWriteZeroes:
+                io_uring_prep_fallocate(sqe, m.fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, base + in, len);
+                break;
+            case BlockOp::kWriteZeroesUnmap:
+                io_uring_prep_fallocate(sqe, m.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, base + in, len);
+                break;
+            case BlockOp::kFlush:
+                break;
+            }
+            io_uring_sqe_set_data(sqe, static_cast<Completion*>(&s));
+            return;
+        }
+    }
+
+    void piece_done(Slot& s, int32_t res) {
+        unslice(s);
+        if (res < 0) {
+            s.err = res;
+            return finish(s);
+        }
+        const BlockOp op = s.req.op;
+        if (op == BlockOp::kFlush) return step(s);
+        if (op == BlockOp::kRead || op == BlockOp::kWrite) {
+            if (res == 0) {
+                s.err = -EIO;  // past a member's end: the superblock said otherwise
+                return finish(s);
+            }
+            s.pos += static_cast<uint64_t>(res);  // a short transfer continues from there
+        } else {
+            s.pos += s.cur;
+        }
+        step(s);
+    }
+
+    void stall(Slot& s) { stalled_[n_stalled_++] = &s; }
+
+    void finish(Slot& s) {
+        unslice(s);
+        if (in_submit_) {
+            // Never complete from inside submit(): poll() delivers it.
+            s.next_deferred = deferred_;
+            deferred_ = &s;
+            return;
+        }
+        deliver(s);
+    }
+    void deliver(Slot& s) {
+        int32_t res = s.err;
+        if (res == 0) res = (s.req.op == BlockOp::kRead || s.req.op == BlockOp::kWrite) ? static_cast<int32_t>(s.total) : 0;
+        Completion* c = s.c;
+        free_.push_back(&s);
+        inflight_.fetch_sub(1, std::memory_order_seq_cst);
+        c->complete(res);
+    }
+
+    Reactor& r_;
+    PoolService& svc_;
+    VolumeState& vs_;
+    std::vector<Slot> slots_;
+    std::vector<Slot*> free_;
+    std::vector<Slot*> stalled_;
+    size_t n_stalled_ = 0;
+    Slot* deferred_ = nullptr;
+    bool in_submit_ = false;
+    UniqueFd efd_;
+    uint64_t efd_buf_ = 0;
+    NodeStack done_;
+    uint32_t alloc_out_ = 0;
+    bool armed_ = false;
+    bool cancel_sent_ = false;
+    const uint64_t chunk_;
+    std::atomic<uint32_t> inflight_{0};
+};
+
+// ---- the service ----
+
+Result<std::shared_ptr<PoolService>> PoolService::start(std::unique_ptr<pool::Pool> p) {
+    auto svc = std::shared_ptr<PoolService>(new PoolService);
+    const pool::Superblock& sb = p->superblock();
+    svc->chunk_ = sb.chunk_size;
+    uint64_t base = 0;
+    for (size_t i = 0; i < sb.members.size(); ++i) {
+        int fd = p->disk(i).fd();
+        if (fd < 0) return make_error(Errc::kInvalid, "pool '{}': member {} has no file descriptor", sb.pool_name, i);
+        svc->members_.push_back({fd, sb.members[i].data_offset, sb.members[i].chunks, base});
+        base += sb.members[i].chunks;
+    }
+    svc->pool_ = std::move(p);
+    PoolService* raw = svc.get();
+    svc->pool_->set_live([raw] { raw->after_change(); });
+    svc->thread_ = std::thread([raw] { raw->committer(); });
+    return svc;
+}
+
+PoolService::~PoolService() { close(); }
+
+void PoolService::close() {
+    if (closed_) return;
+    closed_ = true;
+    stop_.store(true);
+    inbox_seq_.fetch_add(1);
+    inbox_seq_.notify_all();
+    if (thread_.joinable()) thread_.join();
+    pool_->set_live(nullptr);
+    if (Status st = pool_->checkpoint(); !st.ok()) {
+        VLOG_WARN("pool '{}': checkpoint at close: {}", pool_->name(), st.error().describe());
+    }
+}
+
+void PoolService::request_alloc(AllocNode* n) {
+    AllocNode* head = inbox_.load(std::memory_order_relaxed);
+    do {
+        n->next.store(head, std::memory_order_relaxed);
+    } while (!inbox_.compare_exchange_weak(head, n, std::memory_order_release, std::memory_order_relaxed));
+    inbox_seq_.fetch_add(1, std::memory_order_release);
+    inbox_seq_.notify_one();
+}
+
+void PoolService::committer() {
+    pthread_setname_np(pthread_self(), "vhostd-pool");
+    std::vector<AllocNode*> nodes;
+    std::vector<pool::Pool::Allocation> wants;
+    while (!stop_.load()) {
+        uint32_t seen = inbox_seq_.load(std::memory_order_acquire);
+        AllocNode* n = inbox_.exchange(nullptr, std::memory_order_acquire);
+        if (n == nullptr) {
+            inbox_seq_.wait(seen, std::memory_order_acquire);
+            continue;
+        }
+        nodes.clear();
+        wants.clear();
+        while (n != nullptr) {  // newest first: reversed below
+            nodes.push_back(n);
+            n = n->next.load(std::memory_order_relaxed);
+        }
+        std::reverse(nodes.begin(), nodes.end());
+        for (AllocNode* a : nodes) wants.push_back({a->vol, a->vchunk, 0});
+        pool_->allocate(wants);  // one flush and one journal commit for all of them
+        for (size_t i = 0; i < nodes.size(); ++i) {
+            nodes[i]->result = wants[i].result;
+            if (wants[i].result < 0) {
+                VLOG_LIMITED(pool_log_, log_at(name()), warn, "pool '{}': volume {} chunk {}: allocation failed: {}",
+                             name(), wants[i].vol, wants[i].vchunk, std::strerror(-wants[i].result));
+            }
+            nodes[i]->ch->alloc_done(nodes[i]);
+        }
+    }
+}
+
+void PoolService::channel_opened(Reactor* r) {
+    std::lock_guard g(mu_);
+    reactors_.insert(r);
+}
+
+void PoolService::channel_closed(Reactor* r) {
+    std::lock_guard g(mu_);
+    auto it = reactors_.find(r);
+    if (it != reactors_.end()) reactors_.erase(it);
+}
+
+void PoolService::add_channel(VolumeState* vs, std::atomic<uint32_t>* inflight) {
+    std::lock_guard g(mu_);
+    channels_.emplace_back(vs, inflight);
+}
+
+void PoolService::remove_channel(std::atomic<uint32_t>* inflight) {
+    std::lock_guard g(mu_);
+    channels_.erase(std::remove_if(channels_.begin(), channels_.end(), [&](auto& c) { return c.second == inflight; }),
+                    channels_.end());
+}
+
+void PoolService::barrier() {
+    std::vector<Reactor*> rs;
+    {
+        std::lock_guard g(mu_);
+        for (Reactor* r : reactors_) {
+            if (rs.empty() || rs.back() != r) rs.push_back(r);
+        }
+    }
+    // A message runs between passes: once each reactor ran one, none is inside a lookup that
+    // began before.
+    for (Reactor* r : rs) r->run_sync([] {});
+}
+
+void PoolService::after_change() {
+    std::vector<std::unique_ptr<pool::Chain>> old;
+    {
+        std::lock_guard g(mu_);
+        for (auto& vs : volumes_) {
+            auto c = std::make_unique<pool::Chain>();
+            if (!pool_->build_chain_locked(vs->vol, *c).ok()) continue;  // deleted: refused while attached
+            vs->chain.store(c.get(), std::memory_order_release);
+            old.push_back(std::move(vs->owned));
+            vs->owned = std::move(c);
+        }
+    }
+    barrier();
+    // `old` and the pool's retired maps and chunks are released once this returns.
+}
+
+Result<std::shared_ptr<VolumeBackend>> PoolService::attach(const std::string& volume, bool readonly) {
+    auto lk = pool_->lock();
+    const pool::Volume* v = pool_->metadata_locked().find_volume(volume);
+    if (v == nullptr) return make_error(Errc::kInvalid, "no volume '{}/{}'", name(), volume);
+    std::lock_guard g(mu_);
+    for (auto& vs : volumes_) {
+        if (vs->vol == v->id) return make_error(Errc::kState, "volume '{}/{}' is attached to another device", name(), volume);
+    }
+    auto c = std::make_unique<pool::Chain>();
+    VHOSTD_TRY(pool_->build_chain_locked(v->id, *c));
+    auto vs = std::make_unique<VolumeState>();
+    vs->vol = v->id;
+    vs->name = name() + "/" + volume;
+    vs->size.store(v->size);
+    vs->chain.store(c.get());
+    vs->owned = std::move(c);
+    VolumeState* raw = vs.get();
+    volumes_.push_back(std::move(vs));
+    return std::make_shared<VolumeBackend>(shared_from_this(), raw, readonly);
+}
+
+bool PoolService::attached(const std::string& volume) const {
+    std::lock_guard g(mu_);
+    std::string full = name() + "/" + volume;
+    for (auto& vs : volumes_) {
+        if (vs->name == full) return true;
+    }
+    return false;
+}
+
+void PoolService::detach(VolumeState* vs) {
+    auto lk = pool_->lock();  // no chain rebuild in between
+    std::lock_guard g(mu_);
+    volumes_.erase(std::remove_if(volumes_.begin(), volumes_.end(), [&](auto& v) { return v.get() == vs; }), volumes_.end());
+}
+
+Status PoolService::drain(VolumeState* vs, std::chrono::milliseconds wait) {
+    auto until = std::chrono::steady_clock::now() + wait;
+    for (;;) {
+        uint32_t n = 0;
+        {
+            std::lock_guard g(mu_);
+            for (auto& [v, inflight] : channels_) {
+                if (v == vs) n += inflight->load(std::memory_order_seq_cst);
+            }
+        }
+        if (n == 0) return ok_status();
+        if (std::chrono::steady_clock::now() > until) {
+            return make_error(Errc::kBusy, "volume '{}': {} requests still in flight after {} ms", vs->name, n, wait.count());
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+}
+
+Result<pool::VolumeInfo> PoolService::snapshot(const std::string& volume, const std::string& snap) {
+    VolumeState* vs = nullptr;
+    {
+        std::lock_guard g(mu_);
+        for (auto& v : volumes_) {
+            if (v->name == name() + "/" + volume) vs = v.get();
+        }
+    }
+    if (vs == nullptr) return pool_->snapshot(volume, snap);
+    // The snapshot takes the volume's chunks: no write may be on its way into one of them.
+    vs->gate.store(true, std::memory_order_seq_cst);
+    Status st = drain(vs, std::chrono::seconds(30));
+    Result<pool::VolumeInfo> out = st.ok() ? pool_->snapshot(volume, snap) : Result<pool::VolumeInfo>(st.error());
+    vs->gate.store(false, std::memory_order_seq_cst);
+    return out;
+}
+
+Status PoolService::delete_volume(const std::string& n) {
+    if (n.find('@') == std::string::npos && attached(n)) {
+        return make_error(Errc::kState, "volume '{}/{}' is attached to a device: remove the device first", name(), n);
+    }
+    return pool_->delete_volume(n);
+}
+
+// ---- one volume ----
+
+VolumeBackend::VolumeBackend(std::shared_ptr<PoolService> svc, VolumeState* vs, bool readonly)
+    : svc_(std::move(svc)), vs_(vs) {
+    info_.size_bytes = vs->size.load();
+    info_.block_size = 512;
+    info_.physical_block = 4096;
+    info_.readonly = readonly;
+    info_.discard = !readonly;
+    info_.write_zeroes = !readonly;
+    info_.description = fmt::format("volume {}{}", vs->name, readonly ? " read-only" : "");
+}
+
+VolumeBackend::~VolumeBackend() { svc_->detach(vs_); }
+
+Result<std::unique_ptr<BlockChannel>> VolumeBackend::open_channel(Reactor& reactor, uint32_t depth) {
+    UniqueFd efd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!efd.valid()) return sys_error("eventfd");
+    return std::unique_ptr<BlockChannel>(std::make_unique<PoolChannel>(reactor, *svc_, *vs_, depth, std::move(efd)));
+}
+
+Result<uint64_t> VolumeBackend::resize(uint64_t new_size) {
+    std::string vol = vs_->name.substr(vs_->name.find('/') + 1);
+    if (new_size == 0) return info_.size_bytes;
+    VHOSTD_ASSIGN_OR_RETURN(auto info, svc_->pool().resize_volume(vol, new_size));
+    vs_->size.store(info.size);
+    info_.size_bytes = info.size;
+    return info.size;
+}
+
+}  // namespace vhostd::backends
