@@ -175,6 +175,48 @@ int main(int argc, char** argv) {
     auto* save = app.add_subcommand("save-config", "print the devices as a config document (vhostd --config FILE)");
     auto* version = app.add_subcommand("version", "vhostd's version, pid, reactors and devices");
     auto* methods = app.add_subcommand("methods", "every method of the API");
+    // Pools: pool create|import|list|check, volume create|delete|resize|list, snapshot create, clone create.
+    auto* pool = app.add_subcommand("pool", "pools: create NAME DRIVE... | import DRIVE... | list | check NAME");
+    pool->require_subcommand(1);
+    std::string pname, layout, chunk, vname, vsize, target;
+    std::vector<std::string> drives;
+    bool force = false, thick = false;
+    auto* pool_create = pool->add_subcommand("create", "make a pool of drives (files or block devices)");
+    pool_create->add_option("name", pname)->required();
+    pool_create->add_option("drives", drives)->required();
+    pool_create->add_option("--layout", layout, "stripe (default) or concat: where a volume's chunks go");
+    pool_create->add_option("--chunk", chunk, "chunk size (default 1M)");
+    pool_create->add_flag("--force", force, "overwrite drives that hold another pool");
+    auto* pool_import = pool->add_subcommand("import", "assemble and serve a pool from all of its drives");
+    pool_import->add_option("drives", drives)->required();
+    auto* pool_list = pool->add_subcommand("list", "every pool served");
+    auto* pool_check = pool->add_subcommand("check", "a full consistency check (exit status 1 and the problems if any)");
+    pool_check->add_option("name", pname)->required();
+    auto* volume = app.add_subcommand("volume", "volumes: create POOL/NAME SIZE | delete POOL/NAME[@SNAP] | resize POOL/NAME SIZE | list [POOL]");
+    volume->require_subcommand(1);
+    auto* vol_create = volume->add_subcommand("create", "a thin volume (--thick: its space reserved)");
+    vol_create->add_option("name", vname, "POOL/NAME")->required();
+    vol_create->add_option("size", vsize)->required();
+    vol_create->add_flag("--thick", thick, "reserve the volume's whole size now");
+    vol_create->add_option("--layout", layout, "stripe or concat (default: the pool's)");
+    auto* vol_delete = volume->add_subcommand("delete", "delete a volume or a snapshot");
+    vol_delete->add_option("name", vname, "POOL/NAME or POOL/NAME@SNAP")->required();
+    auto* vol_resize = volume->add_subcommand("resize", "grow or shrink a volume (an attached one: the guest is told)");
+    vol_resize->add_option("name", vname)->required();
+    vol_resize->add_option("size", vsize)->required();
+    auto* vol_list = volume->add_subcommand("list", "volumes and snapshots: size, allocated, parent, device");
+    vol_list->add_option("pool", pname);
+    auto* snapshot = app.add_subcommand("snapshot", "snapshot create POOL/VOLUME NAME: a read-only snapshot");
+    snapshot->require_subcommand(1);
+    auto* snap_create = snapshot->add_subcommand("create", "a read-only snapshot of a volume");
+    snap_create->add_option("volume", vname, "POOL/VOLUME")->required();
+    snap_create->add_option("name", target)->required();
+    auto* clone = app.add_subcommand("clone", "clone create POOL/VOLUME@SNAP NAME: a writable clone (POOL/NAME)");
+    clone->require_subcommand(1);
+    auto* clone_create = clone->add_subcommand("create", "a writable clone of a snapshot");
+    clone_create->add_option("snapshot", vname, "POOL/VOLUME@SNAP")->required();
+    clone_create->add_option("name", target)->required();
+
     auto* call = app.add_subcommand("call", "call any method: call METHOD ['{\"json\": \"params\"}']");
     call->add_option("method", method)->required();
     call->add_option("params", params, "a JSON object");
@@ -230,6 +272,41 @@ int main(int argc, char** argv) {
             m = "version";
         } else if (*methods) {
             m = "rpc_methods";
+        } else if (*pool_create) {
+            m = "pool_create";
+            p = Json{{"name", pname}, {"drives", drives}};
+            if (!layout.empty()) p["layout"] = layout;
+            if (!chunk.empty()) p["chunk"] = chunk;
+            if (force) p["force"] = true;
+        } else if (*pool_import) {
+            m = "pool_import";
+            p = Json{{"drives", drives}};
+        } else if (*pool_list) {
+            m = "pool_list";
+        } else if (*pool_check) {
+            m = "pool_check";
+            p = Json{{"name", pname}};
+        } else if (*vol_create) {
+            auto slash = vname.find('/');
+            if (slash == std::string::npos) throw Usage{"a volume is POOL/NAME"};
+            m = "volume_create";
+            p = Json{{"pool", vname.substr(0, slash)}, {"name", vname.substr(slash + 1)}, {"size", vsize}, {"thin", !thick}};
+            if (!layout.empty()) p["layout"] = layout;
+        } else if (*vol_delete) {
+            m = "volume_delete";
+            p = Json{{"name", vname}};
+        } else if (*vol_resize) {
+            m = "volume_resize";
+            p = Json{{"name", vname}, {"size", vsize}};
+        } else if (*vol_list) {
+            m = "volume_list";
+            if (!pname.empty()) p["pool"] = pname;
+        } else if (*snap_create) {
+            m = "snapshot_create";
+            p = Json{{"volume", vname}, {"name", target}};
+        } else if (*clone_create) {
+            m = "clone_create";
+            p = Json{{"snapshot", vname}, {"name", target}};
         } else if (*call) {
             m = method;
             if (!params.empty()) {
@@ -277,6 +354,26 @@ int main(int argc, char** argv) {
     } else if (*version) {
         std::printf("vhostd %s (pid %s, %s reactors, %s devices)\n", str(res, "version").c_str(), str(res, "pid").c_str(),
                     str(res, "reactors").c_str(), str(res, "devices").c_str());
+    } else if (*pool_list) {
+        std::vector<std::vector<std::string>> rows{{"POOL", "DRIVES", "LAYOUT", "CHUNK", "SIZE", "ALLOCATED", "AVAILABLE", "VOLUMES", "SNAPSHOTS"}};
+        for (const auto& x : member(res, "pools")) {
+            rows.push_back({str(x, "name"), std::to_string(member(x, "drives").size()), str(x, "layout"), human_size(member(x, "chunk")),
+                            human_size(member(x, "size")), human_size(member(x, "allocated")), human_size(member(x, "available")),
+                            str(x, "volumes"), str(x, "snapshots")});
+        }
+        print_table(rows);
+    } else if (*vol_list) {
+        std::vector<std::vector<std::string>> rows{{"NAME", "KIND", "SIZE", "ALLOCATED", "PARENT", "DEVICE"}};
+        for (const auto& x : member(res, "volumes")) {
+            rows.push_back({str(x, "name"), str(x, "kind"), human_size(member(x, "size")), human_size(member(x, "allocated")),
+                            str(x, "parent"), str(x, "device")});
+        }
+        print_table(rows);
+    } else if (*pool_check) {
+        std::printf("pool %s: consistent (%s volumes and snapshots, %s chunks in use)\n", str(res, "name").c_str(),
+                    str(res, "volumes").c_str(), str(res, "chunks_used").c_str());
+    } else if (*pool_create || *pool_import || *vol_create || *vol_resize || *vol_delete || *snap_create || *clone_create) {
+        std::puts(str(res, "name").c_str());
     } else if (*methods) {
         std::vector<std::vector<std::string>> rows;
         for (const auto& x : res) rows.push_back({str(x, "name"), str(x, "summary")});
