@@ -66,30 +66,23 @@ public:
             s.alloc.slot = &s;
             free_.push_back(&s);
         }
-        stalled_.reserve(depth);
-        svc_.channel_opened(&r_);
-        svc_.add_channel(&vs_, &inflight_);
+        stalled_.resize(depth);
+        held_.resize(depth);
+        svc_.add_channel(&vs_, &active_);
     }
-    ~PoolChannel() override {
-        svc_.remove_channel(&inflight_);
-        svc_.channel_closed(&r_);
-    }
+    ~PoolChannel() override { svc_.remove_channel(&active_); }
 
     bool ready() override {
-        if (vs_.gate.load(std::memory_order_acquire) || free_.empty()) return false;
+        if (vs_.gate.load(std::memory_order_acquire) != 0 || free_.empty()) return false;
         if (r_.sq_space_left() > 0) return true;
         io_uring_submit(r_.ring());
         return r_.sq_space_left() > 0;
     }
 
     Status submit(const BlockRequest& q, Completion* c) override {
-        // Counted before the gate is read (seq_cst both sides): a snapshot that set the gate and
-        // then saw no request in flight cannot miss this one.
-        inflight_.fetch_add(1, std::memory_order_seq_cst);
-        if (vs_.gate.load(std::memory_order_seq_cst) || free_.empty()) {
-            inflight_.fetch_sub(1, std::memory_order_seq_cst);
-            return make_error(Errc::kBusy, "volume held");
-        }
+        // Counted before the gate is read (seq_cst both sides): a holder that set the gate and
+        // then saw no active request cannot miss this one.
+        if (free_.empty() || !activate()) return make_error(Errc::kBusy, "volume held");
         Slot* s = free_.back();
         free_.pop_back();
         s->c = c;
@@ -126,13 +119,21 @@ public:
             deliver(*s);
             work = true;
         }
+        if (n_held_ > 0 && vs_.gate.load(std::memory_order_acquire) == 0) {
+            size_t n = n_held_;
+            n_held_ = 0;
+            for (size_t i = 0; i < n; ++i) resume(*held_[i]);
+            work = true;
+        }
         if (alloc_out_ > 0 && !armed_) arm();
         if (alloc_out_ == 0) disarm();
         return work;
     }
-    bool idle() const override { return alloc_out_ == 0 && !armed_ && deferred_ == nullptr && n_stalled_ == 0; }
+    bool idle() const override {
+        return alloc_out_ == 0 && !armed_ && deferred_ == nullptr && n_stalled_ == 0 && n_held_ == 0;
+    }
     bool must_poll() const override {
-        return vs_.gate.load(std::memory_order_relaxed) || !done_.empty() || deferred_ != nullptr || n_stalled_ > 0 ||
+        return vs_.gate.load(std::memory_order_relaxed) != 0 || !done_.empty() || deferred_ != nullptr || n_stalled_ > 0 || n_held_ > 0 ||
                (alloc_out_ > 0 && !armed_) || (alloc_out_ == 0 && armed_ && !cancel_sent_);
     }
 
@@ -180,12 +181,8 @@ private:
             Slot& s = *static_cast<Slot*>(n->slot);
             --alloc_out_;
             any = true;
-            if (n->result < 0) {
-                s.err = n->result;
-                finish(s);
-            } else {
-                step(s);  // the volume owns the chunk now: write into it
-            }
+            if (n->result < 0) s.err = n->result;
+            resume(s);  // the volume owns the chunk now: write into it (or fail)
             n = next;
         }
         if (alloc_out_ == 0) disarm();
@@ -302,6 +299,9 @@ private:
                 s.alloc.vchunk = vc;
                 s.alloc.result = 0;
                 ++alloc_out_;
+                // Waiting for the committer it holds nothing: not active (a holder must not wait
+                // for it, the committer may be waiting for the holder's pool lock).
+                active_.fetch_sub(1, std::memory_order_seq_cst);
                 svc_.request_alloc(&s.alloc);
                 arm();
                 return;
@@ -365,6 +365,25 @@ private:
 
     void stall(Slot& s) { stalled_[n_stalled_++] = &s; }
 
+    // Counts a request active unless its volume is held.
+    bool activate() {
+        active_.fetch_add(1, std::memory_order_seq_cst);
+        if (vs_.gate.load(std::memory_order_seq_cst) != 0) {
+            active_.fetch_sub(1, std::memory_order_seq_cst);
+            return false;
+        }
+        return true;
+    }
+    // A request back from the committer (or a gate): active again, or held until the gate opens.
+    void resume(Slot& s) {
+        if (s.err == 0 && !activate()) {
+            held_[n_held_++] = &s;
+            return;
+        }
+        if (s.err != 0) active_.fetch_add(1, std::memory_order_seq_cst);  // deliver() counts it out
+        step(s);
+    }
+
     void finish(Slot& s) {
         unslice(s);
         if (in_submit_) {
@@ -380,7 +399,7 @@ private:
         if (res == 0) res = (s.req.op == BlockOp::kRead || s.req.op == BlockOp::kWrite) ? static_cast<int32_t>(s.total) : 0;
         Completion* c = s.c;
         free_.push_back(&s);
-        inflight_.fetch_sub(1, std::memory_order_seq_cst);
+        active_.fetch_sub(1, std::memory_order_seq_cst);
         c->complete(res);
     }
 
@@ -391,6 +410,8 @@ private:
     std::vector<Slot*> free_;
     std::vector<Slot*> stalled_;
     size_t n_stalled_ = 0;
+    std::vector<Slot*> held_;
+    size_t n_held_ = 0;
     Slot* deferred_ = nullptr;
     bool in_submit_ = false;
     UniqueFd efd_;
@@ -400,7 +421,7 @@ private:
     bool armed_ = false;
     bool cancel_sent_ = false;
     const uint64_t chunk_;
-    std::atomic<uint32_t> inflight_{0};
+    std::atomic<uint32_t> active_{0};
 };
 
 // ---- the service ----
@@ -418,7 +439,7 @@ Result<std::shared_ptr<PoolService>> PoolService::start(std::unique_ptr<pool::Po
     }
     svc->pool_ = std::move(p);
     PoolService* raw = svc.get();
-    svc->pool_->set_live([raw] { raw->after_change(); });
+    svc->pool_->set_live([raw] { return raw->after_change(); }, [raw](const pool::Record& r) { return raw->guard(r); });
     svc->thread_ = std::thread([raw] { raw->committer(); });
     return svc;
 }
@@ -478,17 +499,6 @@ void PoolService::committer() {
     }
 }
 
-void PoolService::channel_opened(Reactor* r) {
-    std::lock_guard g(mu_);
-    reactors_.insert(r);
-}
-
-void PoolService::channel_closed(Reactor* r) {
-    std::lock_guard g(mu_);
-    auto it = reactors_.find(r);
-    if (it != reactors_.end()) reactors_.erase(it);
-}
-
 void PoolService::add_channel(VolumeState* vs, std::atomic<uint32_t>* inflight) {
     std::lock_guard g(mu_);
     channels_.emplace_back(vs, inflight);
@@ -500,33 +510,111 @@ void PoolService::remove_channel(std::atomic<uint32_t>* inflight) {
                     channels_.end());
 }
 
-void PoolService::barrier() {
-    std::vector<Reactor*> rs;
-    {
-        std::lock_guard g(mu_);
-        for (Reactor* r : reactors_) {
-            if (rs.empty() || rs.back() != r) rs.push_back(r);
-        }
-    }
-    // A message runs between passes: once each reactor ran one, none is inside a lookup that
-    // began before.
-    for (Reactor* r : rs) r->run_sync([] {});
-}
-
-void PoolService::after_change() {
+bool PoolService::after_change() {
     std::vector<std::unique_ptr<pool::Chain>> old;
     {
         std::lock_guard g(mu_);
         for (auto& vs : volumes_) {
             auto c = std::make_unique<pool::Chain>();
-            if (!pool_->build_chain_locked(vs->vol, *c).ok()) continue;  // deleted: refused while attached
+            if (!pool_->build_chain_locked(vs->vol, *c).ok()) continue;  // deleted: the guard refuses that
+            const pool::Chain& cur = *vs->owned;
+            bool same = cur.n == c->n;
+            for (uint32_t i = 0; same && i < c->n; ++i) {
+                same = cur.link[i].map == c->link[i].map && cur.link[i].limit == c->link[i].limit;
+            }
+            if (same) continue;
             vs->chain.store(c.get(), std::memory_order_release);
             old.push_back(std::move(vs->owned));
             vs->owned = std::move(c);
         }
     }
-    barrier();
-    // `old` and the pool's retired maps and chunks are released once this returns.
+    if (old.empty() && !pool_->reclaim_pending_locked()) return true;
+    // Until no request that may have read an old chain (or has I/O on a chunk just freed) is
+    // active, nothing is released: hold every attached volume and wait for its requests.
+    Status st = hold(nullptr, std::chrono::seconds(30));
+    release(nullptr);
+    if (!st.ok()) {
+        VLOG_WARN("pool '{}': {}; freed chunks stay reserved until the next change", name(), st.error().describe());
+        // The old chains must outlive any reader: keep them with the volume state until then.
+        std::lock_guard g(mu_);
+        for (auto& c : old) leaked_.push_back(std::move(c));
+        return false;
+    }
+    std::lock_guard g(mu_);
+    leaked_.clear();
+    return true;
+}
+
+Status PoolService::guard(const pool::Record& r) {
+    using pool::RecordType;
+    if (r.type != RecordType::kDelete && r.type != RecordType::kResize && r.type != RecordType::kSnapshot) return ok_status();
+    std::lock_guard g(mu_);
+    for (auto& vs : volumes_) {
+        if (vs->vol != r.vol) continue;
+        if (r.type == RecordType::kDelete) {
+            return make_error(Errc::kState, "volume '{}' is attached to a device: remove the device first", vs->name);
+        }
+        if (r.type == RecordType::kResize && resizing_ != r.vol) {
+            return make_error(Errc::kState, "volume '{}' is attached: resize it through its device (device_resize)", vs->name);
+        }
+        if (r.type == RecordType::kSnapshot && snapshotting_ != r.vol) {
+            return make_error(Errc::kState, "volume '{}' is attached: its snapshot must hold its I/O", vs->name);
+        }
+    }
+    return ok_status();
+}
+
+Status PoolService::hold(VolumeState* only, std::chrono::milliseconds wait) {
+    std::vector<std::atomic<uint32_t>*> counts;
+    {
+        std::lock_guard g(mu_);
+        for (auto& vs : volumes_) {
+            if (only == nullptr || vs.get() == only) vs->gate.fetch_add(1, std::memory_order_seq_cst);
+        }
+        for (auto& [v, active] : channels_) {
+            if (only == nullptr || v == only) counts.push_back(active);
+        }
+    }
+    // Channels are only removed with their device, after its requests completed; a device
+    // removal waits for the registry, not for this.
+    auto until = std::chrono::steady_clock::now() + wait;
+    for (;;) {
+        uint32_t n = 0;
+        {
+            std::lock_guard g(mu_);
+            for (auto& [v, active] : channels_) {
+                if (only == nullptr || v == only) n += active->load(std::memory_order_seq_cst);
+            }
+        }
+        if (n == 0) return ok_status();
+        if (std::chrono::steady_clock::now() > until) {
+            return make_error(Errc::kBusy, "{} requests still active after {} ms", n, wait.count());
+        }
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+}
+
+void PoolService::release(VolumeState* only) {
+    std::lock_guard g(mu_);
+    for (auto& vs : volumes_) {
+        if (only == nullptr || vs.get() == only) vs->gate.fetch_sub(1, std::memory_order_seq_cst);
+    }
+}
+
+Result<uint64_t> PoolService::resize_attached(VolumeState* vs, uint64_t new_size) {
+    std::string vol = vs->name.substr(vs->name.find('/') + 1);
+    {
+        auto lk = pool_->lock();
+        resizing_ = vs->vol;
+    }
+    auto r = pool_->resize_volume(vol, new_size);
+    {
+        auto lk = pool_->lock();
+        resizing_ = 0;
+    }
+    if (!r.ok()) return std::move(r).take_error();
+    vs->size.store(r->size);
+    return r->size;
 }
 
 Result<std::shared_ptr<VolumeBackend>> PoolService::attach(const std::string& volume, bool readonly) {
@@ -565,23 +653,6 @@ void PoolService::detach(VolumeState* vs) {
     volumes_.erase(std::remove_if(volumes_.begin(), volumes_.end(), [&](auto& v) { return v.get() == vs; }), volumes_.end());
 }
 
-Status PoolService::drain(VolumeState* vs, std::chrono::milliseconds wait) {
-    auto until = std::chrono::steady_clock::now() + wait;
-    for (;;) {
-        uint32_t n = 0;
-        {
-            std::lock_guard g(mu_);
-            for (auto& [v, inflight] : channels_) {
-                if (v == vs) n += inflight->load(std::memory_order_seq_cst);
-            }
-        }
-        if (n == 0) return ok_status();
-        if (std::chrono::steady_clock::now() > until) {
-            return make_error(Errc::kBusy, "volume '{}': {} requests still in flight after {} ms", vs->name, n, wait.count());
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-}
 
 Result<pool::VolumeInfo> PoolService::snapshot(const std::string& volume, const std::string& snap) {
     VolumeState* vs = nullptr;
@@ -593,19 +664,25 @@ Result<pool::VolumeInfo> PoolService::snapshot(const std::string& volume, const 
     }
     if (vs == nullptr) return pool_->snapshot(volume, snap);
     // The snapshot takes the volume's chunks: no write may be on its way into one of them.
-    vs->gate.store(true, std::memory_order_seq_cst);
-    Status st = drain(vs, std::chrono::seconds(30));
-    Result<pool::VolumeInfo> out = st.ok() ? pool_->snapshot(volume, snap) : Result<pool::VolumeInfo>(st.error());
-    vs->gate.store(false, std::memory_order_seq_cst);
+    Status st = hold(vs, std::chrono::seconds(30));
+    if (!st.ok()) {
+        release(vs);
+        return make_error(Errc::kBusy, "volume '{}': {}", vs->name, st.error().context);
+    }
+    {
+        auto lk = pool_->lock();
+        snapshotting_ = vs->vol;
+    }
+    auto out = pool_->snapshot(volume, snap);
+    {
+        auto lk = pool_->lock();
+        snapshotting_ = 0;
+    }
+    release(vs);
     return out;
 }
 
-Status PoolService::delete_volume(const std::string& n) {
-    if (n.find('@') == std::string::npos && attached(n)) {
-        return make_error(Errc::kState, "volume '{}/{}' is attached to a device: remove the device first", name(), n);
-    }
-    return pool_->delete_volume(n);
-}
+Status PoolService::delete_volume(const std::string& n) { return pool_->delete_volume(n); }
 
 // ---- one volume ----
 
@@ -629,12 +706,10 @@ Result<std::unique_ptr<BlockChannel>> VolumeBackend::open_channel(Reactor& react
 }
 
 Result<uint64_t> VolumeBackend::resize(uint64_t new_size) {
-    std::string vol = vs_->name.substr(vs_->name.find('/') + 1);
     if (new_size == 0) return info_.size_bytes;
-    VHOSTD_ASSIGN_OR_RETURN(auto info, svc_->pool().resize_volume(vol, new_size));
-    vs_->size.store(info.size);
-    info_.size_bytes = info.size;
-    return info.size;
+    VHOSTD_ASSIGN_OR_RETURN(uint64_t size, svc_->resize_attached(vs_, new_size));
+    info_.size_bytes = size;
+    return size;
 }
 
 }  // namespace vhostd::backends

@@ -18,7 +18,6 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
-#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -38,7 +37,7 @@ struct VolumeState {
     uint32_t vol = 0;
     std::string name;                       // POOL/VOLUME
     std::atomic<const pool::Chain*> chain{nullptr};
-    std::atomic<bool> gate{false};          // set: channels take no new request
+    std::atomic<uint32_t> gate{0};          // held (by how many): channels start no request
     std::atomic<uint64_t> size{0};
     std::unique_ptr<pool::Chain> owned;     // what `chain` points at (control plane)
 };
@@ -67,11 +66,12 @@ public:
     // Data path (any reactor): queue a first write's allocation.
     void request_alloc(AllocNode* n);
 
-    // Channels tell which reactors may read chains (the barrier runs on them).
-    void channel_opened(Reactor* r);
-    void channel_closed(Reactor* r);
-    void add_channel(VolumeState* vs, std::atomic<uint32_t>* inflight);
-    void remove_channel(std::atomic<uint32_t>* inflight);
+    // Channels register their count of active requests (those that may hold a chain or have
+    // I/O in flight; not those waiting for an allocation or held by a gate).
+    void add_channel(VolumeState* vs, std::atomic<uint32_t>* active);
+    void remove_channel(std::atomic<uint32_t>* active);
+    // VolumeBackend::resize: the pool lets an attached volume be resized by its device only.
+    Result<uint64_t> resize_attached(VolumeState* vs, uint64_t new_size);
 
     // Placement of a physical chunk (immutable after start).
     struct Member {
@@ -87,9 +87,12 @@ public:
 private:
     PoolService() = default;
     void committer();
-    void after_change();  // pool lock held
-    void barrier();
-    Status drain(VolumeState* vs, std::chrono::milliseconds wait);
+    bool after_change();  // pool lock held
+    Status guard(const pool::Record& r);  // pool lock held
+    // Holds new requests on `vs` (every attached volume when null) and waits until none is
+    // active; release() lets them go.
+    Status hold(VolumeState* vs, std::chrono::milliseconds wait);
+    void release(VolumeState* vs);
 
     std::unique_ptr<pool::Pool> pool_;
     std::vector<Member> members_;
@@ -98,7 +101,9 @@ private:
     mutable std::mutex mu_;  // attachments, channels, reactors
     std::vector<std::unique_ptr<VolumeState>> volumes_;
     std::vector<std::pair<VolumeState*, std::atomic<uint32_t>*>> channels_;
-    std::multiset<Reactor*> reactors_;
+    std::vector<std::unique_ptr<pool::Chain>> leaked_;  // old chains a timed-out hold could not retire
+    uint32_t resizing_ = 0;  // the volume its device is resizing (pool lock)
+    uint32_t snapshotting_ = 0;
     LogRateLimit pool_log_;
 
     std::atomic<AllocNode*> inbox_{nullptr};

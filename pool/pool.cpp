@@ -263,14 +263,16 @@ Result<std::unique_ptr<Pool>> Pool::import(std::vector<std::unique_ptr<Disk>> di
 }
 
 void Pool::changed_locked() {
-    if (after_change_) after_change_();
+    if (after_change_ && !after_change_()) return;
     md_->reclaim();
 }
 
-void Pool::set_live(std::function<void()> after_change) {
+void Pool::set_live(std::function<bool()> after_change, std::function<Status(const Record&)> guard) {
     std::lock_guard<std::mutex> g(mu_);
     after_change_ = std::move(after_change);
+    guard_ = std::move(guard);
     md_->set_quarantine(static_cast<bool>(after_change_));
+    if (!after_change_) md_->reclaim();
 }
 
 uint32_t Pool::member_of(uint64_t pchunk, uint64_t* offset) const {
@@ -525,6 +527,7 @@ VolumeInfo Pool::describe_locked(const Volume& v) const {
 }
 
 Result<VolumeInfo> Pool::one_record_locked(const Record& r, uint32_t report_id) {
+    if (guard_) VHOSTD_TRY(guard_(r));
     std::vector<Status> res;
     VHOSTD_TRY(commit_locked({r}, &res));
     if (!res[0].ok()) return res[0].error();
@@ -587,6 +590,7 @@ Status Pool::delete_volume(std::string_view name) {
     Record r;
     r.type = RecordType::kDelete;
     r.vol = v->id;
+    if (guard_) VHOSTD_TRY(guard_(r));
     std::vector<Status> res;
     VHOSTD_TRY(commit_locked({r}, &res));
     if (!res[0].ok()) return res[0];

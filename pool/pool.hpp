@@ -131,10 +131,13 @@ public:
 
     // A live pool (volumes attached to devices): changes that free chunks or retire map memory
     // hold it back (Metadata quarantine) and call `after_change` with the pool's lock held; it
-    // rebuilds the data path's chains (build_chain_locked) and returns once no reader can hold
-    // the old ones; the pool then reclaims.
-    void set_live(std::function<void()> after_change);
+    // rebuilds the data path's chains (build_chain_locked) and returns true once no reader can
+    // hold the old ones or have I/O in flight to a freed chunk; the pool then reclaims (false:
+    // not yet; the next change tries again).
+    // `guard` is asked (lock held) before a change to a volume is committed: an error refuses it.
+    void set_live(std::function<bool()> after_change, std::function<Status(const Record&)> guard = {});
     Status build_chain_locked(uint32_t vol, Chain& out) const { return md_->build_chain(vol, out); }
+    bool reclaim_pending_locked() const { return md_->reclaim_pending(); }
     Status build_chain(uint32_t vol, Chain& out) {
         std::lock_guard<std::mutex> g(mu_);
         return md_->build_chain(vol, out);
@@ -177,7 +180,8 @@ private:
     uint32_t last_crc_ = 0;
     bool failed_ = false;
     std::string note_;
-    std::function<void()> after_change_;
+    std::function<bool()> after_change_;
+    std::function<Status(const Record&)> guard_;
 };
 
 }  // namespace vhostd::pool

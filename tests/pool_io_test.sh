@@ -67,6 +67,14 @@ hidden=$(ctl --json call pool_list '{}' | python3 -c 'import json,sys; print(jso
 ctl volume delete p/v >/dev/null 2>&1 && fail "an attached volume was deleted"
 ctl volume delete p/c >/dev/null || fail "delete the clone"
 check "after the deletes"
+# Resizes of the attached volume go through its device (a shrink drains and frees chunks).
+for sz in 64M 40M 48M; do
+  out=$(ctl volume resize p/v $sz 2>&1) || fail "volume resize p/v $sz: $out"
+done
+got=$(ctl --json call volume_list '{"pool":"p"}' | python3 -c 'import json,sys; print([v["size"] for v in json.load(sys.stdin)["volumes"] if v["name"]=="p/v"][0])')
+[[ $got == $((48 << 20)) ]] || fail "p/v is $got bytes after the resizes"
+bench 1 >/dev/null || true
+check "after the resizes"
 
 # Full: a thin volume larger than what is left; its writes fail once no chunk is left.
 ctl volume create p/big 256M >/dev/null
