@@ -89,12 +89,7 @@ Status Server::open() {
     dev_ = st.st_dev;
     ino_ = st.st_ino;
     owner_uid_ = geteuid();
-    if (!opts_.group.empty()) {
-        if (chown(opts_.path.c_str(), static_cast<uid_t>(-1), gid) != 0) return sys_error("chgrp {} {}", opts_.group, opts_.path);
-        if (chmod(opts_.path.c_str(), 0660) != 0) return sys_error("chmod {}", opts_.path);
-    } else if (chmod(opts_.path.c_str(), 0600) != 0) {
-        return sys_error("chmod {}", opts_.path);
-    }
+    VHOSTD_TRY(own_socket_file(opts_.path, opts_.group.empty() ? static_cast<gid_t>(-1) : gid, opts_.group.empty() ? 0600 : 0660));
     if (listen(fd.get(), SOMAXCONN) != 0) return sys_error("listen {}", opts_.path);
     listen_ = std::move(fd);
 

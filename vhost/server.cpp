@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "core/log.hpp"
+#include "core/unix_group.hpp"
 #include "core/sandbox.hpp"
 
 namespace vhostd::vhost {
@@ -45,15 +46,9 @@ Result<UniqueFd> listen_unix(const std::string& path, mode_t mode, gid_t gid) {
     // group is set, then the final mode. Connecting needs write permission.
     if (fchmod(fd.get(), mode & 0700) != 0) return sys_error("fchmod of the socket for '{}'", path);
     if (bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) return sys_error("bind '{}'", path);
-    if (gid != static_cast<gid_t>(-1) && chown(path.c_str(), static_cast<uid_t>(-1), gid) != 0) {
-        Error e = sys_error("chgrp {} '{}'", gid, path);
-        unlink(path.c_str());
-        return e;
-    }
-    if (chmod(path.c_str(), mode) != 0) {
-        Error e = sys_error("chmod {:04o} '{}'", mode, path);
-        unlink(path.c_str());
-        return e;
+    if (Status st = own_socket_file(path, gid, mode); !st.ok()) {
+        if (st.error().code == Errc::kSystem) unlink(path.c_str());  // ours; a swapped path is not
+        return std::move(st).take_error();
     }
     if (listen(fd.get(), 4) != 0) return sys_error("listen '{}'", path);
     return fd;

@@ -17,7 +17,9 @@
 
 #include "app/device_spec.hpp"
 #include "core/unique_fd.hpp"
+#include "core/unix_group.hpp"
 #include "rpc/server.hpp"
+#include "vhost/server.hpp"
 #include "testing/blk_fixture.hpp"
 
 namespace vhostd::testing {
@@ -152,3 +154,44 @@ TEST(RpcPeerCredentials, OnlyRootOurUserAndTheGroupAreServed) {
 
 }  // namespace
 }  // namespace vhostd::testing
+
+// bind() then chgrp/chmod by path: in a folder others may write to, the path could be swapped for
+// a link between the two. own_socket_file works on the file itself and refuses what is not the
+// socket just made.
+TEST(SocketFile, OwningItFollowsNoLink) {
+    char dir[] = "/tmp/vhostd-own-XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    const std::string d(dir), sock = d + "/s.sock", link = d + "/link.sock", plain = d + "/plain";
+    auto fd = vhostd::vhost::listen_unix(sock, 0600, static_cast<gid_t>(-1));
+    ASSERT_TRUE(fd.ok()) << fd.error().describe();
+    struct stat st {};
+    ASSERT_EQ(stat(sock.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0600u);
+    // Ours: group and mode set.
+    ASSERT_TRUE(vhostd::own_socket_file(sock, getgid(), 0660).ok());
+    ASSERT_EQ(stat(sock.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0660u);
+    // A link in its place: refused, and what it points at keeps its mode.
+    ASSERT_EQ(symlink(sock.c_str(), link.c_str()), 0);
+    auto r = vhostd::own_socket_file(link, static_cast<gid_t>(-1), 0666);
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.error().context.find("replaced"), std::string::npos) << r.error().context;
+    ASSERT_EQ(stat(sock.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0660u);
+    // Another kind of file: refused.
+    int f = open(plain.c_str(), O_CREAT | O_WRONLY, 0600);
+    ASSERT_GE(f, 0);
+    close(f);
+    EXPECT_FALSE(vhostd::own_socket_file(plain, static_cast<gid_t>(-1), 0666).ok());
+    ASSERT_EQ(stat(plain.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0600u);
+    if (geteuid() == 0) {
+        // A socket someone else made: refused.
+        const std::string theirs = d + "/theirs.sock";
+        auto t = vhostd::vhost::listen_unix(theirs, 0600, static_cast<gid_t>(-1));
+        ASSERT_TRUE(t.ok());
+        ASSERT_EQ(chown(theirs.c_str(), 65534, 65534), 0);
+        EXPECT_FALSE(vhostd::own_socket_file(theirs, static_cast<gid_t>(-1), 0666).ok());
+    }
+    std::filesystem::remove_all(d);
+}
