@@ -487,7 +487,15 @@ void PoolService::committer() {
         }
         std::reverse(nodes.begin(), nodes.end());
         for (AllocNode* a : nodes) wants.push_back({a->vol, a->vchunk, 0});
-        pool_->allocate(wants);  // one flush and one journal commit for all of them
+        // One flush and one journal commit per batch of up to kBatch (a batch must fit the
+        // journal: a pool made with a small one takes a few hundred records at a time).
+        constexpr size_t kBatch = 128;
+        for (size_t at = 0; at < wants.size(); at += kBatch) {
+            std::vector<pool::Pool::Allocation> part(wants.begin() + static_cast<long>(at),
+                                                     wants.begin() + static_cast<long>(std::min(wants.size(), at + kBatch)));
+            pool_->allocate(part);
+            std::copy(part.begin(), part.end(), wants.begin() + static_cast<long>(at));
+        }
         for (size_t i = 0; i < nodes.size(); ++i) {
             nodes[i]->result = wants[i].result;
             if (wants[i].result < 0) {
