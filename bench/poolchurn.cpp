@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -139,7 +140,7 @@ void churn(const std::string& api, const std::string& volume, uint64_t seed, std
         int op = static_cast<int>(rng() % 8);
         Result<rpc::Json> r = rpc::Json();
         if (op == 0 || (op == 1 && snaps.size() < 2)) {
-            std::string n = "s" + tag();
+            std::string n = fmt::format("s{}", tag());
             r = c->call("snapshot_create", {{"volume", volume}, {"name", n}});
             if (r.ok()) snaps.push_back(volume + "@" + n);
         } else if (op == 1 || snaps.size() > 3) {
@@ -147,7 +148,7 @@ void churn(const std::string& api, const std::string& volume, uint64_t seed, std
             r = c->call("volume_delete", {{"name", snaps[i]}});
             if (r.ok()) snaps.erase(snaps.begin() + static_cast<long>(i));
         } else if (op == 2 && !snaps.empty()) {
-            std::string n = "c" + tag();
+            std::string n = fmt::format("c{}", tag());
             r = c->call("clone_create", {{"snapshot", snaps[rng() % snaps.size()]}, {"name", n}});
             if (r.ok()) clones.push_back(pool + "/" + n);
         } else if ((op == 3 || clones.size() > 2) && !clones.empty()) {
@@ -155,7 +156,7 @@ void churn(const std::string& api, const std::string& volume, uint64_t seed, std
             r = c->call("volume_delete", {{"name", clones[i]}});
             if (r.ok()) clones.erase(clones.begin() + static_cast<long>(i));
         } else if (op == 4) {
-            std::string n = "t" + tag();
+            std::string n = fmt::format("t{}", tag());
             r = c->call("volume_create", {{"pool", pool}, {"name", n}, {"size", (1 + rng() % 8) << 20}, {"thin", rng() % 2 == 0}});
             if (r.ok()) smalls.push_back(pool + "/" + n);
         } else if (op == 5 && !smalls.empty()) {

@@ -166,7 +166,7 @@ struct PoolImages {
     std::vector<std::shared_ptr<MemImage>> img;
     std::vector<std::unique_ptr<Disk>> disks() {
         std::vector<std::unique_ptr<Disk>> d;
-        for (size_t i = 0; i < img.size(); ++i) d.push_back(std::make_unique<MemDisk>(img[i], "m" + std::to_string(i)));
+        for (size_t i = 0; i < img.size(); ++i) d.push_back(std::make_unique<MemDisk>(img[i], fmt::format("m{}", i)));
         return d;
     }
 };
@@ -275,7 +275,7 @@ void mode_images(const uint8_t* p, size_t n) {
     (void)pool.create_volume("new", 2 * kChunk, false, std::nullopt);
     for (const auto& v : pool.volumes()) {
         if (v.snapshot) {
-            (void)pool.clone(v.name, "k" + std::to_string(v.id));
+            (void)pool.clone(v.name, fmt::format("k{}", v.id));
             continue;
         }
         auto pc = pool.reserve(v.id, 0);

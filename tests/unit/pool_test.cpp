@@ -1,6 +1,7 @@
 // Pool metadata: the format, the model (volumes, snapshots, clones, thin/thick), import, the
 // consistency check, hostile metadata, and crashes at every metadata write.
 #include <gtest/gtest.h>
+#include <fmt/format.h>
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -34,7 +35,7 @@ struct Images {
             for (size_t i = 0; i < img.size(); ++i) order.push_back(i);
         }
         std::vector<std::unique_ptr<Disk>> d;
-        for (size_t i : order) d.push_back(std::make_unique<MemDisk>(img[i], "mem" + std::to_string(i), plan));
+        for (size_t i : order) d.push_back(std::make_unique<MemDisk>(img[i], fmt::format("mem{}", i), plan));
         return d;
     }
 };
@@ -246,7 +247,7 @@ TEST(Pool, JournalWrapsThroughCheckpoints) {
     ASSERT_TRUE(pool.create_volume("v", 64 * kChunk, false, std::nullopt).ok());
     for (uint64_t i = 0; i < 64; ++i) allocate(pool, "v", {i});
     for (int i = 0; i < 20; ++i) {
-        ASSERT_TRUE(pool.snapshot("v", "s" + std::to_string(i)).ok());
+        ASSERT_TRUE(pool.snapshot("v", fmt::format("s{}", i)).ok());
     }
     EXPECT_GT(pool.info().generation, 5u);
     expect_clean(pool);
@@ -441,7 +442,7 @@ TEST(Pool, CrashAtEveryMetadataWrite) {
             std::vector<Record> batch;
             int op = static_cast<int>(rng() % 10);
             Status st = ok_status();
-            std::string nm = "n" + std::to_string(name++);
+            std::string nm = fmt::format("n{}", name++);
             if (op <= 1 || vols.empty()) {
                 st = pool.create_volume(nm, (1 + rng() % 96) * kChunk, rng() % 4 == 0, std::nullopt).ok()
                          ? ok_status() : make_error(Errc::kInvalid, "create");
