@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "core/log.hpp"
+#include "core/mpsc_list.hpp"
 
 namespace vhostd::backends {
 
@@ -22,38 +23,6 @@ struct AllocNode {
     uint64_t vchunk = 0;
     int result = 0;
 };
-
-namespace {
-
-// A lock-free list many threads push onto and one takes everything from.
-class NodeStack {
-public:
-    bool push(AllocNode* n) {
-        AllocNode* head = head_.load(std::memory_order_relaxed);
-        do {
-            n->next.store(head, std::memory_order_relaxed);
-        } while (!head_.compare_exchange_weak(head, n, std::memory_order_release, std::memory_order_relaxed));
-        return head == nullptr;
-    }
-    // Oldest first.
-    AllocNode* take_all() {
-        AllocNode* n = head_.exchange(nullptr, std::memory_order_acquire);
-        AllocNode* fifo = nullptr;
-        while (n != nullptr) {
-            AllocNode* next = n->next.load(std::memory_order_relaxed);
-            n->next.store(fifo, std::memory_order_relaxed);
-            fifo = n;
-            n = next;
-        }
-        return fifo;
-    }
-    bool empty() const { return head_.load(std::memory_order_relaxed) == nullptr; }
-
-private:
-    std::atomic<AllocNode*> head_{nullptr};
-};
-
-}  // namespace
 
 class PoolChannel final : public BlockChannel, public Completion {
 public:
@@ -416,7 +385,7 @@ private:
     bool in_submit_ = false;
     UniqueFd efd_;
     uint64_t efd_buf_ = 0;
-    NodeStack done_;
+    MpscList<AllocNode> done_;
     uint32_t alloc_out_ = 0;
     bool armed_ = false;
     bool cancel_sent_ = false;
@@ -460,10 +429,7 @@ void PoolService::close() {
 }
 
 void PoolService::request_alloc(AllocNode* n) {
-    AllocNode* head = inbox_.load(std::memory_order_relaxed);
-    do {
-        n->next.store(head, std::memory_order_relaxed);
-    } while (!inbox_.compare_exchange_weak(head, n, std::memory_order_release, std::memory_order_relaxed));
+    inbox_.push(n);
     inbox_seq_.fetch_add(1, std::memory_order_release);
     inbox_seq_.notify_one();
 }
@@ -474,18 +440,14 @@ void PoolService::committer() {
     std::vector<pool::Pool::Allocation> wants;
     while (!stop_.load()) {
         uint32_t seen = inbox_seq_.load(std::memory_order_acquire);
-        AllocNode* n = inbox_.exchange(nullptr, std::memory_order_acquire);
+        AllocNode* n = inbox_.take_all();
         if (n == nullptr) {
             inbox_seq_.wait(seen, std::memory_order_acquire);
             continue;
         }
         nodes.clear();
         wants.clear();
-        while (n != nullptr) {  // newest first: reversed below
-            nodes.push_back(n);
-            n = n->next.load(std::memory_order_relaxed);
-        }
-        std::reverse(nodes.begin(), nodes.end());
+        for (; n != nullptr; n = n->next.load(std::memory_order_relaxed)) nodes.push_back(n);
         for (AllocNode* a : nodes) wants.push_back({a->vol, a->vchunk, 0});
         // One flush and one journal commit per batch of up to kBatch (a batch must fit the
         // journal: a pool made with a small one takes a few hundred records at a time).

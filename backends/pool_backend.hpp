@@ -24,6 +24,7 @@
 
 #include "backends/block_backend.hpp"
 #include "core/log.hpp"
+#include "core/mpsc_list.hpp"
 #include "pool/pool.hpp"
 
 namespace vhostd::backends {
@@ -106,7 +107,7 @@ private:
     uint32_t snapshotting_ = 0;
     LogRateLimit pool_log_;
 
-    std::atomic<AllocNode*> inbox_{nullptr};
+    MpscList<AllocNode> inbox_;  // reactors push first writes' allocations
     std::atomic<uint32_t> inbox_seq_{0};
     std::atomic<bool> stop_{false};
     std::thread thread_;

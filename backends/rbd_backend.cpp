@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/log.hpp"
+#include "core/mpsc_list.hpp"
 #include "core/unique_fd.hpp"
 
 namespace vhostd::backends {
@@ -29,35 +30,6 @@ struct RbdReq {
     ssize_t ret = 0;              // librbd's result (set on its thread)
     bool flushing = false;        // FUA: the write is done, its flush is out
     std::atomic<RbdReq*> next{nullptr};
-};
-
-// The list librbd's threads push completed requests onto and the reactor takes all of at once.
-class DoneStack {
-public:
-    // Any thread. True if the list was empty (the reactor may be asleep: wake it).
-    bool push(RbdReq* r) {
-        RbdReq* head = head_.load(std::memory_order_relaxed);
-        do {
-            r->next.store(head, std::memory_order_relaxed);
-        } while (!head_.compare_exchange_weak(head, r, std::memory_order_release, std::memory_order_relaxed));
-        return head == nullptr;
-    }
-    // Reactor thread: everything pushed so far, oldest first.
-    RbdReq* take_all() {
-        RbdReq* r = head_.exchange(nullptr, std::memory_order_acquire);
-        RbdReq* fifo = nullptr;
-        while (r != nullptr) {
-            RbdReq* n = r->next.load(std::memory_order_relaxed);
-            r->next.store(fifo, std::memory_order_relaxed);
-            fifo = r;
-            r = n;
-        }
-        return fifo;
-    }
-    bool empty() const { return head_.load(std::memory_order_relaxed) == nullptr; }
-
-private:
-    std::atomic<RbdReq*> head_{nullptr};
 };
 
 class RbdChannel final : public BlockChannel, public Completion {
@@ -216,7 +188,7 @@ private:
     std::vector<RbdReq*> free_;
     UniqueFd efd_;
     uint64_t efd_buf_ = 0;
-    DoneStack done_;
+    MpscList<RbdReq> done_;  // librbd's threads push completed requests
     uint32_t outstanding_ = 0;
     bool armed_ = false;
     bool cancel_sent_ = false;
