@@ -3,6 +3,7 @@
 #include "backends/file_backend.hpp"
 #include "backends/null_backend.hpp"
 #include "backends/nbd_backend.hpp"
+#include "backends/nvme_backend.hpp"
 #include "backends/rbd_backend.hpp"
 #include "backends/tap.hpp"
 #include "core/log.hpp"
@@ -124,6 +125,9 @@ Result<std::string> Daemon::add_blk(BlkSpec spec, UniqueFd adopt, std::function<
         if (!svc) return make_error(Errc::kInvalid, "volume={}: no pool '{}' (import it first)", spec.volume, spec.volume.substr(0, slash));
         VHOSTD_ASSIGN_OR_RETURN(auto vb, svc->attach(spec.volume.substr(slash + 1), spec.readonly));
         backend = std::move(vb);
+    } else if (spec.backend == "nvme") {
+        VHOSTD_ASSIGN_OR_RETURN(auto nb, backends::NvmeBackend::open(backends::NvmeOptions{spec.path, spec.readonly, {}}));
+        backend = std::move(nb);
     } else if (spec.backend == "nbd") {
         backends::NbdOptions no;
         no.uri = spec.uri;

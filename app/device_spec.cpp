@@ -289,13 +289,17 @@ Result<BlkSpec> parse_blk_keys(const KeyMap& kv) {
             return make_error(Errc::kInvalid, "volume= takes POOL/NAME (a volume, not a snapshot: clone it first)");
         if (!s.path.empty() || s.size != 0 || s.direct || s.submit_batch != 0 || s.block_size != 0)
             return make_error(Errc::kInvalid, "path=, size=, direct=, submit-batch= and block-size= do not apply to a volume");
+    } else if (s.backend == "nvme") {
+        if (s.path.empty()) return make_error(Errc::kInvalid, "backend=nvme needs path=/dev/ngXnY (an NVMe namespace's generic device)");
+        if (s.size != 0 || s.direct || s.submit_batch != 0 || s.block_size != 0)
+            return make_error(Errc::kInvalid, "size=, direct=, submit-batch= and block-size= do not apply to backend=nvme (the namespace's LBA size is used)");
     } else if (s.backend == "null") {
         if (s.size == 0) return make_error(Errc::kInvalid, "backend=null needs size=");
         if (!s.path.empty()) return make_error(Errc::kInvalid, "path= does not apply to backend=null");
         if (s.direct) return make_error(Errc::kInvalid, "direct= does not apply to backend=null");
         if (s.submit_batch != 0) return make_error(Errc::kInvalid, "submit-batch= does not apply to backend=null");
     } else {
-        return make_error(Errc::kInvalid, "unknown backend '{}' (file, null, nbd, rbd or volume)", s.backend);
+        return make_error(Errc::kInvalid, "unknown backend '{}' (file, nvme, null, nbd, rbd or volume)", s.backend);
     }
     if (s.queues == 0) s.queues = kDefaultQueues;
     return s;

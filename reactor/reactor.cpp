@@ -1,6 +1,7 @@
 #include "reactor/reactor.hpp"
 
 #include <array>
+#include <cstring>
 
 #include <pthread.h>
 #include <sched.h>
@@ -26,6 +27,7 @@ Reactor::Reactor(unsigned index, ReactorConfig cfg)
 Reactor::~Reactor() {
     stop();
     if (ring_ok_) io_uring_queue_exit(&ring_);
+    if (cmd_ok_) io_uring_queue_exit(&cmd_ring_);
 }
 
 Status Reactor::start() {
@@ -106,6 +108,102 @@ io_uring_sqe* Reactor::get_sqe() {
 
 unsigned Reactor::sq_space_left() { return io_uring_sq_space_left(&ring_); }
 
+Status Reactor::cmd_ring_status() const {
+    if (cmd_ok_) return ok_status();
+    return make_error(Errc::kUnsupported, "reactor {} has no command ring: {}", index_, cmd_error_);
+}
+
+io_uring_sqe* Reactor::cmd_sqe() {
+    if (!cmd_ok_) return nullptr;
+    io_uring_sqe* sqe = io_uring_get_sqe(&cmd_ring_);
+    if (sqe == nullptr) {
+        io_uring_submit(&cmd_ring_);
+        sqe = io_uring_get_sqe(&cmd_ring_);
+    }
+    if (sqe != nullptr) ++cmd_inflight_;
+    return sqe;
+}
+
+namespace {
+// A ring created disabled is limited to `ops` (no SQE flag, no register operation) and enabled.
+int restrict_and_enable(io_uring& ring, const uint8_t* ops, size_t n_ops) {
+    std::array<io_uring_restriction, 16> res{};
+    size_t n = 0;
+    for (size_t i = 0; i < n_ops && n + 1 < res.size(); ++i) {
+        res[n].opcode = IORING_RESTRICTION_SQE_OP;
+        res[n++].sqe_op = ops[i];
+    }
+    res[n].opcode = IORING_RESTRICTION_SQE_FLAGS_ALLOWED;
+    res[n++].sqe_flags = 0;
+    // (liburing 2.3 declares io_uring_register_restrictions but does not export it.)
+    int rc = static_cast<int>(syscall(__NR_io_uring_register, ring.ring_fd, IORING_REGISTER_RESTRICTIONS, res.data(),
+                                      static_cast<unsigned>(n)));
+    if (rc == 0) rc = static_cast<int>(syscall(__NR_io_uring_register, ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr, 0));
+    return rc < 0 ? -errno : 0;
+}
+}  // namespace
+
+// The command ring: SQE128|CQE32 (kernel 5.19+). Its completions are reaped every pass; an
+// eventfd registered on it, read on the main ring, ends a sleep while commands are out.
+Status Reactor::setup_cmd_ring() {
+    if (cfg_.cmd_ring_entries == 0) {
+        cmd_error_ = "disabled";
+        return ok_status();
+    }
+    int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (efd < 0) return sys_error("eventfd for reactor {}'s command ring", index_);
+    cmd_efd_.reset(efd);
+    const unsigned disabled = cfg_.restrict_ring ? IORING_SETUP_R_DISABLED : 0;
+    io_uring_params params{};
+    params.flags = IORING_SETUP_SQE128 | IORING_SETUP_CQE32 | IORING_SETUP_CQSIZE | IORING_SETUP_SINGLE_ISSUER |
+                   IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG | disabled;
+    params.cq_entries = cfg_.cmd_ring_entries * 8;
+    int rc = io_uring_queue_init_params(cfg_.cmd_ring_entries, &cmd_ring_, &params);
+    if (rc < 0) {
+        // Older than 5.19 (no SQE128), or no passthrough at all: only backend=nvme misses it.
+        cmd_error_ = fmt::format("io_uring with 128-byte SQEs: {} (kernel 5.19 or newer needed)", std::strerror(-rc));
+        VLOG_DEBUG("reactor {}: no command ring: {}", index_, cmd_error_);
+        return ok_status();
+    }
+    cmd_ok_ = true;
+    rc = io_uring_register_eventfd(&cmd_ring_, cmd_efd_.get());
+    if (rc < 0) return sys_error_code(-rc, "registering reactor {}'s command ring eventfd", index_);
+    if (cfg_.restrict_ring) {
+        rc = restrict_and_enable(cmd_ring_, kCmdRingOps, std::size(kCmdRingOps));
+        if (rc < 0) return sys_error_code(-rc, "restricting reactor {}'s command ring", index_);
+    }
+    cmd_error_.clear();
+    return ok_status();
+}
+
+void Reactor::arm_cmd_wake() {
+    if (cmd_inflight_ == 0 || cmd_armed_) return;
+    io_uring_sqe* sqe = get_sqe();
+    if (sqe == nullptr) return;
+    io_uring_prep_read(sqe, cmd_efd_.get(), &cmd_wake_.buf, sizeof(cmd_wake_.buf), 0);
+    io_uring_sqe_set_data(sqe, static_cast<Completion*>(&cmd_wake_));
+    cmd_armed_ = true;
+}
+
+bool Reactor::reap_cmd() {
+    if (cmd_inflight_ == 0) return false;
+    if (IO_URING_READ_ONCE(*cmd_ring_.sq.kflags) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) io_uring_get_events(&cmd_ring_);
+    bool any = false;
+    io_uring_cqe* cqe = nullptr;
+    for (unsigned n = 0; n < 8 * cfg_.cmd_ring_entries; ++n) {
+        if (io_uring_cq_ready(&cmd_ring_) == 0) break;
+        if (io_uring_peek_cqe(&cmd_ring_, &cqe) != 0 || cqe == nullptr) break;
+        auto* c = reinterpret_cast<CmdCompletion*>(io_uring_cqe_get_data(cqe));
+        int32_t res = cqe->res;
+        uint64_t result = cqe->big_cqe[0];
+        io_uring_cqe_seen(&cmd_ring_, cqe);
+        --cmd_inflight_;
+        if (c != nullptr) c->complete_cmd(res, result);
+        any = true;
+    }
+    return any;
+}
+
 void Reactor::add_poller(Poller* p) {
     if (p->attached_) return;
     pollers_.push_back(p);
@@ -176,6 +274,7 @@ ReactorStats Reactor::stats() const {
 }
 
 void Reactor::sleep() {
+    arm_cmd_wake();
     uint64_t deadline = wake_at_;
     wake_at_ = UINT64_MAX;
     sleeps.add();
@@ -209,6 +308,7 @@ bool Reactor::reap() {
         if (c != nullptr) c->complete(res);
         any = true;
     }
+    any |= reap_cmd();
     return any;
 }
 
@@ -255,24 +355,15 @@ void Reactor::run(std::promise<Status>* started) {
     if (cfg_.restrict_ring) {
         // Opcodes only; SQE flags none (nothing sets one), register operations none. The thread
         // that enables a SINGLE_ISSUER ring becomes its submitter: this one.
-        std::array<io_uring_restriction, std::size(kRingOps) + 1> res{};
-        size_t n = 0;
-        for (uint8_t op : kRingOps) {
-            res[n].opcode = IORING_RESTRICTION_SQE_OP;
-            res[n++].sqe_op = op;
-        }
-        res[n].opcode = IORING_RESTRICTION_SQE_FLAGS_ALLOWED;
-        res[n++].sqe_flags = 0;
-        // (liburing 2.3 declares io_uring_register_restrictions but does not export it.)
-        rc = static_cast<int>(syscall(__NR_io_uring_register, ring_.ring_fd, IORING_REGISTER_RESTRICTIONS, res.data(),
-                                      static_cast<unsigned>(n)));
-        if (rc == 0)
-            rc = static_cast<int>(syscall(__NR_io_uring_register, ring_.ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr, 0));
-        if (rc < 0) rc = -errno;
+        rc = restrict_and_enable(ring_, kRingOps, std::size(kRingOps));
         if (rc < 0) {
             started->set_value(sys_error_code(-rc, "restricting reactor {}'s io_uring", index_));
             return;
         }
+    }
+    if (Status st = setup_cmd_ring(); !st.ok()) {
+        started->set_value(std::move(st));
+        return;
     }
     if (Status st = sandbox::enter(sandbox::Kind::kReactor); !st.ok()) {
         started->set_value(std::move(st));
@@ -305,6 +396,10 @@ void Reactor::run(std::promise<Status>* started) {
         }
         if (io_uring_sq_ready(&ring_) > 0) {
             io_uring_submit(&ring_);
+            clock_ = 0;
+        }
+        if (cmd_ok_ && io_uring_sq_ready(&cmd_ring_) > 0) {
+            io_uring_submit(&cmd_ring_);
             clock_ = 0;
         }
         work |= reap();  // kicks of parked pollers wake them here (into hot_)
@@ -340,6 +435,7 @@ void Reactor::run(std::promise<Status>* started) {
                     auto ns = nap_.nap_length().count();
                     nap_.napped();
                     __kernel_timespec ts{.tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000};
+                    arm_cmd_wake();
                     io_uring_cqe* cqe = nullptr;
                     io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
                     pass_start = mono_ns();  // the nap is idle time
@@ -370,15 +466,17 @@ void Reactor::run(std::promise<Status>* started) {
         pass_start = woke;
         last_work = Clock::time_point(std::chrono::nanoseconds(woke));
     }
-    // Cancel our own outstanding eventfd read so no CQE refers to freed state.
-    if (msg_armed_) {
-        io_uring_sqe* sqe = get_sqe();
-        if (sqe != nullptr) {
-            io_uring_prep_cancel(sqe, static_cast<Completion*>(&msg_completion_), 0);
+    // Cancel our own outstanding eventfd reads so no CQE refers to freed state.
+    if (msg_armed_ || cmd_armed_) {
+        for (Completion* c : {static_cast<Completion*>(&msg_completion_), static_cast<Completion*>(&cmd_wake_)}) {
+            if (c == &msg_completion_ ? !msg_armed_ : !cmd_armed_) continue;
+            io_uring_sqe* sqe = get_sqe();
+            if (sqe == nullptr) continue;
+            io_uring_prep_cancel(sqe, c, 0);
             io_uring_sqe_set_data(sqe, nullptr);
-            io_uring_submit(&ring_);
         }
-        while (msg_armed_) {
+        io_uring_submit(&ring_);
+        while (msg_armed_ || cmd_armed_) {
             io_uring_cqe* cqe = nullptr;
             if (io_uring_wait_cqe(&ring_, &cqe) != 0) break;
             auto* c = reinterpret_cast<Completion*>(io_uring_cqe_get_data(cqe));

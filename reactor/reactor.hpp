@@ -23,6 +23,7 @@
 #include <functional>
 #include <future>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -41,6 +42,18 @@ public:
 protected:
     Completion() = default;
     ~Completion() = default;
+};
+
+// A passthrough command's completion, from the reactor's command ring (128-byte SQEs, 32-byte
+// CQEs: IORING_OP_URING_CMD). res: 0, a positive device status (NVMe: status field), or -errno;
+// result: the command's result (NVMe: completion dwords 0-1).
+class CmdCompletion {
+public:
+    virtual void complete_cmd(int32_t res, uint64_t result) = 0;
+
+protected:
+    CmdCompletion() = default;
+    ~CmdCompletion() = default;
 };
 
 class Poller {
@@ -98,6 +111,10 @@ struct ReactorConfig {
     // to the opcodes below (kRingOps) and no register operation: a memory-safety bug that lets a
     // guest forge SQEs still cannot open files, connect sockets or send messages through it.
     bool restrict_ring = true;
+    // The command ring (passthrough commands: backend=nvme): 0 for none. It is created with the
+    // reactor (a reactor's seccomp filter allows no io_uring_setup: a thread that could make an
+    // unrestricted ring could open files through it) and restricted to IORING_OP_URING_CMD.
+    unsigned cmd_ring_entries = 256;
 };
 
 // Every io_uring opcode a reactor's ring carries: whatever puts an SQE on a reactor's ring must
@@ -112,6 +129,10 @@ inline constexpr uint8_t kRingOps[] = {
     IORING_OP_POLL_REMOVE,   // tap
     IORING_OP_ASYNC_CANCEL,  // disarming reads and polls
     IORING_OP_TIMEOUT,       // liburing's wait with a timeout on kernels without EXT_ARG
+};
+// The command ring carries only this.
+inline constexpr uint8_t kCmdRingOps[] = {
+    IORING_OP_URING_CMD,  // NVMe passthrough (backend=nvme)
 };
 
 class Reactor {
@@ -132,6 +153,11 @@ public:
     // An SQE, flushing the SQ to the kernel once if it is full; nullptr means back-pressure.
     io_uring_sqe* get_sqe();
     unsigned sq_space_left();
+    // A 128-byte SQE on the command ring (its user_data must be a CmdCompletion*), flushing the
+    // ring's SQ once if it is full; nullptr: back-pressure. Every SQE taken is submitted with the
+    // pass: fill it. Error: this reactor has no command ring (and why).
+    io_uring_sqe* cmd_sqe();
+    Status cmd_ring_status() const;
     void add_poller(Poller* p);  // joins the hot set
     void remove_poller(Poller* p);
     // A parked poller has work (its kick read or backend wake-up completed): back into the hot
@@ -177,6 +203,11 @@ private:
 
     void run(std::promise<Status>* started);
     bool reap();
+    bool reap_cmd();
+    Status setup_cmd_ring();
+    // Commands are out: a completion on the command ring must end a sleep or a nap (its eventfd,
+    // read on the main ring).
+    void arm_cmd_wake();
     bool nap_idle() const;
     void drain_messages();
     void arm_msg_read();
@@ -205,6 +236,23 @@ private:
     Counter total_ns_;
     std::atomic<uint32_t> n_pollers_{0};
     std::atomic<uint32_t> n_hot_{0};
+
+    class CmdWake : public Completion {
+    public:
+        explicit CmdWake(Reactor* r) : r_(r) {}
+        void complete(int32_t) override { r_->cmd_armed_ = false; }
+        uint64_t buf = 0;
+
+    private:
+        Reactor* r_;
+    };
+    io_uring cmd_ring_{};
+    bool cmd_ok_ = false;
+    std::string cmd_error_ = "not started";
+    UniqueFd cmd_efd_;
+    CmdWake cmd_wake_{this};
+    bool cmd_armed_ = false;
+    uint64_t cmd_inflight_ = 0;  // SQEs handed out minus CQEs reaped
 
     UniqueFd msg_fd_;
     MsgCompletion msg_completion_{this};

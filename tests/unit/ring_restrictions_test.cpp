@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <future>
+#include <thread>
 
 #include "core/unique_fd.hpp"
 #include "reactor/reactor.hpp"
@@ -69,6 +71,65 @@ TEST_P(RingRestrictions, AnOpcodeOnTheListRunsButNotWithAFlag) {
         io_uring_sqe_set_flags(sqe, IOSQE_ASYNC);
     });
     EXPECT_EQ(res, GetParam() ? -EACCES : 8);
+}
+
+class CmdShot final : public CmdCompletion {
+public:
+    void complete_cmd(int32_t res, uint64_t) override { done.set_value(res); }
+    std::promise<int32_t> done;
+};
+
+// The command ring (128-byte SQEs) takes IORING_OP_URING_CMD and nothing else. Its completions
+// reach a reactor that went to sleep (through the ring's eventfd) as well.
+TEST_P(RingRestrictions, TheCommandRingTakesPassthroughCommandsOnly) {
+    ASSERT_TRUE(reactor_->cmd_ring_status().ok()) << reactor_->cmd_ring_status().error().describe();
+    UniqueFd efd(eventfd(1, EFD_CLOEXEC | EFD_NONBLOCK));
+    ASSERT_TRUE(efd.valid());
+    uint64_t buf = 0;
+    auto run_cmd = [&](auto prep) {
+        CmdShot c;
+        auto fut = c.done.get_future();
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the reactor is asleep by now
+        reactor_->post([&] {
+            io_uring_sqe* sqe = reactor_->cmd_sqe();
+            ASSERT_NE(sqe, nullptr);
+            std::memset(sqe, 0, 2 * sizeof(*sqe));
+            prep(sqe);
+            io_uring_sqe_set_data(sqe, static_cast<CmdCompletion*>(&c));
+        });
+        EXPECT_EQ(fut.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+        return fut.get();
+    };
+    EXPECT_EQ(run_cmd([&](io_uring_sqe* sqe) { io_uring_prep_read(sqe, efd.get(), &buf, sizeof(buf), 0); }),
+              GetParam() ? -EACCES : 8);
+    // A passthrough command reaches the file (an eventfd has none to take).
+    int32_t res = run_cmd([&](io_uring_sqe* sqe) {
+        sqe->opcode = IORING_OP_URING_CMD;
+        sqe->fd = efd.get();
+    });
+    EXPECT_EQ(res, -EOPNOTSUPP);
+    if (!GetParam()) {
+        // Unrestricted, a read that waits: its completion comes while the reactor sleeps, and
+        // only the command ring's eventfd can end that sleep.
+        UniqueFd empty(eventfd(0, EFD_CLOEXEC));
+        CmdShot c;
+        auto fut = c.done.get_future();
+        reactor_->post([&] {
+            io_uring_sqe* sqe = reactor_->cmd_sqe();
+            ASSERT_NE(sqe, nullptr);
+            std::memset(sqe, 0, 2 * sizeof(*sqe));
+            io_uring_prep_read(sqe, empty.get(), &buf, sizeof(buf), 0);
+            io_uring_sqe_set_data(sqe, static_cast<CmdCompletion*>(&c));
+        });
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        const uint64_t sleeps = reactor_->sleeps.get();
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        EXPECT_EQ(reactor_->sleeps.get(), sleeps) << "the reactor is not asleep";
+        ASSERT_EQ(eventfd_write(empty.get(), 5), 0);
+        ASSERT_EQ(fut.wait_for(std::chrono::seconds(10)), std::future_status::ready) << "the sleeping reactor missed it";
+        EXPECT_EQ(fut.get(), 8);
+        EXPECT_EQ(buf, 5u);
+    }
 }
 
 TEST_P(RingRestrictions, RegisterOperationsAreRefused) {
