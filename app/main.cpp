@@ -66,7 +66,9 @@ int main(int argc, char** argv) {
     cli.add_option("--blk", blk_specs,
                    "virtio-blk device on a file or block device: "
                    "socket=PATH,path=FILE[,id=NAME][,queues=N][,readonly=on][,direct=on][,block-size=512|4096]"
-                   "[,serial=ID][,submit-batch=N][,client=on]  or a null device: "
+                   "[,serial=ID][,submit-batch=N][,client=on]  or an NVMe namespace through passthrough: "
+                   "socket=PATH,backend=nvme,path=/dev/ngXnY[,id=NAME][,queues=N][,readonly=on][,serial=ID][,client=on]"
+                   "  or a null device: "
                    "socket=PATH,backend=null,size=SIZE[,id=NAME][,queues=N][,readonly=on][,block-size=512|4096]"
                    "[,serial=ID][,client=on]  or a remote NBD export: "
                    "socket=PATH,backend=nbd,uri=nbd://HOST[:PORT]/EXPORT|nbd+unix:///EXPORT?socket=PATH|nbds://..."

@@ -195,17 +195,35 @@ public:
     }
 
 private:
-    // The part of a read/write one command carries: at most max_bytes and max_segments iovecs,
-    // in whole LBAs. The last iovec is cut short in place (the caller's array is ours until
-    // completion; the kernel may read it again when it retries the command from a worker).
+    // The part of a read/write one command carries: at most max_bytes, in whole LBAs, over at
+    // most max_segments memory pages. The block layer splits nothing for passthrough: it maps
+    // the buffer (or a bounce copy of it) page by page, and a command whose pages do not merge
+    // into max_segments segments is refused (EINVAL). Counting every page touched as a segment
+    // of its own is the worst case, so a command never fails on how guest memory lies. The last
+    // iovec is cut short in place (the caller's array is ours until completion; the kernel may
+    // read it again when it retries the command from a worker).
     Status cut(NvmeCmd& k, const BlockRequest& q) {
         const uint64_t lba_mask = ns_.lba_size - 1;
-        uint64_t sum = 0;
-        const unsigned n = std::min<unsigned>(q.iovcnt, ns_.max_segments);
-        for (unsigned i = 0; i < n && sum < ns_.max_bytes; ++i) sum += std::min<uint64_t>(q.iov[i].iov_len, ns_.max_bytes - sum);
+        constexpr unsigned kPageShift = 12;
+        uint64_t sum = 0, pages = 0;
+        for (unsigned i = 0; i < q.iovcnt && sum < ns_.max_bytes; ++i) {
+            const uint64_t len = q.iov[i].iov_len;
+            if (len == 0) continue;
+            const auto base = reinterpret_cast<uint64_t>(q.iov[i].iov_base);
+            uint64_t take = std::min<uint64_t>(len, ns_.max_bytes - sum);
+            const uint64_t first = base >> kPageShift;
+            uint64_t p = ((base + take - 1) >> kPageShift) - first + 1;
+            if (pages + p > ns_.max_segments) {
+                p = ns_.max_segments - pages;
+                take = std::min(take, ((first + p) << kPageShift) - base);
+            }
+            pages += p;
+            sum += take;
+            if (take < len || pages >= ns_.max_segments) break;
+        }
         const uint64_t bytes = sum & ~lba_mask;
         if (bytes == 0) {
-            return make_error(Errc::kInvalid, "the request's first LBA spans more than {} segments (or it has no data)",
+            return make_error(Errc::kInvalid, "the request's first LBA spans more than {} memory pages (or it has no data)",
                               ns_.max_segments);
         }
         if (!range_within(k.slba, bytes >> shift_, 0, ns_.lbas))

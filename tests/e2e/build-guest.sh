@@ -50,6 +50,7 @@ MODULES=(
   virtio_blk
   failover net_failover virtio_net
   crc32c_generic crc32c_intel libcrc32c crc16 mbcache jbd2 ext4
+  nvme_core nvme
 )
 
 # Host binaries copied (with their shared libraries) into the image, and the

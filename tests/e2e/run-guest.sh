@@ -18,9 +18,10 @@
 # Exit status: 0 iff the guest log contains "VTEST-RESULT: PASS" and no
 # "VTEST-RESULT: FAIL"; 1 otherwise (the tail of the log is printed).
 #
-# Environment: QEMU (default qemu-system-x86_64), VTEST_QEMU_MEM (the -m value,
-# default 512M; e.g. "512M,slots=4,maxmem=2G" for memory hotplug), VTEST_VERBOSE=1 to also
-# stream the guest console to stderr while it runs.
+# Environment: QEMU (default qemu-system-x86_64), VTEST_RAM (guest RAM, default 512M),
+# VTEST_QEMU_MEM (the -m value, default VTEST_RAM; e.g. "512M,slots=4,maxmem=2G" for memory
+# hotplug), VTEST_INITRD (another initramfs: the image's with more archives appended, see
+# test_nvme.sh), VTEST_VERBOSE=1 to also stream the guest console to stderr while it runs.
 set -euo pipefail
 
 die() { echo "run-guest: ERROR: $*" >&2; exit 2; }
@@ -42,7 +43,7 @@ EXTRA_QEMU=("$@")
 
 [[ -n $OUT_DIR && -n $TEST ]] || die "--out-dir and --test are required (see --help)"
 KERNEL="$OUT_DIR/vmlinuz"
-INITRD="$OUT_DIR/initramfs.cpio.gz"
+INITRD="${VTEST_INITRD:-$OUT_DIR/initramfs.cpio.gz}"
 [[ -f $KERNEL && -f $INITRD ]] || die "$OUT_DIR has no vmlinuz/initramfs.cpio.gz (run build-guest.sh $OUT_DIR)"
 [[ $TIMEOUT =~ ^[0-9]+$ ]] || die "bad --timeout '$TIMEOUT'"
 LOG=${LOG:-$OUT_DIR/$TEST.log}
@@ -54,8 +55,8 @@ QEMU=${QEMU:-qemu-system-x86_64}
 # memfd so the vhost-user backend can map it.
 # shellcheck disable=SC2054  # commas are part of QEMU option values
 QEMU_CMD=(
-  "$QEMU" -accel tcg -machine q35 -cpu max -smp 2 -m "${VTEST_QEMU_MEM:-512M}"
-  -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem
+  "$QEMU" -accel tcg -machine q35 -cpu max -smp 2 -m "${VTEST_QEMU_MEM:-${VTEST_RAM:-512M}}"
+  -object memory-backend-memfd,id=mem,size="${VTEST_RAM:-512M}",share=on -numa node,memdev=mem
   -nographic -monitor none -serial "file:$LOG" -no-reboot -nic none
   -kernel "$KERNEL" -initrd "$INITRD"
   -append "console=ttyS0 quiet panic=-1 vtest=$TEST${CMDLINE_EXTRA:+ $CMDLINE_EXTRA}"

@@ -41,6 +41,24 @@ TEST(DeviceSpec, Rejections) {
     EXPECT_FALSE(parse_blk_spec("socket=/s,backend=null,size=1G,submit-batch=4").ok());  // file backend only
 }
 
+TEST(DeviceSpec, NvmeBackend) {
+    auto r = parse_blk_spec("socket=/s,backend=nvme,path=/dev/ng0n1,queues=4,readonly=on");
+    ASSERT_TRUE(r.ok()) << r.error().describe();
+    EXPECT_EQ(r->backend, "nvme");
+    EXPECT_EQ(r->path, "/dev/ng0n1");
+    EXPECT_EQ(r->queues, 4u);
+    // The spec survives a round trip (a config document, device_list).
+    auto again = parse_blk_keys(to_keys(*r));
+    ASSERT_TRUE(again.ok()) << again.error().describe();
+    EXPECT_EQ(again->backend, "nvme");
+    EXPECT_EQ(again->path, "/dev/ng0n1");
+    EXPECT_FALSE(parse_blk_spec("socket=/s,backend=nvme").ok());                          // no path
+    EXPECT_FALSE(parse_blk_spec("socket=/s,backend=nvme,path=/dev/ng0n1,size=1G").ok());
+    EXPECT_FALSE(parse_blk_spec("socket=/s,backend=nvme,path=/dev/ng0n1,block-size=4096").ok());  // the LBA's
+    EXPECT_FALSE(parse_blk_spec("socket=/s,backend=nvme,path=/dev/ng0n1,direct=on").ok());
+    EXPECT_FALSE(parse_blk_spec("socket=/s,backend=nvme,path=/dev/ng0n1,uri=nbd://h/e").ok());
+}
+
 TEST(DeviceSpec, NbdBackend) {
     auto r = parse_blk_spec("socket=/s,backend=nbd,uri=nbd://127.0.0.1:10809/disk,timeout=5,queues=2");
     ASSERT_TRUE(r.ok()) << r.error().describe();

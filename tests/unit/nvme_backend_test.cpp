@@ -256,6 +256,43 @@ TEST_F(NvmeDevice, WritesReadBackAcrossCommandsAndSegments) {
     EXPECT_TRUE(fb == f);
 }
 
+// Pages that need not merge into segments (two-page pieces with a gap page between them): a
+// command carries at most max_segments pages, however few bytes that is (the kernel refuses a
+// command whose pages make more segments with EINVAL).
+TEST_F(NvmeDevice, ScatteredPagesAreCutToTheSegmentLimit) {
+    const uint32_t segs = be_->ns().max_segments;
+    constexpr size_t kPiece = 8192, kStride = 12288;
+    const size_t n = segs / 2 + 3;
+    void* mem = nullptr;
+    ASSERT_EQ(posix_memalign(&mem, 4096, n * kStride), 0);
+    std::unique_ptr<uint8_t, decltype(&free)> hold(static_cast<uint8_t*>(mem), &free);
+    auto data = pattern(n * kPiece, 21);
+    std::vector<iovec> iov(n);
+    for (size_t i = 0; i < n; ++i) {
+        iov[i] = {hold.get() + i * kStride, kPiece};
+        std::memcpy(iov[i].iov_base, data.data() + i * kPiece, kPiece);
+    }
+    size_t at = 0;
+    int commands = 0;
+    while (at < n * kPiece) {
+        // Rebuild the remaining iovecs from byte `at`.
+        std::vector<iovec> rest;
+        for (size_t i = at / kPiece; i < n; ++i) {
+            size_t skip = i == at / kPiece ? at % kPiece : 0;
+            rest.push_back({hold.get() + i * kStride + skip, kPiece - skip});
+        }
+        int32_t res = run(BlockRequest{BlockOp::kWrite, rest.data(), static_cast<unsigned>(rest.size()), at, 0});
+        ASSERT_GT(res, 0) << "the kernel refused a command (" << res << ") at byte " << at;
+        EXPECT_LE(static_cast<uint64_t>(res), uint64_t{segs} * 4096);
+        at += static_cast<size_t>(res);
+        ++commands;
+    }
+    EXPECT_GE(commands, 2);
+    std::vector<uint8_t> back(n * kPiece);
+    EXPECT_GE(io(BlockOp::kRead, 0, back, {back.size()}), 1);
+    EXPECT_TRUE(back == data);
+}
+
 TEST_F(NvmeDevice, WriteZeroesAndDeallocate) {
     const auto& ns = be_->ns();
     ASSERT_TRUE(ns.write_zeroes && ns.deallocate) << "the emulated namespace supports both";
