@@ -37,7 +37,7 @@ one_run() {
     local a=(qemu-system-x86_64 -accel "$ACCEL" -machine q35 -cpu qemu64 -smp 2 -m 512M
       -object "memory-backend-file,id=mem,size=512M,mem-path=$M/ram.$k,share=on" -numa node,memdev=mem
       -nographic -monitor none -serial "file:$T/guest.$k.log" -no-reboot -nic none
-      -kernel "$GUEST_DIR/vmlinuz" -initrd "$GUEST_DIR/initramfs.cpio.gz"
+      -kernel "$GUEST_DIR/vmlinuz" -initrd "$GUEST_DIR/initramfs.cpio"
       -append "console=ttyS0 quiet panic=-1 vtest=blk_restart vtest_queues=2 vtest_runtime=60 vtest_reader=1"
       -qmp "unix:$T/qmp.$k.sock,server=on,wait=off"
       -drive "file=$T/disk.img,if=none,id=d0,format=raw,cache=none,aio=threads,file.locking=off"

@@ -6,7 +6,7 @@
 #   tests/e2e/run-guest.sh --out-dir DIR --test NAME [--timeout SECS] [--log FILE]
 #                          [--cmdline-extra "k=v ..."] [--] [extra qemu args...]
 #
-#   --out-dir DIR        directory with vmlinuz + initramfs.cpio.gz
+#   --out-dir DIR        directory with vmlinuz + initramfs.cpio
 #   --test NAME          guest test to run (tests/e2e/guest/NAME.sh)
 #   --timeout SECS       kill QEMU after SECS seconds (default 180)
 #   --log FILE           guest console log (default: DIR/NAME.log)
@@ -43,8 +43,8 @@ EXTRA_QEMU=("$@")
 
 [[ -n $OUT_DIR && -n $TEST ]] || die "--out-dir and --test are required (see --help)"
 KERNEL="$OUT_DIR/vmlinuz"
-INITRD="${VTEST_INITRD:-$OUT_DIR/initramfs.cpio.gz}"
-[[ -f $KERNEL && -f $INITRD ]] || die "$OUT_DIR has no vmlinuz/initramfs.cpio.gz (run build-guest.sh $OUT_DIR)"
+INITRD="${VTEST_INITRD:-$OUT_DIR/initramfs.cpio}"
+[[ -f $KERNEL && -f $INITRD ]] || die "$OUT_DIR has no vmlinuz/initramfs.cpio (run build-guest.sh $OUT_DIR)"
 [[ $TIMEOUT =~ ^[0-9]+$ ]] || die "bad --timeout '$TIMEOUT'"
 LOG=${LOG:-$OUT_DIR/$TEST.log}
 mkdir -p "$(dirname "$LOG")"

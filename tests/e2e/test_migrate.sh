@@ -207,7 +207,7 @@ start_qemu() {  # K SIDE
     "$QEMU_BIN" -accel tcg -machine q35 -cpu "$CPU_MODEL" -smp 2 -m 512M
     -object "$(ram_backend "$k")" -numa node,memdev=mem
     -nographic -monitor none -serial "file:$TMP/guest.$k.log" -no-reboot -nic none
-    -kernel "$GUEST_DIR/vmlinuz" -initrd "$GUEST_DIR/initramfs.cpio.gz"
+    -kernel "$GUEST_DIR/vmlinuz" -initrd "$GUEST_DIR/initramfs.cpio"
     -append "console=ttyS0 quiet panic=-1 vtest=blk_restart vtest_queues=$QUEUES vtest_runtime=$RUNTIME vtest_net_addr=$GUEST_IP/24 vtest_net_sink=$BR_IP:$PORT vtest_net_mac=$MAC vtest_reader=1 vtest_packed=$PACKED${VTEST_GUEST_APPEND:+ $VTEST_GUEST_APPEND}"
     -qmp "unix:$TMP/qmp.$k.sock,server=on,wait=off"
     -chardev "socket,id=c0,path=$TMP/$side.sock"

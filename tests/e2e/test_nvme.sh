@@ -33,14 +33,14 @@ for b in vhostd blkbench tests/unit_tests; do
     cp -L "$lib" "$OV$lib"
   done < <(ldd "$BUILD_DIR/$b" | awk '/=>/ && $3 ~ /^\// {print $3}')
 done
-(cd "$OV" && find . | cpio -o -H newc --quiet | gzip -1) >"$TMP/overlay.cpio.gz"
-cat "$GUEST_DIR/initramfs.cpio.gz" "$TMP/overlay.cpio.gz" >"$TMP/initrd.gz"
-log "overlay: $(du -h "$TMP/overlay.cpio.gz" | cut -f1) compressed"
+(cd "$OV" && find . | cpio -o -H newc --quiet) >"$TMP/overlay.cpio"
+cat "$GUEST_DIR/initramfs.cpio" "$TMP/overlay.cpio" >"$TMP/initrd"
+log "overlay: $(du -h "$TMP/overlay.cpio" | cut -f1)"
 
 truncate -s 256M "$TMP/nvme0.img"
 truncate -s 128M "$TMP/nvme1.img"
 # shellcheck disable=SC2054  # commas are part of QEMU option values
-export VTEST_INITRD="$TMP/initrd.gz" VTEST_RAM=1G
+export VTEST_INITRD="$TMP/initrd" VTEST_RAM=1G
 lh_run_guest nvme "$TMP/guest.log" "$TIMEOUT" "" \
   -drive "file=$TMP/nvme0.img,if=none,id=nvm0,format=raw,cache=none,aio=io_uring" \
   -drive "file=$TMP/nvme1.img,if=none,id=nvm1,format=raw,cache=none,aio=io_uring" \

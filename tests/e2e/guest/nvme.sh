@@ -68,9 +68,9 @@ vt_step "vhostd backend=nvme: blkbench write+verify through vhost-user"
 serve "backend=nvme,path=$NG,queues=2"
 grep -q 'nvme passthrough' /tmp/vhostd.log || { cat /tmp/vhostd.log; vt_fail "vhostd did not open the namespace for passthrough"; }
 for bs in 4096 65536 1048576; do
-  bench "nvme verify bs=$bs" --queues 2 --qd 4 --bs $bs --rw randrw --verify --seconds 3 --size 48M
+  bench "nvme verify bs=$bs" --queues 2 --qd 4 --bs $bs --rw randrw --verify --seconds 2 --size 48M
 done
-bench "nvme randread 4k" --queues 1 --qd 8 --bs 4096 --rw randread --seconds 3 --size 48M
+bench "nvme randread 4k" --queues 1 --qd 8 --bs 4096 --rw randread --seconds 2 --size 48M
 stop
 if grep -qiE 'error|warn' /tmp/vhostd.log; then
   cat /tmp/vhostd.log
@@ -79,12 +79,12 @@ fi
 
 vt_step "vhostd backend=nvme on the 4 KiB-LBA namespace"
 serve "backend=nvme,path=/dev/ng0n2"
-bench "nvme 4k-LBA verify bs=16384" --queues 1 --qd 4 --bs 16384 --rw randrw --verify --seconds 3 --size 32M
+bench "nvme 4k-LBA verify bs=16384" --queues 1 --qd 4 --bs 16384 --rw randrw --verify --seconds 2 --size 32M
 stop
 
 vt_step "the block path on the same namespace, for comparison"
 serve "path=/dev/nvme0n1,direct=on"
-bench "block-layer randread 4k" --queues 1 --qd 8 --bs 4096 --rw randread --seconds 3 --size 48M
+bench "block-layer randread 4k" --queues 1 --qd 8 --bs 4096 --rw randread --seconds 2 --size 48M
 stop
 
 vt_pass
