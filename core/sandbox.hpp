@@ -11,6 +11,10 @@
 //     The guest's rings and requests are parsed here.
 //   - kControl, stacked by each device's control thread (vhost/server.cpp): the vhost-user
 //     messages, the frontend's input.
+//   - kApi, stacked by the management API's thread (rpc/server.cpp): the process list without
+//     what only the main thread does (signal waits, timers, children, scheduling, capabilities).
+//     The threads it starts (device control threads, librados' threads of a disk added at
+//     runtime) inherit it.
 // Modes: kOn (a call outside the list: the thread's SIGSYS handler writes the call's name to
 // stderr and the process dies of SIGSYS), kLog (the call runs and the kernel logs it: audit
 // type=1326 in the kernel log; for finding what a new feature needs), kOff (nothing installed).
@@ -26,7 +30,7 @@
 namespace vhostd::sandbox {
 
 enum class Mode : uint8_t { kOff, kLog, kOn };
-enum class Kind : uint8_t { kProcess, kReactor, kControl };
+enum class Kind : uint8_t { kProcess, kReactor, kControl, kApi };
 
 // The one change of credentials every thread's filter lets through (--user: glibc makes the
 // set*id calls on every thread): setgroups of `ngroups` groups, setresgid(gid, gid, gid),
@@ -47,9 +51,10 @@ Status enter(Kind kind);
 
 const char* kind_name(Kind kind);
 
-// Test hook: VHOSTD_TEST_FORBIDDEN_SYSCALL=reactor|control makes the first thread of that kind
-// make a system call outside its list (getcwd: in the process list, in no thread kind's) right
-// after enter(), proving that kind's own filter is live.
+// Test hook: VHOSTD_TEST_FORBIDDEN_SYSCALL=reactor|control|api makes the first thread of that
+// kind make a system call outside its list (getcwd on reactors and control threads, getitimer on
+// the API's: in the process list, not in the kind's) right after enter(), proving that kind's
+// own filter is live.
 inline constexpr const char* kForbiddenSyscallEnv = "VHOSTD_TEST_FORBIDDEN_SYSCALL";
 
 }  // namespace vhostd::sandbox

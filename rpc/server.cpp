@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/log.hpp"
+#include "core/sandbox.hpp"
 #include "core/unix_group.hpp"
 
 namespace vhostd::rpc {
@@ -248,6 +249,11 @@ bool Server::on_readable(Client& c) {
 
 void Server::run() {
     pthread_setname_np(pthread_self(), "vhostd-rpc");
+    // Its own seccomp list (core/sandbox.hpp); the threads a method starts inherit it.
+    if (Status st = sandbox::enter(sandbox::Kind::kApi); !st.ok()) {
+        VLOG_ERROR("management API: the sandbox: {}; the API is not served", st.error().describe());
+        return;
+    }
     epoll_event events[32];
     while (true) {
         int n = epoll_wait(epoll_.get(), events, 32, -1);
