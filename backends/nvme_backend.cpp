@@ -378,8 +378,7 @@ Result<std::unique_ptr<NvmeBackend>> NvmeBackend::open(const NvmeOptions& o) {
     if (!S_ISCHR(st.st_mode)) return make_error(Errc::kInvalid, "{} is not a character device", o.path);
 
     auto be = std::unique_ptr<NvmeBackend>(new NvmeBackend());
-    std::string sysfs = o.sysfs_block.empty() ? "/sys/block" : o.sysfs_block;
-    VHOSTD_ASSIGN_OR_RETURN(be->ns_, read_nvme_namespace(fmt::format("{}/nvme{}n{}", sysfs, m[1].str(), m[2].str())));
+    VHOSTD_ASSIGN_OR_RETURN(be->ns_, read_nvme_namespace(fmt::format("/sys/block/nvme{}n{}", m[1].str(), m[2].str())));
     int fd = ::open(real, (o.readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
     if (fd < 0) return sys_error("open {}", o.path);
     be->fd_.reset(fd);

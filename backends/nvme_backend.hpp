@@ -28,9 +28,6 @@ namespace vhostd::backends {
 struct NvmeOptions {
     std::string path;  // /dev/ngXnY
     bool readonly = false;
-    // Where the namespace's block device attributes are (tests point it elsewhere): "" is
-    // /sys/block.
-    std::string sysfs_block;
 };
 
 // What the kernel's driver knows of a namespace (sysfs), checked.

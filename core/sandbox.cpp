@@ -248,19 +248,13 @@ Result<std::vector<sock_filter>> build(Kind kind, Mode mode, const IdChange* ids
                 VHOSTD_TRY(add_rule(ctx, SCMP_ACT_ALLOW, "ioctl", {SCMP_A1(SCMP_CMP_EQ, static_cast<scmp_datum_t>(req))}));
             break;
         case Kind::kProcess:
-            VHOSTD_TRY(add_list(ctx, kReactor));
-            VHOSTD_TRY(add_list(ctx, kControl));
-            VHOSTD_TRY(add_list(ctx, kProcess));
-            VHOSTD_TRY(add_names(ctx, {"ioctl"}));  // taps, block devices, sockets, terminals
-            VHOSTD_TRY(add_names(ctx, {"prctl"}));
-            break;
         case Kind::kApi:
             VHOSTD_TRY(add_list(ctx, kReactor));
-            VHOSTD_TRY(add_list(ctx, kControl));  // (device control threads it starts stack theirs)
-            VHOSTD_TRY(add_list_except(ctx, kProcess, kNotApi));
-            // Taps made at runtime, block devices' and NVMe namespaces' sizes and ids, librados.
-            VHOSTD_TRY(add_names(ctx, {"ioctl"}));
-            VHOSTD_TRY(add_names(ctx, {"prctl"}));  // librados names its threads
+            VHOSTD_TRY(add_list(ctx, kControl));  // (control threads the API starts stack theirs)
+            if (kind == Kind::kApi) VHOSTD_TRY(add_list_except(ctx, kProcess, kNotApi));
+            else VHOSTD_TRY(add_list(ctx, kProcess));
+            VHOSTD_TRY(add_names(ctx, {"ioctl"}));  // taps, block devices, NVMe ids, sockets, terminals
+            VHOSTD_TRY(add_names(ctx, {"prctl"}));  // (librados names its threads)
             break;
     }
     // Out through a memfd: libseccomp 2.5 has no in-memory export.

@@ -126,8 +126,11 @@ io_uring_sqe* Reactor::cmd_sqe() {
 
 namespace {
 // A ring created disabled is limited to `ops` (no SQE flag, no register operation) and enabled.
+constexpr size_t kMaxRestrictions = 16;
+static_assert(std::size(kRingOps) < kMaxRestrictions && std::size(kCmdRingOps) < kMaxRestrictions,
+              "room for every opcode and the SQE-flags rule");
 int restrict_and_enable(io_uring& ring, const uint8_t* ops, size_t n_ops) {
-    std::array<io_uring_restriction, 16> res{};
+    std::array<io_uring_restriction, kMaxRestrictions> res{};
     size_t n = 0;
     for (size_t i = 0; i < n_ops && n + 1 < res.size(); ++i) {
         res[n].opcode = IORING_RESTRICTION_SQE_OP;

@@ -118,17 +118,17 @@ TEST(NvmeNamespace, RefusesWhatItCannotServe) {
 }
 
 TEST(NvmeBackend, RefusesWhatIsNotAGenericNamespaceDevice) {
-    auto b = backends::NvmeBackend::open({"/dev/null", false, {}});
+    auto b = backends::NvmeBackend::open({"/dev/null", false});
     ASSERT_FALSE(b.ok());
     EXPECT_NE(b.error().describe().find("generic device"), std::string::npos) << b.error().describe();
-    EXPECT_FALSE(backends::NvmeBackend::open({"/nonexistent/ng0n1", false, {}}).ok());
-    EXPECT_FALSE(backends::NvmeBackend::open({"", false, {}}).ok());
+    EXPECT_FALSE(backends::NvmeBackend::open({"/nonexistent/ng0n1", false}).ok());
+    EXPECT_FALSE(backends::NvmeBackend::open({"", false}).ok());
     // The right name, but a regular file: refused before anything is sent to it.
     char tmpl[] = "/tmp/vhostd-nvme-XXXXXX";
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     std::string fake = std::string(tmpl) + "/ng0n1";
     std::ofstream(fake) << "x";
-    b = backends::NvmeBackend::open({fake, false, {}});
+    b = backends::NvmeBackend::open({fake, false});
     ASSERT_FALSE(b.ok());
     EXPECT_NE(b.error().describe().find("not a character device"), std::string::npos) << b.error().describe();
     fs::remove_all(tmpl);
@@ -146,7 +146,7 @@ protected:
     void SetUp() override {
         const char* dev = std::getenv("VHOSTD_TEST_NVME");
         if (dev == nullptr) GTEST_SKIP() << "VHOSTD_TEST_NVME is not set (tests/e2e/test_nvme.sh sets it in a guest)";
-        auto b = backends::NvmeBackend::open({dev, false, {}});
+        auto b = backends::NvmeBackend::open({dev, false});
         ASSERT_TRUE(b.ok()) << b.error().describe();
         be_ = std::move(b).value();
         lba_ = be_->info().block_size;
