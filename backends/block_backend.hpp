@@ -6,6 +6,7 @@
 
 #include <sys/uio.h>
 
+#include <cerrno>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -23,7 +24,45 @@ enum class BlockOp : uint8_t {
     kDiscard,           // advisory: data afterwards is unspecified
     kWriteZeroes,       // must read back as zeroes, keep allocation
     kWriteZeroesUnmap,  // must read back as zeroes, may deallocate
+    // Zoned storage (BlockInfo::zoned). `offset` is a zone's first byte unless said otherwise.
+    kZoneAppend,    // write iov at the zone's write pointer; *append_at = the byte offset it went to
+    kZoneReport,    // fill iov (a device-writable buffer of >= 128 bytes) with a zone report in
+                    // virtio-blk's format (virtio/blk_types.hpp: ZoneReportHeader, then
+                    // ZoneDescriptor entries in 512-byte sectors) from the zone holding `offset`;
+                    // the result is the bytes written (64 + 64 x zones reported)
+    kZoneOpen,
+    kZoneClose,
+    kZoneFinish,
+    kZoneReset,
+    kZoneResetAll,  // offset ignored
 };
+
+// A zone report as kZoneReport writes it (virtio-blk's layout, so the device passes the guest's
+// buffer straight through): this header, then one descriptor per zone; positions in 512-byte
+// sectors, little-endian.
+struct [[gnu::packed]] ZoneReportHeader {
+    uint64_t nr_zones;
+    uint8_t reserved[56];
+};
+struct [[gnu::packed]] ZoneDescriptor {
+    uint64_t capacity;  // writable sectors of the zone
+    uint64_t start;
+    uint64_t wp;        // write pointer
+    uint8_t type;       // 1 conventional, 2 sequential write required, 3 sequential write preferred
+    uint8_t state;      // 0 no write pointer, 1 empty, 2 implicitly open, 3 explicitly open,
+                        // 4 closed, 13 read-only, 14 full, 15 offline
+    uint8_t reserved[38];
+};
+static_assert(sizeof(ZoneReportHeader) == 64 && sizeof(ZoneDescriptor) == 64);
+
+inline constexpr bool is_zone_op(BlockOp op) { return op >= BlockOp::kZoneAppend; }
+
+// Zoned storage failures, as the errno a channel completes with (Linux's block layer gives the
+// two resource ones the same errno); the device turns them into virtio-blk's zone statuses.
+inline constexpr int32_t kErrZoneInvalid = -EBADE;           // the zone's state/type refuses it
+inline constexpr int32_t kErrZoneUnalignedWrite = -EILSEQ;   // a write not at the write pointer
+inline constexpr int32_t kErrZoneOpenResource = -ETOOMANYREFS;
+inline constexpr int32_t kErrZoneActiveResource = -EOVERFLOW;
 
 struct BlockRequest {
     BlockOp op = BlockOp::kRead;
@@ -32,6 +71,7 @@ struct BlockRequest {
     uint64_t offset = 0;         // bytes
     uint64_t len = 0;            // bytes (discard / write-zeroes)
     bool fua = false;            // write: durable on completion (RWF_DSYNC)
+    uint64_t* append_at = nullptr;  // kZoneAppend: where the channel stores the byte offset
 };
 
 class BlockChannel {
@@ -59,6 +99,14 @@ struct BlockInfo {
     bool readonly = false;
     bool discard = false;
     bool write_zeroes = false;
+    // A zoned device (the guest sees VIRTIO_BLK_F_ZONED); zone_bytes == 0: not zoned.
+    struct Zoned {
+        uint8_t model = 0;           // virtio-blk's: 1 host-managed, 2 host-aware
+        uint64_t zone_bytes = 0;     // every zone's size (the last may be smaller)
+        uint32_t max_open = 0;       // 0: no limit
+        uint32_t max_active = 0;     // 0: no limit
+        uint32_t max_append_bytes = 0;  // the largest kZoneAppend, a multiple of block_size
+    } zoned;
     std::string description;
 };
 

@@ -27,6 +27,7 @@ public:
     }
 
     Status submit(const BlockRequest& q, Completion* c) override {
+        if (is_zone_op(q.op)) return make_error(Errc::kUnsupported, "zone commands need a zoned backend");
         io_uring_sqe* sqe = io_uring_get_sqe(r_.ring());
         if (sqe == nullptr) return make_error(Errc::kBusy, "submission queue full");
         switch (q.op) {
@@ -54,6 +55,14 @@ public:
                 // Files: a punched hole reads as zeroes. Block devices: zero-out, unmapping allowed.
                 io_uring_prep_fallocate(sqe, fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, q.offset, q.len);
                 break;
+            case BlockOp::kZoneAppend:
+            case BlockOp::kZoneReport:
+            case BlockOp::kZoneOpen:
+            case BlockOp::kZoneClose:
+            case BlockOp::kZoneFinish:
+            case BlockOp::kZoneReset:
+            case BlockOp::kZoneResetAll:
+                break;  // refused above
         }
         io_uring_sqe_set_data(sqe, c);
         // A failed enter leaves the SQEs queued: the reactor's end-of-pass submit retries them.

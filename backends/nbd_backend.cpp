@@ -200,6 +200,7 @@ public:
 
     bool ready() override { return !free_.empty(); }
     Status submit(const BlockRequest& q, Completion* c) override {
+        if (is_zone_op(q.op)) return make_error(Errc::kUnsupported, "zone commands need a zoned backend");
         if (free_.empty()) return make_error(Errc::kBusy, "all request slots in use");
         NbdReq* r = free_.back();
         free_.pop_back();
@@ -312,6 +313,14 @@ void NbdConn::issue(NbdReq* r) {
                 }
                 break;
             }
+            case BlockOp::kZoneAppend:
+            case BlockOp::kZoneReport:
+            case BlockOp::kZoneOpen:
+            case BlockOp::kZoneClose:
+            case BlockOp::kZoneFinish:
+            case BlockOp::kZoneReset:
+            case BlockOp::kZoneResetAll:
+                break;  // refused in submit()
         }
     }
     (void)ok;

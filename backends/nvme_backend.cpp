@@ -24,6 +24,12 @@ namespace {
 
 // NVM command set opcodes (NVMe base spec 2.0, NVM command set spec 1.0).
 constexpr uint8_t kOpFlush = 0x00, kOpWrite = 0x01, kOpRead = 0x02, kOpWriteZeroes = 0x08, kOpDsm = 0x09;
+// Zoned namespace command set (NVMe ZNS spec 1.1).
+constexpr uint8_t kOpZoneMgmtSend = 0x79, kOpZoneMgmtRecv = 0x7a, kOpZoneAppend = 0x7d;
+constexpr uint32_t kZsaClose = 1, kZsaFinish = 2, kZsaOpen = 3, kZsaReset = 4;  // Send CDW13
+constexpr uint32_t kZsaSelectAll = 1u << 8;
+constexpr uint32_t kZraPartialReport = 1u << 16;  // Receive CDW13: nr_zones counts what came back
+constexpr uint32_t kZoneDescBytes = 64;
 constexpr uint32_t kFua = 1u << 30;         // read/write CDW12
 constexpr uint32_t kDeac = 1u << 25;        // write zeroes CDW12: deallocate
 constexpr uint32_t kDsmDeallocate = 1u << 2;  // DSM CDW11 AD
@@ -45,6 +51,20 @@ int32_t nvme_errno(int32_t status) {
     if (sct == 0 && sc == 0x01) return -EOPNOTSUPP;  // Invalid Command Opcode
     if (sct == 0 && (sc == 0x80 || sc == 0x02)) return -EINVAL;  // LBA Out of Range, Invalid Field
     if (sct == 1 && sc == 0x20) return -EROFS;  // Namespace is Write Protected
+    if (sct == 1) {
+        switch (sc) {
+            case 0xbc: return kErrZoneUnalignedWrite;  // Zone Invalid Write
+            case 0xbd: return kErrZoneActiveResource;  // Too Many Active Zones
+            case 0xbe: return kErrZoneOpenResource;    // Too Many Open Zones
+            case 0xb8:  // Zone Boundary Error
+            case 0xb9:  // Zone Is Full
+            case 0xba:  // Zone Is Read Only
+            case 0xbb:  // Zone Is Offline
+            case 0xbf:  // Invalid Zone State Transition
+                return kErrZoneInvalid;
+            default: break;
+        }
+    }
     return -EIO;
 }
 
@@ -77,7 +97,8 @@ struct NvmeCmd final : CmdCompletion {
     uint64_t slba = 0;
     uint64_t left = 0;     // discard / write zeroes: LBAs still to do from slba
     uint32_t nlb = 0;      // this command's LBAs
-    uint32_t bytes = 0;    // read / write: this command's bytes
+    uint32_t bytes = 0;    // read / write / append / report: this command's bytes
+    uint64_t* append_at = nullptr;
     const iovec* iov = nullptr;
     unsigned iovcnt = 0;   // iovecs this command uses
     iovec* trimmed = nullptr;  // the last of them, cut short until the command completes
@@ -109,16 +130,46 @@ public:
         k.fua = q.fua;
         k.trimmed = nullptr;
         k.left = 0;
+        k.append_at = q.append_at;
         const uint64_t lba_mask = ns_.lba_size - 1;
-        if ((q.offset & lba_mask) != 0)
+        // A report starts at the zone holding any sector; everything else names whole LBAs.
+        if ((q.offset & lba_mask) != 0 && q.op != BlockOp::kZoneReport)
             return make_error(Errc::kInvalid, "offset {} is not a multiple of the {} B LBA", q.offset, ns_.lba_size);
         k.slba = q.offset >> shift_;
         switch (q.op) {
             case BlockOp::kRead:
             case BlockOp::kWrite:
-                VHOSTD_TRY(cut(k, q));
+                VHOSTD_TRY(cut(k, q, ns_.lba_size, true));
                 break;
             case BlockOp::kFlush:
+                break;
+            case BlockOp::kZoneAppend:
+                // All of it in one command: an append cannot be continued (the next piece could
+                // land anywhere). max_append_bytes leaves room for any page layout.
+                if (ns_.zone_lbas == 0 || q.append_at == nullptr || k.slba % ns_.zone_lbas != 0)
+                    return make_error(Errc::kInvalid, "zone append to LBA {}, not a zone's start", k.slba);
+                VHOSTD_TRY(cut(k, q, ns_.lba_size, true));
+                if (k.bytes != q.len) {
+                    untrim(k);
+                    return make_error(Errc::kInvalid, "zone append of {} bytes does not fit one command", q.len);
+                }
+                break;
+            case BlockOp::kZoneReport:
+                if (ns_.zone_lbas == 0 || k.slba >= ns_.lbas) return make_error(Errc::kInvalid, "zone report at LBA {}", k.slba);
+                VHOSTD_TRY(cut(k, q, kZoneDescBytes, false));
+                if (k.bytes < 2 * kZoneDescBytes) {
+                    untrim(k);
+                    return make_error(Errc::kInvalid, "zone report buffer holds no zone in one command");
+                }
+                break;
+            case BlockOp::kZoneOpen:
+            case BlockOp::kZoneClose:
+            case BlockOp::kZoneFinish:
+            case BlockOp::kZoneReset:
+            case BlockOp::kZoneResetAll:
+                if (ns_.zone_lbas == 0) return make_error(Errc::kUnsupported, "the namespace is not zoned");
+                if (q.op != BlockOp::kZoneResetAll && (k.slba % ns_.zone_lbas != 0 || k.slba >= ns_.lbas))
+                    return make_error(Errc::kInvalid, "LBA {} is not a zone's start", k.slba);
                 break;
             case BlockOp::kDiscard:
             case BlockOp::kWriteZeroes:
@@ -160,7 +211,7 @@ public:
     // Completions arrive through the reactor's command ring (and its eventfd while it sleeps).
     bool must_poll() const override { return deferred_ != nullptr; }
 
-    void on_cmd(NvmeCmd& k, int32_t res) {
+    void on_cmd(NvmeCmd& k, int32_t res, uint64_t result) {
         int32_t err = res < 0 ? res : res > 0 ? nvme_errno(res) : 0;
         if (res > 0) {
             VLOG_LIMITED(log_limit_, log_at(ns_.block_name), warn, "nvme {}: command {} at LBA {} failed with NVMe status {:#x}",
@@ -173,7 +224,32 @@ public:
                 untrim(k);
                 if (err == 0) out = static_cast<int32_t>(k.bytes);
                 break;
+            case BlockOp::kZoneAppend:
+                untrim(k);
+                if (err == 0) {
+                    // The LBA the drive chose: inside the zone the append named, or the device
+                    // cannot tell the guest where its data is.
+                    if (result < k.slba || result - k.slba > ns_.zone_lbas - k.nlb) {
+                        VLOG_LIMITED(log_limit_, log_at(ns_.block_name), warn,
+                                     "nvme {}: zone append at zone LBA {} answered LBA {}, outside the zone",
+                                     ns_.block_name, k.slba, result);
+                        out = -EIO;
+                    } else {
+                        *k.append_at = result << shift_;
+                        out = static_cast<int32_t>(k.bytes);
+                    }
+                }
+                break;
+            case BlockOp::kZoneReport:
+                untrim(k);
+                if (err == 0) out = static_cast<int32_t>(convert_report(k));
+                break;
             case BlockOp::kFlush:
+            case BlockOp::kZoneOpen:
+            case BlockOp::kZoneClose:
+            case BlockOp::kZoneFinish:
+            case BlockOp::kZoneReset:
+            case BlockOp::kZoneResetAll:
                 break;
             default:
                 if (err == 0 && k.left > 0) {
@@ -202,8 +278,10 @@ private:
     // of its own is the worst case, so a command never fails on how guest memory lies. The last
     // iovec is cut short in place (the caller's array is ours until completion; the kernel may
     // read it again when it retries the command from a worker).
-    Status cut(NvmeCmd& k, const BlockRequest& q) {
-        const uint64_t lba_mask = ns_.lba_size - 1;
+    // `granule`: the unit a command's length comes in (an LBA; a zone descriptor for a report);
+    // `lbas`: the bytes are the command's LBAs (checked against the namespace's end).
+    Status cut(NvmeCmd& k, const BlockRequest& q, uint32_t granule, bool lbas) {
+        const uint64_t lba_mask = granule - 1;
         constexpr unsigned kPageShift = 12;
         uint64_t sum = 0, pages = 0;
         for (unsigned i = 0; i < q.iovcnt && sum < ns_.max_bytes; ++i) {
@@ -223,10 +301,10 @@ private:
         }
         const uint64_t bytes = sum & ~lba_mask;
         if (bytes == 0) {
-            return make_error(Errc::kInvalid, "the request's first LBA spans more than {} memory pages (or it has no data)",
-                              ns_.max_segments);
+            return make_error(Errc::kInvalid, "the request's first {} bytes span more than {} memory pages (or it has no data)",
+                              granule, ns_.max_segments);
         }
-        if (!range_within(k.slba, bytes >> shift_, 0, ns_.lbas))
+        if (lbas && !range_within(k.slba, bytes >> shift_, 0, ns_.lbas))
             return make_error(Errc::kInvalid, "LBAs {}+{} lie past the namespace's {}", k.slba, bytes >> shift_, ns_.lbas);
         uint64_t acc = 0;
         unsigned last = 0;
@@ -254,6 +332,56 @@ private:
         }
     }
 
+    // The drive's report (ZNS layout, LBAs) turned in place into the interface's (virtio's
+    // layout, 512-byte sectors); returns the bytes of the report. The buffer is the guest's: the
+    // values read back are only translated, and the loop is bounded by the command's length.
+    uint64_t convert_report(const NvmeCmd& k) {
+        ZoneReportHeader h{};
+        iov_at(k, 0, &h, sizeof(h), false);
+        const uint64_t room = (k.bytes - sizeof(h)) / kZoneDescBytes;
+        const uint64_t n = std::min<uint64_t>(h.nr_zones, room);
+        const unsigned to_sectors = shift_ - 9;
+        for (uint64_t i = 0; i < n; ++i) {
+            uint8_t raw[kZoneDescBytes];
+            const size_t at = sizeof(h) + i * kZoneDescBytes;
+            iov_at(k, at, raw, sizeof(raw), false);
+            uint64_t zcap, zslba, wp;
+            std::memcpy(&zcap, raw + 8, 8);
+            std::memcpy(&zslba, raw + 16, 8);
+            std::memcpy(&wp, raw + 24, 8);
+            ZoneDescriptor d{};
+            d.capacity = zcap << to_sectors;
+            d.start = zslba << to_sectors;
+            d.wp = wp << to_sectors;
+            d.type = raw[0] & 0x0f;  // ZT: 2, sequential write required (the same number)
+            d.state = raw[1] >> 4;   // ZS: the same numbers as virtio's states
+            iov_at(k, at, &d, sizeof(d), true);
+        }
+        h = ZoneReportHeader{};
+        h.nr_zones = n;
+        iov_at(k, 0, &h, sizeof(h), true);
+        return sizeof(h) + n * kZoneDescBytes;
+    }
+
+    // Copies between `p` and [off, off+len) of the command's buffer.
+    static void iov_at(const NvmeCmd& k, size_t off, void* p, size_t len, bool to_iov) {
+        auto* b = static_cast<uint8_t*>(p);
+        for (unsigned i = 0; i < k.iovcnt && len > 0; ++i) {
+            const size_t l = k.iov[i].iov_len;
+            if (off >= l) {
+                off -= l;
+                continue;
+            }
+            const size_t c = std::min(l - off, len);
+            uint8_t* at = static_cast<uint8_t*>(k.iov[i].iov_base) + off;
+            if (to_iov) std::memcpy(at, b, c);
+            else std::memcpy(b, at, c);
+            b += c;
+            len -= c;
+            off = 0;
+        }
+    }
+
     void prep(NvmeCmd& k, io_uring_sqe* sqe) {
         std::memset(sqe, 0, 2 * sizeof(io_uring_sqe));  // a 128-byte SQE
         sqe->opcode = IORING_OP_URING_CMD;
@@ -268,17 +396,38 @@ private:
                 cmd->cdw10 = static_cast<uint32_t>(k.slba);
                 cmd->cdw11 = static_cast<uint32_t>(k.slba >> 32);
                 cmd->cdw12 = (k.nlb - 1) | (k.op == BlockOp::kWrite && k.fua ? kFua : 0);
-                if (k.iovcnt == 1) {
-                    cmd->addr = reinterpret_cast<uint64_t>(k.iov[0].iov_base);
-                    cmd->data_len = k.bytes;
-                } else {
-                    sqe->cmd_op = NVME_URING_CMD_IO_VEC;
-                    cmd->addr = reinterpret_cast<uint64_t>(k.iov);
-                    cmd->data_len = k.iovcnt;
-                }
+                set_data(k, sqe, cmd);
                 break;
             case BlockOp::kFlush:
                 cmd->opcode = kOpFlush;
+                break;
+            case BlockOp::kZoneAppend:
+            case BlockOp::kZoneReport:
+                cmd->cdw10 = static_cast<uint32_t>(k.slba);
+                cmd->cdw11 = static_cast<uint32_t>(k.slba >> 32);
+                if (k.op == BlockOp::kZoneAppend) {
+                    cmd->opcode = kOpZoneAppend;
+                    cmd->cdw12 = (k.nlb - 1) | (k.fua ? kFua : 0);
+                } else {
+                    cmd->opcode = kOpZoneMgmtRecv;
+                    cmd->cdw12 = k.bytes / 4 - 1;  // dwords, 0's based
+                    cmd->cdw13 = kZraPartialReport;  // report zones (ZRA 0), all states (ZRASF 0)
+                }
+                set_data(k, sqe, cmd);
+                break;
+            case BlockOp::kZoneOpen:
+            case BlockOp::kZoneClose:
+            case BlockOp::kZoneFinish:
+            case BlockOp::kZoneReset:
+            case BlockOp::kZoneResetAll:
+                cmd->opcode = kOpZoneMgmtSend;
+                cmd->cdw10 = static_cast<uint32_t>(k.slba);
+                cmd->cdw11 = static_cast<uint32_t>(k.slba >> 32);
+                cmd->cdw13 = k.op == BlockOp::kZoneOpen    ? kZsaOpen
+                             : k.op == BlockOp::kZoneClose  ? kZsaClose
+                             : k.op == BlockOp::kZoneFinish ? kZsaFinish
+                                                            : kZsaReset;
+                if (k.op == BlockOp::kZoneResetAll) cmd->cdw13 |= kZsaSelectAll;
                 break;
             case BlockOp::kDiscard: {
                 const uint64_t n = std::min(k.left, kMaxDsmLbas);
@@ -307,6 +456,17 @@ private:
         io_uring_sqe_set_data(sqe, static_cast<CmdCompletion*>(&k));
     }
 
+    static void set_data(const NvmeCmd& k, io_uring_sqe* sqe, nvme_uring_cmd* cmd) {
+        if (k.iovcnt == 1) {
+            cmd->addr = reinterpret_cast<uint64_t>(k.iov[0].iov_base);
+            cmd->data_len = k.bytes;
+        } else {
+            sqe->cmd_op = NVME_URING_CMD_IO_VEC;
+            cmd->addr = reinterpret_cast<uint64_t>(k.iov);
+            cmd->data_len = k.iovcnt;
+        }
+    }
+
     Reactor& r_;
     const int fd_;
     const NvmeNamespace ns_;
@@ -317,7 +477,43 @@ private:
     LogRateLimit log_limit_;
 };
 
-void NvmeCmd::complete_cmd(int32_t res, uint64_t /*result*/) { ch->on_cmd(*this, res); }
+void NvmeCmd::complete_cmd(int32_t res, uint64_t result) { ch->on_cmd(*this, res, result); }
+
+// A host-managed namespace's zones (sysfs, as the driver read them from the ZNS Identify data).
+Status read_zones(const std::string& dir, NvmeNamespace& ns) {
+    VHOSTD_ASSIGN_OR_RETURN(uint64_t zone_sectors, read_number(dir + "/queue/chunk_sectors"));
+    VHOSTD_ASSIGN_OR_RETURN(uint64_t nr_zones, read_number(dir + "/queue/nr_zones"));
+    VHOSTD_ASSIGN_OR_RETURN(uint64_t max_open, read_number(dir + "/queue/max_open_zones"));
+    VHOSTD_ASSIGN_OR_RETURN(uint64_t max_active, read_number(dir + "/queue/max_active_zones"));
+    VHOSTD_ASSIGN_OR_RETURN(uint64_t append_bytes, read_number(dir + "/queue/zone_append_max_bytes"));
+    const uint64_t lba = ns.lba_size;
+    const auto zone_bytes = checked_mul(zone_sectors, uint64_t{512});
+    // virtio-blk's zone_sectors is 32 bits; a zone is whole LBAs, and the zones cover the namespace.
+    if (!zone_bytes || zone_sectors == 0 || zone_sectors > UINT32_MAX || *zone_bytes % lba != 0)
+        return make_error(Errc::kUnsupported, "{}: zone size of {} sectors cannot be served", dir, zone_sectors);
+    const uint64_t zone_lbas = *zone_bytes / lba;
+    if (nr_zones == 0 || nr_zones != (ns.lbas + zone_lbas - 1) / zone_lbas)
+        return make_error(Errc::kInvalid, "{}: {} zones of {} LBAs do not make {} LBAs", dir, nr_zones, zone_lbas, ns.lbas);
+    if (max_open > UINT32_MAX || max_active > UINT32_MAX)
+        return make_error(Errc::kInvalid, "{}: open/active zone limits {}/{} out of range", dir, max_open, max_active);
+    // One append is one command: within the drive's limit, the transfer limit, the zone, and the
+    // worst-case page count of any buffer (max_segments - 1 whole pages plus two part pages).
+    const uint64_t pages_bound = (uint64_t{ns.max_segments} - 1) * 4096;
+    const uint64_t append = std::min({append_bytes, uint64_t{ns.max_bytes}, pages_bound, *zone_bytes}) & ~(lba - 1);
+    if (append == 0)
+        return make_error(Errc::kUnsupported, "{}: the namespace takes no zone append of one LBA ({} bytes)", dir, append_bytes);
+    ns.zone_lbas = zone_lbas;
+    ns.nr_zones = nr_zones;
+    ns.max_open = static_cast<uint32_t>(max_open);
+    ns.max_active = static_cast<uint32_t>(max_active);
+    ns.max_append_bytes = static_cast<uint32_t>(append);
+    // A host-managed namespace takes no deallocate or write zeroes here (their effect on write
+    // pointers is the drive's business; guests on zoned storage reset zones instead).
+    ns.deallocate = false;
+    ns.write_zeroes = false;
+    ns.write_zeroes_max_lbas = 0;
+    return ok_status();
+}
 
 }  // namespace
 
@@ -326,8 +522,9 @@ Result<NvmeNamespace> read_nvme_namespace(const std::string& dir) {
     auto slash = dir.find_last_of('/');
     ns.block_name = slash == std::string::npos ? dir : dir.substr(slash + 1);
     auto zoned = read_attr(dir + "/queue/zoned");
-    if (zoned.ok() && *zoned != "none")
-        return make_error(Errc::kUnsupported, "{} is a zoned namespace ({}): backend=nvme serves conventional namespaces",
+    const bool is_zoned = zoned.ok() && *zoned != "none";
+    if (is_zoned && *zoned != "host-managed")
+        return make_error(Errc::kUnsupported, "{} is a zoned namespace of model '{}' (host-managed ones are served)",
                           ns.block_name, *zoned);
     VHOSTD_ASSIGN_OR_RETURN(uint64_t nsid, read_number(dir + "/nsid"));
     VHOSTD_ASSIGN_OR_RETURN(uint64_t lba, read_number(dir + "/queue/logical_block_size"));
@@ -360,6 +557,7 @@ Result<NvmeNamespace> read_nvme_namespace(const std::string& dir) {
     ns.deallocate = discard.ok() && *discard > 0;
     ns.write_zeroes = zeroes.ok() && *zeroes >= lba;
     ns.write_zeroes_max_lbas = ns.write_zeroes ? std::min<uint64_t>(*zeroes / lba, kMaxZeroLbas) : 0;
+    if (is_zoned) VHOSTD_TRY(read_zones(dir, ns));
     return ns;
 }
 
@@ -394,8 +592,18 @@ Result<std::unique_ptr<NvmeBackend>> NvmeBackend::open(const NvmeOptions& o) {
     be->info_.readonly = o.readonly;
     be->info_.discard = ns.deallocate && !o.readonly;
     be->info_.write_zeroes = ns.write_zeroes && !o.readonly;
+    if (ns.zone_lbas != 0) {
+        be->info_.zoned.model = 1;  // host-managed
+        be->info_.zoned.zone_bytes = ns.zone_lbas * ns.lba_size;
+        be->info_.zoned.max_open = ns.max_open;
+        be->info_.zoned.max_active = ns.max_active;
+        be->info_.zoned.max_append_bytes = ns.max_append_bytes;
+    }
     be->info_.description = fmt::format("nvme passthrough {} (nsid {}, {} LBAs of {} B, {} KiB per command{})", o.path, ns.nsid,
                                         ns.lbas, ns.lba_size, ns.max_bytes / 1024, ns.volatile_cache ? ", write cache" : "");
+    if (ns.zone_lbas != 0)
+        be->info_.description += fmt::format(", zoned: {} zones of {} LBAs, max open {} active {}, append {} KiB", ns.nr_zones,
+                                             ns.zone_lbas, ns.max_open, ns.max_active, ns.max_append_bytes / 1024);
     VLOG_INFO("{}", be->info_.description);
     return be;
 }

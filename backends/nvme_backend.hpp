@@ -7,7 +7,14 @@
 // Identify (the matching block device nvmeXnY): LBA size, capacity, the largest transfer and
 // segment count a command may have, whether a volatile write cache is present, Write Zeroes
 // and deallocate support. A namespace the block layer does not expose (capacity 0: an LBA
-// format with metadata), or a zoned one, is refused with the reason.
+// format with metadata) is refused with the reason.
+//
+// A zoned namespace (ZNS, host-managed) becomes a zoned virtio-blk device: reports (Zone
+// Management Receive, converted in the guest's buffer to virtio's layout), open / close /
+// finish / reset (Zone Management Send), zone append (Zone Append; the LBA it chose comes back
+// in the completion), and the drive's zone errors as virtio-blk's zone statuses. Its zone size,
+// open and active limits and append limit come from sysfs too; it takes no discard or write
+// zeroes.
 //
 // A read or write larger than one command may carry is answered short (the bytes of the first
 // command); the device continues with the rest, as with any short transfer. Discard and write
@@ -43,6 +50,12 @@ struct NvmeNamespace {
     bool deallocate = false;
     bool write_zeroes = false;
     uint64_t write_zeroes_max_lbas = 0;  // per command
+    // Zoned (host-managed) namespaces; zone_lbas == 0 for a conventional one.
+    uint64_t zone_lbas = 0;
+    uint64_t nr_zones = 0;
+    uint32_t max_open = 0;    // 0: no limit
+    uint32_t max_active = 0;  // 0: no limit
+    uint32_t max_append_bytes = 0;  // one Zone Append, whole LBAs, within the segment bound
 };
 
 class NvmeBackend : public BlockBackend {

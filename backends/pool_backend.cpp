@@ -49,6 +49,7 @@ public:
     }
 
     Status submit(const BlockRequest& q, Completion* c) override {
+        if (is_zone_op(q.op)) return make_error(Errc::kUnsupported, "zone commands need a zoned backend");
         // Counted before the gate is read (seq_cst both sides): a holder that set the gate and
         // then saw no active request cannot miss this one.
         if (free_.empty() || !activate()) return make_error(Errc::kBusy, "volume held");
@@ -306,6 +307,14 @@ private:
                 break;
             case BlockOp::kFlush:
                 break;
+            case BlockOp::kZoneAppend:
+            case BlockOp::kZoneReport:
+            case BlockOp::kZoneOpen:
+            case BlockOp::kZoneClose:
+            case BlockOp::kZoneFinish:
+            case BlockOp::kZoneReset:
+            case BlockOp::kZoneResetAll:
+                break;  // refused in submit()
             }
             io_uring_sqe_set_data(sqe, static_cast<Completion*>(&s));
             return;

@@ -47,6 +47,7 @@ public:
     bool ready() override { return !free_.empty(); }
 
     Status submit(const BlockRequest& q, Completion* c) override {
+        if (is_zone_op(q.op)) return make_error(Errc::kUnsupported, "zone commands need a zoned backend");
         if (free_.empty()) return make_error(Errc::kBusy, "all request slots in use");
         RbdReq* r = free_.back();
         r->c = c;
@@ -124,6 +125,15 @@ private:
                     break;
                 case BlockOp::kWriteZeroes:
                     rc = rbd_aio_write_zeroes(image_, q.offset, q.len, comp, RBD_WRITE_ZEROES_FLAG_THICK_PROVISION, 0);
+                    break;
+                case BlockOp::kZoneAppend:
+                case BlockOp::kZoneReport:
+                case BlockOp::kZoneOpen:
+                case BlockOp::kZoneClose:
+                case BlockOp::kZoneFinish:
+                case BlockOp::kZoneReset:
+                case BlockOp::kZoneResetAll:
+                    rc = -EOPNOTSUPP;  // refused in submit()
                     break;
             }
         }

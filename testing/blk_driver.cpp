@@ -29,17 +29,19 @@ Result<GuestBlkRequest> GuestBlkRequest::create(GuestRam& mem, uint32_t type, ui
     constexpr uint32_t kHdr = sizeof(blk::ReqHeader);
     if (opts.header_segments == 0 || opts.header_segments > kHdr)
         return make_error(Errc::kInvalid, "header_segments {} not in 1..16", opts.header_segments);
-    bool writable = opts.data_writable.value_or(type == blk::kTIn || type == blk::kTGetId);
+    bool writable = opts.data_writable.value_or(type == blk::kTIn || type == blk::kTGetId || type == blk::kTZoneReport);
+    const uint32_t trailer = type == blk::kTZoneAppend ? 8 : 0;
     if (opts.merge_status && (!writable || data_len == 0))
         return make_error(Errc::kInvalid, "merge_status needs writable data");
 
     // Data page aligned, header right before it, status right after it.
-    VHOSTD_ASSIGN_OR_RETURN(uint64_t base, mem.alloc(kPage + uint64_t{data_len} + 1, kPage));
+    VHOSTD_ASSIGN_OR_RETURN(uint64_t base, mem.alloc(kPage + uint64_t{data_len} + trailer + 1, kPage));
     GuestBlkRequest r;
     r.mem_ = &mem;
     r.data_len_ = data_len;
     r.data_writable_ = writable;
     r.indirect_ = opts.indirect;
+    r.trailer_ = trailer;
     r.header_gpa_ = base + kPage - kHdr;
     r.rearm(type, sector);
 
@@ -50,7 +52,7 @@ Result<GuestBlkRequest> GuestBlkRequest::create(GuestRam& mem, uint32_t type, ui
         r.bufs_.back().len += 1;
     } else {
         cut(r.bufs_, r.data_gpa(), data_len, opts.data_segments, writable);
-        r.bufs_.push_back(DriverBuf{r.status_gpa(), 1, true});
+        r.bufs_.push_back(DriverBuf{r.data_gpa() + data_len, trailer + 1, true});
     }
     return r;
 }
@@ -71,6 +73,12 @@ std::span<uint8_t> GuestBlkRequest::data() const {
 uint8_t GuestBlkRequest::status() const {
     // The device wrote it before its release store of used->idx, which pop_used() acquired.
     return *mem_->host(status_gpa(), 1);
+}
+
+uint64_t GuestBlkRequest::append_sector() const {
+    uint64_t v = 0;
+    if (trailer_ == sizeof(v)) std::memcpy(&v, mem_->host(data_gpa() + data_len_, sizeof(v)), sizeof(v));
+    return v;
 }
 
 void GuestBlkRequest::reset_status() const { *mem_->host(status_gpa(), 1) = kBlkStatusUnset; }
@@ -114,6 +122,23 @@ Result<GuestBlkRequest> make_blk_discard(GuestRam& mem, std::span<const blk::Dis
 Result<GuestBlkRequest> make_blk_write_zeroes(GuestRam& mem, std::span<const blk::DiscardSegment> segs,
                                          const BlkReqOptions& opts) {
     return make_segments_req(mem, blk::kTWriteZeroes, segs, opts);
+}
+
+Result<GuestBlkRequest> make_blk_zone_append(GuestRam& mem, uint64_t zone_sector, std::span<const uint8_t> data,
+                                             const BlkReqOptions& opts) {
+    if (data.size() > UINT32_MAX) return make_error(Errc::kOutOfRange, "append too large");
+    auto r = GuestBlkRequest::create(mem, blk::kTZoneAppend, zone_sector, static_cast<uint32_t>(data.size()), opts);
+    if (r && !data.empty()) std::memcpy(r->data().data(), data.data(), data.size());
+    if (r) std::memset(mem.host(r->data_gpa() + data.size(), 8), 0xee, 8);  // not answered yet
+    return r;
+}
+
+Result<GuestBlkRequest> make_blk_zone_report(GuestRam& mem, uint64_t sector, uint32_t bytes, const BlkReqOptions& opts) {
+    return GuestBlkRequest::create(mem, blk::kTZoneReport, sector, bytes, opts);
+}
+
+Result<GuestBlkRequest> make_blk_zone_mgmt(GuestRam& mem, uint32_t type, uint64_t sector, const BlkReqOptions& opts) {
+    return GuestBlkRequest::create(mem, type, sector, 0, opts);
 }
 
 blk::Config parse_blk_config(std::span<const uint8_t> bytes) {

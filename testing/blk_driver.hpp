@@ -3,6 +3,7 @@
 //
 // A request occupies one contiguous guest range (so any descriptor framing is just a set of
 // cut points):  [16-byte header][data (page aligned)][1-byte status]
+// (ZONE_APPEND: [header][data][8-byte append sector][status], the last 9 bytes writable.)
 // The header is device-readable; data is device-writable for IN/GET_ID and readable
 // otherwise; the status byte is device-writable. The status is preset to 0xff so a request the
 // device never completed is recognisable.
@@ -53,7 +54,9 @@ public:
     bool indirect() const { return indirect_; }
     uint64_t header_gpa() const { return header_gpa_; }
     uint64_t data_gpa() const { return header_gpa_ + sizeof(virtio::blk::ReqHeader); }
-    uint64_t status_gpa() const { return data_gpa() + data_len_; }
+    uint64_t status_gpa() const { return data_gpa() + data_len_ + trailer_; }
+    // ZONE_APPEND: the sector the device says the data went to.
+    uint64_t append_sector() const;
 
 private:
     GuestBlkRequest() = default;
@@ -63,6 +66,7 @@ private:
     uint32_t data_len_ = 0;
     bool data_writable_ = false;
     bool indirect_ = false;
+    uint32_t trailer_ = 0;  // device-writable bytes between data and status
     uint64_t header_gpa_ = 0;
     std::vector<DriverBuf> bufs_;
 };
@@ -76,6 +80,13 @@ Result<GuestBlkRequest> make_blk_discard(GuestRam& mem, std::span<const virtio::
                                     const BlkReqOptions& opts = {});
 Result<GuestBlkRequest> make_blk_write_zeroes(GuestRam& mem, std::span<const virtio::blk::DiscardSegment> segs,
                                          const BlkReqOptions& opts = {});
+
+// Zoned devices: an append of `data` to the zone starting at `zone_sector`; a report into a
+// `bytes`-long buffer from the zone holding `sector`; open/close/finish/reset/reset-all (`type`).
+Result<GuestBlkRequest> make_blk_zone_append(GuestRam& mem, uint64_t zone_sector, std::span<const uint8_t> data,
+                                             const BlkReqOptions& opts = {});
+Result<GuestBlkRequest> make_blk_zone_report(GuestRam& mem, uint64_t sector, uint32_t bytes, const BlkReqOptions& opts = {});
+Result<GuestBlkRequest> make_blk_zone_mgmt(GuestRam& mem, uint32_t type, uint64_t sector, const BlkReqOptions& opts = {});
 
 constexpr virtio::blk::DiscardSegment blk_segment(uint64_t sector, uint32_t num_sectors, bool unmap = false) {
     return {sector, num_sectors, unmap ? virtio::blk::kDiscardFlagUnmap : 0u};

@@ -1,6 +1,7 @@
 #include "virtio/blk_device.hpp"
 
 #include <array>
+#include <cstddef>
 #include <cstring>
 
 #include "core/checked.hpp"
@@ -13,6 +14,15 @@ namespace vhostd::virtio {
 
 using backends::BlockOp;
 using backends::BlockRequest;
+
+// A backend's zone report goes to the guest as it is: the layouts must agree.
+static_assert(sizeof(backends::ZoneReportHeader) == sizeof(blk::ZoneReportHeader));
+static_assert(offsetof(backends::ZoneDescriptor, capacity) == offsetof(blk::ZoneDescriptor, z_cap));
+static_assert(offsetof(backends::ZoneDescriptor, start) == offsetof(blk::ZoneDescriptor, z_start));
+static_assert(offsetof(backends::ZoneDescriptor, wp) == offsetof(blk::ZoneDescriptor, z_wp));
+static_assert(offsetof(backends::ZoneDescriptor, type) == offsetof(blk::ZoneDescriptor, z_type));
+static_assert(offsetof(backends::ZoneDescriptor, state) == offsetof(blk::ZoneDescriptor, z_state));
+static_assert(sizeof(backends::ZoneDescriptor) == sizeof(blk::ZoneDescriptor));
 
 // One queue of a blk device, on its reactor. Requests live in slots indexed by head id,
 // preallocated at start: the data path allocates nothing.
@@ -57,7 +67,8 @@ private:
     static Kind kind_of(uint32_t type) {
         switch (type) {
             case blk::kTIn: return kRead;
-            case blk::kTOut: return kWrite;
+            case blk::kTOut:
+            case blk::kTZoneAppend: return kWrite;
             case blk::kTFlush: return kFlush;
             case blk::kTDiscard: return kDiscard;
             case blk::kTWriteZeroes: return kWriteZeroes;
@@ -84,6 +95,9 @@ private:
         uint64_t remaining = 0;  // read/write bytes not transferred yet
         uint64_t bytes = 0;      // read/write: the request's length
         uint64_t start_ns = 0;   // the pass that took it
+        uint64_t append_at = 0;  // zone append: the byte offset the backend wrote at
+        iovec* in_iov = nullptr;  // zone append: where that goes as a sector (8 bytes)
+        unsigned n_in = 0;
         BlockRequest req;
         iovec iov[BlkDevice::kSlotIovecs];
 
@@ -263,7 +277,12 @@ private:
             case blk::Action::kSubmit: {
                 s.req = p.op;
                 s.remaining = p.op.len;
-                bool rw = p.op.op == BlockOp::kRead || p.op.op == BlockOp::kWrite;
+                if (p.op.op == BlockOp::kZoneAppend) {
+                    s.req.append_at = &s.append_at;
+                    s.in_iov = in_iov;
+                    s.n_in = n_in;
+                }
+                bool rw = p.op.op == BlockOp::kRead || p.op.op == BlockOp::kWrite || p.op.op == BlockOp::kZoneAppend;
                 if (rw) s.bytes = p.op.len;
                 if (Qos& qos = dev_.qos_buckets(); qos.enabled()) [[unlikely]] {
                     uint64_t now = reactor().now_ns();
@@ -310,6 +329,11 @@ private:
                 s.req.op = BlockOp::kWriteZeroesUnmap;
                 return submit(s);
             }
+            if (backends::is_zone_op(op) || (dev_.limits().zone_bytes != 0 && op == BlockOp::kWrite)) {
+                // What a zoned device says of a command the zone's state refuses: the guest's
+                // business (its file system tracks write pointers), not an I/O error to log.
+                if (uint8_t zs = zone_status(res); zs != 0) return finish(s, zs);
+            }
             VLOG_LIMITED(dev_.io_log(),
                          log_at(dev_.name(), index(),
                                 {{"head", s.head}, {"op", static_cast<int>(op)}, {"offset", static_cast<int64_t>(s.req.offset)},
@@ -317,6 +341,20 @@ private:
                          warn, "{} queue {}: I/O error op={} off={} len={}: {}", dev_.name(), index(),
                          static_cast<int>(op), s.req.offset, s.req.len, strerror(-res));
             return finish(s, blk::kSIoErr);
+        }
+        if (op == BlockOp::kZoneAppend) {
+            if (static_cast<uint64_t>(res) != s.remaining || s.append_at % blk::kSectorSize != 0) return finish(s, blk::kSIoErr);
+            const uint64_t sector = s.append_at / blk::kSectorSize;  // little-endian (x86; virtio 1.x is LE)
+            iov_copy_to(s.in_iov, s.n_in, &sector, sizeof(sector));
+            if (logging()) [[unlikely]] log_write(s.in_iov, s.n_in, sizeof(sector));
+            return finish(s, blk::kSOk);
+        }
+        if (op == BlockOp::kZoneReport) {
+            // res: the bytes of the report the backend wrote (header + zones), within the buffer.
+            if (static_cast<uint64_t>(res) > s.req.len) return finish(s, blk::kSIoErr);
+            if (logging()) [[unlikely]] log_write(s.req.iov, s.req.iovcnt, static_cast<size_t>(res));
+            s.used_len = static_cast<uint32_t>(res) + 1;
+            return finish(s, blk::kSOk);
         }
         if ((op == BlockOp::kRead || op == BlockOp::kWrite) && static_cast<uint64_t>(res) < s.remaining) {
             if (res == 0) return finish(s, blk::kSIoErr);
@@ -330,6 +368,16 @@ private:
             return submit(s);
         }
         finish(s, blk::kSOk);
+    }
+
+    static uint8_t zone_status(int32_t res) {
+        switch (res) {
+            case backends::kErrZoneInvalid: return blk::kSZoneInvalidCmd;
+            case backends::kErrZoneUnalignedWrite: return blk::kSZoneUnalignedWp;
+            case backends::kErrZoneOpenResource: return blk::kSZoneOpenResource;
+            case backends::kErrZoneActiveResource: return blk::kSZoneActiveResource;
+            default: return 0;
+        }
     }
 
     BlkDevice& dev_;
@@ -350,8 +398,12 @@ BlkDevice::BlkDevice(std::string name, std::shared_ptr<backends::BlockBackend> b
                      std::vector<Reactor*> queue_reactors)
     : name_(std::move(name)), backend_(std::move(backend)), opts_(std::move(opts)) {
     const auto& in = backend_->info();
-    limits_ = blk::DeviceLimits{in.size_bytes, in.block_size, in.readonly, in.discard, in.write_zeroes,
+    limits_ = blk::DeviceLimits{in.size_bytes, in.block_size, in.readonly, in.discard && !zoned(), in.write_zeroes,
                                 kMaxDiscardSectors};
+    if (zoned()) {
+        limits_.zone_bytes = in.zoned.zone_bytes;
+        limits_.max_append_bytes = in.zoned.max_append_bytes;
+    }
     size_bytes_.store(in.size_bytes);
     if (opts_.qos.any()) qos_.set(opts_.qos);
     for (uint32_t i = 0; i < queue_reactors.size(); ++i) {
@@ -368,8 +420,10 @@ uint64_t BlkDevice::features() const {
                  blk::kFConfigWce | blk::kFMq | kFVersion1 | kFIndirectDesc | kFEventIdx | kFRingPacked;
     const auto& in = backend_->info();
     if (in.readonly) f |= blk::kFRo;
-    if (in.discard) f |= blk::kFDiscard;
+    // A host-managed device takes no DISCARD (QEMU's virtio-blk drops it the same way).
+    if (in.discard && !zoned()) f |= blk::kFDiscard;
     if (in.write_zeroes) f |= blk::kFWriteZeroes;
+    if (zoned()) f |= blk::kFZoned;
     return f;
 }
 
@@ -387,7 +441,7 @@ void BlkDevice::read_config(uint32_t offset, std::span<uint8_t> out) const {
     c.writeback = wce_.load();
     c.num_queues = static_cast<uint16_t>(num_queues());
     uint32_t align_sectors = in.block_size / blk::kSectorSize;
-    if (in.discard) {
+    if (in.discard && !zoned()) {
         c.max_discard_sectors = kMaxDiscardSectors;
         c.max_discard_seg = 1;
         c.discard_sector_alignment = align_sectors;
@@ -396,6 +450,14 @@ void BlkDevice::read_config(uint32_t offset, std::span<uint8_t> out) const {
         c.max_write_zeroes_sectors = kMaxDiscardSectors;
         c.max_write_zeroes_seg = 1;
         c.write_zeroes_may_unmap = 1;
+    }
+    if (zoned()) {
+        c.zone_sectors = static_cast<uint32_t>(in.zoned.zone_bytes / blk::kSectorSize);
+        c.max_open_zones = in.zoned.max_open;
+        c.max_active_zones = in.zoned.max_active;
+        c.max_append_sectors = in.zoned.max_append_bytes / static_cast<uint32_t>(blk::kSectorSize);
+        c.write_granularity = in.block_size;
+        c.model = in.zoned.model;
     }
     std::memcpy(out.data(), reinterpret_cast<const uint8_t*>(&c) + offset, out.size());
 }
@@ -484,6 +546,10 @@ BlkDeviceStats BlkDevice::stats() const {
 
 void BlkDevice::set_features(uint64_t features) {
     acked_ = features;
+    if (zoned() && info().zoned.model == blk::kZHostManaged && !(features & blk::kFZoned))
+        VLOG_WARN("{}: the driver did not accept VIRTIO_BLK_F_ZONED on a host-managed zoned device: writes off a "
+                  "zone's write pointer will fail",
+                  name_);
     update_writethrough();
 }
 

@@ -99,6 +99,8 @@ public:
     // Any thread.
     BlkDeviceStats stats() const;
     const backends::BlockInfo& info() const { return backend_->info(); }
+    // The backend is zoned: the guest is offered VIRTIO_BLK_F_ZONED.
+    bool zoned() const { return backend_->info().zoned.zone_bytes != 0; }
     backends::BlockBackend& backend() { return *backend_; }
     const std::string& serial() const { return opts_.serial; }
 

@@ -31,6 +31,9 @@ struct DeviceLimits {
     bool write_zeroes = false;
     uint32_t max_discard_sectors = 0;  // per request, for discard and write-zeroes alike
     bool writethrough = false;         // write cache off: writes must be durable on completion
+    // Zoned (VIRTIO_BLK_F_ZONED offered): zone size and the largest ZONE_APPEND, in bytes.
+    uint64_t zone_bytes = 0;  // 0: not zoned, zone commands are unsupported
+    uint32_t max_append_bytes = 0;
 };
 
 // A request's buffers after the header was taken off the front and the status byte off the
@@ -49,6 +52,9 @@ enum class Action : uint8_t {
     kComplete,  // complete now with `status` (and `used_len` if OK)
     kGetId,     // copy the device id into the `in` buffers, complete OK
 };
+
+// ZONE_APPEND's device-writable part before the status byte: the sector the data went to.
+inline constexpr uint64_t kAppendSectorBytes = 8;
 
 struct Parsed {
     Action action = Action::kComplete;
@@ -120,6 +126,59 @@ inline Parsed range_op(const ReqHeader& h, const Buffers& b, const DeviceLimits&
     return p;
 }
 
+// A zone command on a zoned device. Management commands carry no data and name a zone by its
+// first sector; a report fills the device-writable buffer from the zone holding `sector`; an
+// append writes at the zone's write pointer and answers the sector in the 8 bytes before the
+// status (used length 9).
+inline Parsed zone_op(const ReqHeader& h, const Buffers& b, const DeviceLimits& dev) {
+    using backends::BlockOp;
+    if (dev.zone_bytes == 0) return done(kSUnsupp);
+    const auto off = checked_mul<uint64_t>(h.sector, kSectorSize);
+    const bool inside = off && *off < dev.size_bytes;
+    Parsed p{Action::kSubmit, kSOk, 1};
+    switch (h.type) {
+        case kTZoneReport: {
+            if (b.out_bytes != 0) return malformed(kSIoErr, "zone report with device-readable data");
+            if (b.in_bytes < sizeof(ZoneReportHeader) + sizeof(ZoneDescriptor))
+                return malformed(kSIoErr, "zone report buffer smaller than a header and one zone");
+            if (!inside) return done(kSZoneInvalidCmd);
+            // The used element has 32 bits; a report longer than that says so in nr_zones.
+            const uint64_t len = std::min<uint64_t>(b.in_bytes, UINT32_MAX - 1) / sizeof(ZoneDescriptor) *
+                                 sizeof(ZoneDescriptor);
+            p.op = backends::BlockRequest{BlockOp::kZoneReport, b.in, b.n_in, *off, len};
+            return p;
+        }
+        case kTZoneAppend: {
+            if (dev.readonly) return malformed(kSIoErr, "zone append to a read-only device");
+            if (b.in_bytes != kAppendSectorBytes)
+                return malformed(kSIoErr, "zone append without exactly 8 device-writable bytes before the status");
+            if (b.out_bytes == 0) return malformed(kSIoErr, "zone append without data");
+            if (!inside || *off % dev.zone_bytes != 0) return done(kSZoneInvalidCmd);
+            if (b.out_bytes > dev.max_append_bytes) return malformed(kSZoneInvalidCmd, "zone append larger than max_append_sectors");
+            if (const char* why = check_range(h.sector, b.out_bytes, dev)) return malformed(kSIoErr, why);
+            if (*off / dev.zone_bytes != (*off + b.out_bytes - 1) / dev.zone_bytes) return done(kSZoneInvalidCmd);
+            p.used_len = kAppendSectorBytes + 1;
+            p.op = backends::BlockRequest{BlockOp::kZoneAppend, b.out, b.n_out, *off, b.out_bytes, dev.writethrough};
+            return p;
+        }
+        default: {
+            if (b.out_bytes != 0 || b.in_bytes != 0) return malformed(kSIoErr, "zone management command with data");
+            if (dev.readonly) return done(kSZoneInvalidCmd);
+            BlockOp op = BlockOp::kZoneResetAll;
+            switch (h.type) {
+                case kTZoneOpen: op = BlockOp::kZoneOpen; break;
+                case kTZoneClose: op = BlockOp::kZoneClose; break;
+                case kTZoneFinish: op = BlockOp::kZoneFinish; break;
+                case kTZoneReset: op = BlockOp::kZoneReset; break;
+                default: break;
+            }
+            if (op != BlockOp::kZoneResetAll && (!inside || *off % dev.zone_bytes != 0)) return done(kSZoneInvalidCmd);
+            p.op = backends::BlockRequest{op, nullptr, 0, op == BlockOp::kZoneResetAll ? 0 : *off, 0};
+            return p;
+        }
+    }
+}
+
 }  // namespace detail
 
 inline Parsed parse_request(const ReqHeader& h, const Buffers& b, const DeviceLimits& dev) {
@@ -139,6 +198,14 @@ inline Parsed parse_request(const ReqHeader& h, const Buffers& b, const DeviceLi
         case kTDiscard:
         case kTWriteZeroes:
             return range_op(h, b, dev);
+        case kTZoneAppend:
+        case kTZoneReport:
+        case kTZoneOpen:
+        case kTZoneClose:
+        case kTZoneFinish:
+        case kTZoneReset:
+        case kTZoneResetAll:
+            return zone_op(h, b, dev);
         default:
             return done(kSUnsupp);
     }

@@ -20,6 +20,7 @@ inline constexpr uint64_t kFConfigWce = 1ull << 11;
 inline constexpr uint64_t kFMq = 1ull << 12;
 inline constexpr uint64_t kFDiscard = 1ull << 13;
 inline constexpr uint64_t kFWriteZeroes = 1ull << 14;
+inline constexpr uint64_t kFZoned = 1ull << 17;
 
 // Request types.
 inline constexpr uint32_t kTIn = 0;
@@ -30,11 +31,28 @@ inline constexpr uint32_t kTGetLifetime = 10;
 inline constexpr uint32_t kTDiscard = 11;
 inline constexpr uint32_t kTWriteZeroes = 13;
 inline constexpr uint32_t kTSecureErase = 14;
+// Zoned devices (VIRTIO_BLK_F_ZONED, virtio 1.2 5.2.6.3).
+inline constexpr uint32_t kTZoneAppend = 15;
+inline constexpr uint32_t kTZoneReport = 16;
+inline constexpr uint32_t kTZoneOpen = 18;
+inline constexpr uint32_t kTZoneClose = 20;
+inline constexpr uint32_t kTZoneFinish = 22;
+inline constexpr uint32_t kTZoneReset = 24;
+inline constexpr uint32_t kTZoneResetAll = 26;
 
 // Status.
 inline constexpr uint8_t kSOk = 0;
 inline constexpr uint8_t kSIoErr = 1;
 inline constexpr uint8_t kSUnsupp = 2;
+inline constexpr uint8_t kSZoneInvalidCmd = 3;      // the zone's type or state refuses the command
+inline constexpr uint8_t kSZoneUnalignedWp = 4;     // a write not at the zone's write pointer
+inline constexpr uint8_t kSZoneOpenResource = 5;    // would exceed max_open_zones
+inline constexpr uint8_t kSZoneActiveResource = 6;  // would exceed max_active_zones
+
+// Zoned models (config zoned.model).
+inline constexpr uint8_t kZNone = 0;
+inline constexpr uint8_t kZHostManaged = 1;
+inline constexpr uint8_t kZHostAware = 2;
 
 inline constexpr uint32_t kIdBytes = 20;
 inline constexpr uint32_t kDiscardFlagUnmap = 1;
@@ -78,8 +96,36 @@ struct [[gnu::packed]] Config {
     uint32_t max_secure_erase_sectors;
     uint32_t max_secure_erase_seg;
     uint32_t secure_erase_sector_alignment;
+    // Zoned characteristics (VIRTIO_BLK_F_ZONED), at offset 72.
+    uint32_t zone_sectors;
+    uint32_t max_open_zones;    // 0: no limit
+    uint32_t max_active_zones;  // 0: no limit
+    uint32_t max_append_sectors;
+    uint32_t write_granularity;  // bytes
+    uint8_t model;
+    uint8_t unused2[3];
 };
-static_assert(sizeof(Config) == 72);
+static_assert(sizeof(Config) == 96);
+inline constexpr uint32_t kZonedOffset = 72;
+
+// ZONE_REPORT's reply: this header, then as many descriptors as the buffer holds (sectors of
+// 512 bytes). ZONE_APPEND's device-writable part ends with the sector the data went to (le64)
+// right before the status byte.
+struct [[gnu::packed]] ZoneReportHeader {
+    uint64_t nr_zones;
+    uint8_t reserved[56];
+};
+static_assert(sizeof(ZoneReportHeader) == 64);
+struct [[gnu::packed]] ZoneDescriptor {
+    uint64_t z_cap;
+    uint64_t z_start;
+    uint64_t z_wp;
+    uint8_t z_type;   // 1 conventional, 2 sequential write required, 3 sequential write preferred
+    uint8_t z_state;  // 0 not a WP zone, 1 empty, 2 implicitly open, 3 explicitly open, 4 closed,
+                      // 13 read-only, 14 full, 15 offline
+    uint8_t reserved[38];
+};
+static_assert(sizeof(ZoneDescriptor) == 64);
 inline constexpr uint32_t kWritebackOffset = 32;
 
 }  // namespace vhostd::virtio::blk

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # End-to-end test of NVMe passthrough (backend=nvme). This host has no NVMe, so the test runs
-# inside a TCG guest with a QEMU-emulated NVMe controller and namespace (two: 512 B and 4 KiB LBAs, sparse files here):
+# inside a TCG guest with a QEMU-emulated NVMe controller and namespaces (512 B and 4 KiB LBAs,
+# and a zoned one: 4 KiB LBAs, 1 MiB zones with 768 KiB writable, 4 open / 6 active at most;
+# sparse files here):
 # the e2e image plus an overlay archive with vhostd, blkbench and unit_tests and their shared
 # libraries (under /opt/vhostd; the kernel unpacks concatenated archives in order). The guest
 # side is guest/nvme.sh: the passthrough unit tests on the real namespace, then vhostd serving
-# it to blkbench with --verify, then the block path for comparison.
+# it to blkbench with --verify, then the block path for comparison, then the zoned namespace
+# served as a zoned virtio-blk device to the unit tests' driver (ZonedNvme.*).
 #
 # Usage:
 #   tests/e2e/test_nvme.sh --build-dir BUILD --guest-dir DIR [--timeout SECS] [--keep]
@@ -39,11 +42,14 @@ log "overlay: $(du -h "$TMP/overlay.cpio" | cut -f1)"
 
 truncate -s 256M "$TMP/nvme0.img"
 truncate -s 128M "$TMP/nvme1.img"
+truncate -s 16M "$TMP/nvme2.img"
 # shellcheck disable=SC2054  # commas are part of QEMU option values
 export VTEST_INITRD="$TMP/initrd" VTEST_RAM=1G
 lh_run_guest nvme "$TMP/guest.log" "$TIMEOUT" "" \
   -drive "file=$TMP/nvme0.img,if=none,id=nvm0,format=raw,cache=none,aio=io_uring" \
   -drive "file=$TMP/nvme1.img,if=none,id=nvm1,format=raw,cache=none,aio=io_uring" \
   -device "nvme,serial=vhostd0,id=nvme0" -device "nvme-ns,drive=nvm0,bus=nvme0,nsid=1" \
-  -device "nvme-ns,drive=nvm1,bus=nvme0,nsid=2,logical_block_size=4096,physical_block_size=4096"
+  -device "nvme-ns,drive=nvm1,bus=nvme0,nsid=2,logical_block_size=4096,physical_block_size=4096" \
+  -drive "file=$TMP/nvme2.img,if=none,id=nvm2,format=raw,cache=none,aio=io_uring" \
+  -device "nvme-ns,drive=nvm2,bus=nvme0,nsid=3,logical_block_size=4096,physical_block_size=4096,zoned=true,zoned.zone_size=1M,zoned.zone_capacity=768K,zoned.max_open=4,zoned.max_active=6"
 lh_finish

@@ -12,6 +12,10 @@
 // available chain is taken, walked and handed back in reverse order; with flag 4 too, the region
 // at 0x8000 is a packed inflight region (its recovered chains come first).
 //
+// With flag 32 the blk device is a zoned one (a stateless zoned stand-in for a ZNS drive: every
+// zone empty, appends land at the zone's start), so zone reports, appends and management
+// commands from the image go through the device's parsing and completion paths.
+//
 // Input: [u8 log2 queue size][u8 flags][u16 last_avail][guest memory image...]
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -25,12 +29,81 @@
 #include "core/log.hpp"
 #include "guest_memory.hpp"
 #include "virtio/blk_device.hpp"
+#include "virtio/iov.hpp"
 #include "virtio/packed_queue.hpp"
 #include "virtio/virtqueue.hpp"
 
 using namespace vhostd;
 
 namespace {
+
+// Zones of 64 KiB; completes on the next pass like the null backend.
+class ZonedNull final : public backends::BlockBackend {
+public:
+    ZonedNull() {
+        info_.size_bytes = 1 << 20;
+        info_.zoned = {.model = 1, .zone_bytes = 64 << 10, .max_open = 4, .max_active = 6, .max_append_bytes = 32 << 10};
+    }
+    const backends::BlockInfo& info() const override { return info_; }
+    Result<std::unique_ptr<backends::BlockChannel>> open_channel(Reactor&, uint32_t depth) override {
+        return std::unique_ptr<backends::BlockChannel>(std::make_unique<Channel>(depth, info_));
+    }
+
+private:
+    class Channel final : public backends::BlockChannel {
+    public:
+        Channel(uint32_t depth, const backends::BlockInfo& in) : in_(in) { pending_.reserve(depth); }
+        bool ready() override { return pending_.size() < pending_.capacity(); }
+        Status submit(const backends::BlockRequest& q, Completion* c) override {
+            using backends::BlockOp;
+            if (!ready()) return make_error(Errc::kBusy, "full");
+            int32_t res = 0;
+            uint64_t total = 0;
+            for (unsigned i = 0; i < q.iovcnt; ++i) total += q.iov[i].iov_len;
+            if (q.op == BlockOp::kRead || q.op == BlockOp::kWrite) res = static_cast<int32_t>(total);
+            if (q.op == BlockOp::kZoneAppend) {
+                *q.append_at = q.offset;
+                res = static_cast<int32_t>(total);
+            }
+            if (q.op == BlockOp::kZoneReport) {
+                // Every zone from the one holding q.offset, as many as fit in q.len.
+                const uint64_t zb = in_.zoned.zone_bytes, first = q.offset / zb, zones = in_.size_bytes / zb;
+                const uint64_t n = std::min<uint64_t>((q.len - 64) / 64, zones - first);
+                backends::ZoneReportHeader h{};
+                h.nr_zones = n;
+                size_t at = virtio::iov_copy_to(q.iov, q.iovcnt, &h, sizeof(h));
+                for (uint64_t z = 0; z < n; ++z) {
+                    backends::ZoneDescriptor d{};
+                    d.start = d.wp = (first + z) * zb / 512;
+                    d.capacity = zb / 512;
+                    d.type = 2;
+                    d.state = 1;
+                    at += virtio::iov_write_at(q.iov, q.iovcnt, at, &d, sizeof(d));
+                }
+                res = static_cast<int32_t>(at);
+            }
+            pending_.push_back({c, res});
+            return ok_status();
+        }
+        bool poll() override {
+            if (pending_.empty()) return false;
+            size_t n = pending_.size();
+            for (size_t i = 0; i < n; ++i) pending_[i].c->complete(pending_[i].res);
+            pending_.erase(pending_.begin(), pending_.begin() + static_cast<long>(n));
+            return true;
+        }
+        bool idle() const override { return pending_.empty(); }
+
+    private:
+        struct Pending {
+            Completion* c;
+            int32_t res;
+        };
+        const backends::BlockInfo& in_;
+        std::vector<Pending> pending_;
+    };
+    backends::BlockInfo info_;
+};
 
 constexpr size_t kMemSize = 1 << 16;
 constexpr uint64_t kUvaBase = 0x7f0000000000ull;
@@ -41,6 +114,7 @@ constexpr uint64_t kUvaBase = 0x7f0000000000ull;
 struct Env {
     Reactor reactor{0, ReactorConfig{.mode = PollMode::kNever, .poll_budget = std::chrono::microseconds(0), .cpu = -1, .ring_entries = 256}};
     std::unique_ptr<virtio::BlkDevice> blk;
+    std::unique_ptr<virtio::BlkDevice> zoned;
     fuzz::GuestMemory mem{kMemSize, kUvaBase};
     std::shared_ptr<const shm::Region>& region = mem.region;
     std::shared_ptr<const shm::MemoryMap>& map = mem.map;
@@ -51,6 +125,8 @@ struct Env {
         auto backend = std::make_shared<backends::NullBackend>(1 << 20, 512, false);
         blk = std::make_unique<virtio::BlkDevice>("fuzz", backend, virtio::BlkOptions{1, "fuzz"},
                                                   std::vector<Reactor*>{&reactor});
+        zoned = std::make_unique<virtio::BlkDevice>("fuzz-zoned", std::make_shared<ZonedNull>(), virtio::BlkOptions{1, "fuzz"},
+                                                    std::vector<Reactor*>{&reactor});
         call.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
         if (!call) abort();
     }
@@ -164,11 +240,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         std::memcpy(region->host() + 0x8000, saved.data(), saved.size());
         s.inflight = inflight;
     }
-    env.blk->set_features(s.features);
-    if (env.blk->start_queue(0, std::move(s)).ok()) {
+    virtio::BlkDevice& dev = (flags & 32) ? *env.zoned : *env.blk;
+    if (flags & 32) s.features |= virtio::blk::kFZoned;
+    dev.set_features(s.features);
+    if (dev.start_queue(0, std::move(s)).ok()) {
         env.reactor.run_sync([] {});
         env.reactor.run_sync([] {});
-        env.blk->stop_queue(0);
+        dev.stop_queue(0);
     }
     uint64_t drained;
     while (read(call, &drained, sizeof(drained)) > 0) {

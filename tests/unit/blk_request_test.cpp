@@ -180,5 +180,84 @@ TEST(BlkRequest, RangeOperationsOutsideTheContractAreRefused) {
     EXPECT_EQ(parse(range(kTDiscard, 0, 9, 0), disk(4096)).status, kSIoErr) << "length not block aligned";
 }
 
+// A zoned disk: 1 MiB in 16 zones of 64 KiB (128 sectors), appends up to 32 KiB.
+DeviceLimits zoned(uint32_t block_size = 512) {
+    DeviceLimits d = disk(block_size);
+    d.discard = d.write_zeroes = false;
+    d.zone_bytes = 64 << 10;
+    d.max_append_bytes = 32 << 10;
+    return d;
+}
+
+TEST(BlkRequest, ZoneCommandsBecomeBackendZoneOperations) {
+    Parsed rep = parse(io(kTZoneReport, 130, 0, 64 * 5 + 10), zoned());
+    ASSERT_EQ(rep.action, Action::kSubmit);
+    EXPECT_EQ(rep.op.op, BlockOp::kZoneReport);
+    EXPECT_EQ(rep.op.offset, 130u * 512) << "a report starts at the zone holding any sector";
+    EXPECT_EQ(rep.op.len, 64u * 5) << "whole descriptors only";
+    EXPECT_EQ(rep.op.iovcnt, 1u);
+
+    Parsed app = parse(io(kTZoneAppend, 256, 8192, 8), zoned());
+    ASSERT_EQ(app.action, Action::kSubmit);
+    EXPECT_EQ(app.op.op, BlockOp::kZoneAppend);
+    EXPECT_EQ(app.op.offset, 256u * 512);
+    EXPECT_EQ(app.op.len, 8192u);
+    EXPECT_EQ(app.used_len, 9u) << "the append sector and the status";
+    DeviceLimits wt = zoned();
+    wt.writethrough = true;
+    EXPECT_TRUE(parse(io(kTZoneAppend, 0, 4096, 8), wt).op.fua);
+
+    const std::pair<uint32_t, BlockOp> mgmt[] = {{kTZoneOpen, BlockOp::kZoneOpen},
+                                                 {kTZoneClose, BlockOp::kZoneClose},
+                                                 {kTZoneFinish, BlockOp::kZoneFinish},
+                                                 {kTZoneReset, BlockOp::kZoneReset}};
+    for (const auto& [type, op] : mgmt) {
+        Parsed m = parse(io(type, 128 * 3, 0, 0), zoned());
+        ASSERT_EQ(m.action, Action::kSubmit) << type;
+        EXPECT_EQ(m.op.op, op);
+        EXPECT_EQ(m.op.offset, 128u * 3 * 512);
+        EXPECT_EQ(m.used_len, 1u);
+    }
+    Parsed all = parse(io(kTZoneResetAll, 77, 0, 0), zoned());
+    ASSERT_EQ(all.action, Action::kSubmit);
+    EXPECT_EQ(all.op.op, BlockOp::kZoneResetAll);
+    EXPECT_EQ(all.op.offset, 0u) << "the sector of RESET_ALL means nothing";
+}
+
+TEST(BlkRequest, ZoneCommandsOutsideTheContractAreRefused) {
+    for (uint32_t t : {kTZoneAppend, kTZoneReport, kTZoneOpen, kTZoneClose, kTZoneFinish, kTZoneReset, kTZoneResetAll}) {
+        Parsed p = parse(io(t, 0, t == kTZoneAppend ? 4096 : 0, t == kTZoneReport ? 4096 : t == kTZoneAppend ? 8 : 0));
+        EXPECT_EQ(p.status, kSUnsupp) << "type " << t << " on a device that is not zoned";
+        EXPECT_EQ(p.error, nullptr);
+    }
+    const DeviceLimits z = zoned();
+    // Reports.
+    EXPECT_EQ(parse(io(kTZoneReport, 0, 0, 127), z).status, kSIoErr) << "no room for a header and a zone";
+    EXPECT_NE(parse(io(kTZoneReport, 0, 0, 127), z).error, nullptr);
+    EXPECT_EQ(parse(io(kTZoneReport, 0, 16, 4096), z).status, kSIoErr) << "device-readable data";
+    EXPECT_EQ(parse(io(kTZoneReport, kDisk / 512, 0, 4096), z).status, kSZoneInvalidCmd) << "past the end";
+    EXPECT_EQ(parse(io(kTZoneReport, UINT64_MAX / 256, 0, 4096), z).status, kSZoneInvalidCmd) << "sector overflows";
+    // Appends.
+    EXPECT_EQ(parse(io(kTZoneAppend, 1, 4096, 8), z).status, kSZoneInvalidCmd) << "not a zone's start";
+    EXPECT_EQ(parse(io(kTZoneAppend, kDisk / 512, 4096, 8), z).status, kSZoneInvalidCmd) << "past the end";
+    EXPECT_EQ(parse(io(kTZoneAppend, 0, (32 << 10) + 512, 8), z).status, kSZoneInvalidCmd) << "larger than max_append";
+    EXPECT_EQ(parse(io(kTZoneAppend, 0, 4096, 0), z).status, kSIoErr) << "no room for the append sector";
+    EXPECT_EQ(parse(io(kTZoneAppend, 0, 4096, 16), z).status, kSIoErr) << "more than the append sector";
+    EXPECT_EQ(parse(io(kTZoneAppend, 0, 0, 8), z).status, kSIoErr) << "no data";
+    EXPECT_EQ(parse(io(kTZoneAppend, 0, 100, 8), z).status, kSIoErr) << "not whole blocks";
+    EXPECT_EQ(parse(io(kTZoneAppend, 0, 512, 8), zoned(4096)).status, kSIoErr) << "not whole 4 KiB blocks";
+    DeviceLimits ro = z;
+    ro.readonly = true;
+    EXPECT_EQ(parse(io(kTZoneAppend, 0, 4096, 8), ro).status, kSIoErr) << "read-only";
+    EXPECT_EQ(parse(io(kTZoneReset, 0, 0, 0), ro).status, kSZoneInvalidCmd) << "read-only";
+    // Management.
+    EXPECT_EQ(parse(io(kTZoneOpen, 64, 0, 0), z).status, kSZoneInvalidCmd) << "not a zone's start";
+    EXPECT_EQ(parse(io(kTZoneReset, kDisk / 512, 0, 0), z).status, kSZoneInvalidCmd) << "past the end";
+    EXPECT_EQ(parse(io(kTZoneFinish, 0, 0, 8), z).status, kSIoErr) << "with data";
+    EXPECT_EQ(parse(io(kTZoneResetAll, 0, 16, 0), z).status, kSIoErr) << "with data";
+    // Discard is not offered on a zoned device (the device leaves the feature out).
+    EXPECT_EQ(parse(range(kTDiscard, 0, 8, 0), z).status, kSUnsupp);
+}
+
 }  // namespace
 }  // namespace vhostd::virtio::blk

@@ -1,5 +1,6 @@
 // backend=nvme: the namespace description read from sysfs (anywhere), and the passthrough data
-// path on a real NVMe namespace when VHOSTD_TEST_NVME names its generic device (/dev/ngXnY).
+// path on a real NVMe namespace when VHOSTD_TEST_NVME names its generic device (/dev/ngXnY), and
+// a zoned virtio-blk device served from a real ZNS namespace when VHOSTD_TEST_NVME_ZONED does.
 // This host has no NVMe: tests/e2e/test_nvme.sh runs these inside a TCG guest with a
 // QEMU-emulated controller, where the NvmeDevice tests must run (it fails on a skip there).
 #include <gtest/gtest.h>
@@ -19,6 +20,7 @@
 
 #include "backends/nvme_backend.hpp"
 #include "reactor/reactor.hpp"
+#include "testing/blk_fixture.hpp"
 
 using namespace vhostd;
 using backends::BlockOp;
@@ -87,7 +89,8 @@ TEST(NvmeNamespace, RefusesWhatItCannotServe) {
         const char* says;
     };
     const Case cases[] = {
-        {"queue/zoned", "host-managed", "zoned"},
+        {"queue/zoned", "host-aware", "host-managed ones are served"},
+        {"queue/zoned", "host-managed", "chunk_sectors"},  // no zone attributes in the fake
         {"size", "0", "no capacity"},                       // an LBA format with metadata
         {"queue/logical_block_size", "8192", "LBA size"},
         {"queue/logical_block_size", "1000", "LBA size"},
@@ -115,6 +118,68 @@ TEST(NvmeNamespace, RefusesWhatItCannotServe) {
     ASSERT_TRUE(ns.ok());
     EXPECT_EQ(ns->max_bytes, 16u << 20);
     EXPECT_EQ(ns->max_segments, 1024u);
+}
+
+// A host-managed namespace: 64 MiB in 32 zones of 2 MiB.
+struct FakeZonedSysfs : FakeSysfs {
+    FakeZonedSysfs() {
+        set("queue/zoned", "host-managed");
+        set("queue/chunk_sectors", "4096");
+        set("queue/nr_zones", "32");
+        set("queue/max_open_zones", "14");
+        set("queue/max_active_zones", "0");
+        set("queue/zone_append_max_bytes", "1048576");
+    }
+};
+
+TEST(NvmeNamespace, ReadsAZonedNamespacesZones) {
+    FakeZonedSysfs s;
+    auto ns = backends::read_nvme_namespace(s.dir);
+    ASSERT_TRUE(ns.ok()) << ns.error().describe();
+    EXPECT_EQ(ns->zone_lbas, 4096u);
+    EXPECT_EQ(ns->nr_zones, 32u);
+    EXPECT_EQ(ns->max_open, 14u);
+    EXPECT_EQ(ns->max_active, 0u);
+    // The append limit is one command's: 512 KiB of transfer, and 126 whole pages whatever the
+    // buffer's layout (127 segments).
+    EXPECT_EQ(ns->max_append_bytes, 126u * 4096);
+    EXPECT_FALSE(ns->deallocate) << "no discard on a host-managed namespace";
+    EXPECT_FALSE(ns->write_zeroes);
+
+    s.set("queue/zone_append_max_bytes", "65536");
+    EXPECT_EQ(backends::read_nvme_namespace(s.dir)->max_append_bytes, 65536u);
+    s.set("queue/logical_block_size", "4096");  // 16384 LBAs, zones of 512
+    ns = backends::read_nvme_namespace(s.dir);
+    ASSERT_TRUE(ns.ok()) << ns.error().describe();
+    EXPECT_EQ(ns->zone_lbas, 512u);
+}
+
+TEST(NvmeNamespace, RefusesZonesThatDoNotAddUp) {
+    struct Case {
+        const char* attr;
+        const char* value;
+        const char* says;
+    };
+    const Case cases[] = {
+        {"queue/chunk_sectors", "0", "zone size"},
+        {"queue/chunk_sectors", "8589934592", "zone size"},  // more than virtio's 32 bits
+        {"queue/nr_zones", "31", "do not make"},
+        {"queue/nr_zones", "0", "do not make"},
+        {"queue/max_open_zones", "4294967296", "out of range"},
+        {"queue/zone_append_max_bytes", "256", "no zone append"},
+        {"queue/nr_zones", "x", "not a number"},
+    };
+    for (const Case& c : cases) {
+        FakeZonedSysfs s;
+        s.set(c.attr, c.value);
+        auto ns = backends::read_nvme_namespace(s.dir);
+        ASSERT_FALSE(ns.ok()) << c.attr << "=" << c.value;
+        EXPECT_NE(ns.error().describe().find(c.says), std::string::npos) << ns.error().describe();
+    }
+    FakeZonedSysfs s;
+    s.set("queue/logical_block_size", "4096");
+    s.set("queue/chunk_sectors", "4");  // 2 KiB zones: not whole 4 KiB LBAs
+    EXPECT_FALSE(backends::read_nvme_namespace(s.dir).ok());
 }
 
 TEST(NvmeBackend, RefusesWhatIsNotAGenericNamespaceDevice) {
@@ -346,6 +411,196 @@ TEST_F(NvmeDevice, RefusesRequestsTheNamespaceCannotTake) {
     }
     // The channel still works afterwards.
     EXPECT_EQ(run(BlockRequest{BlockOp::kRead, &iov, 1, 0, 0}), static_cast<int32_t>(buf.size()));
+}
+
+// ---- a real zoned namespace, served as a zoned virtio-blk device ---------------------------------
+//
+// vhostd (in-process, a real socket) serves backend=nvme on a ZNS namespace; the test is the
+// guest driver. test_nvme.sh's namespace: 4 KiB LBAs, zones of 1 MiB with 768 KiB writable,
+// at most 4 open and 6 active zones.
+namespace vt = vhostd::testing;
+namespace blk = vhostd::virtio::blk;
+
+class ZonedNvme : public vt::BlkFixture {
+protected:
+    void SetUp() override {
+        const char* dev = std::getenv("VHOSTD_TEST_NVME_ZONED");
+        if (dev == nullptr) GTEST_SKIP() << "VHOSTD_TEST_NVME_ZONED is not set (tests/e2e/test_nvme.sh sets it in a guest)";
+        BlkFixture::SetUp();
+        start_daemon(1);
+        sock_ = add_blk("socket=" + path("z.sock") + ",backend=nvme,path=" + dev);
+        connect_guest(g_, sock_, 1, vt::kGuestFeatures | blk::kFZoned);
+        ASSERT_TRUE(g_.features & blk::kFZoned) << "the device did not offer VIRTIO_BLK_F_ZONED";
+        auto raw = g_.fe->get_config(0, sizeof(blk::Config));
+        ASSERT_TRUE(raw.ok());
+        cfg_ = vt::parse_blk_config(raw.value());
+        zs_ = cfg_.zone_sectors;
+        ASSERT_GT(zs_, 0u);
+        nr_ = cfg_.capacity / zs_;
+        ASSERT_EQ(status(vt::make_blk_zone_mgmt(*g_.mem, blk::kTZoneResetAll, 0)), blk::kSOk);
+    }
+
+    uint8_t status(const Result<vt::GuestBlkRequest>& r) { return status_of(g_, 0, r); }
+    uint8_t mgmt(uint32_t type, uint64_t zone) { return status(vt::make_blk_zone_mgmt(*g_.mem, type, zone * zs_)); }
+
+    // The zones from the one holding `sector`, `room` descriptors at most.
+    std::vector<blk::ZoneDescriptor> report(uint64_t sector, uint32_t room) {
+        auto r = vt::make_blk_zone_report(*g_.mem, sector, 64 + 64 * room);
+        EXPECT_TRUE(r.ok());
+        uint32_t used = run(g_, 0, r.value());
+        EXPECT_EQ(r.value().status(), blk::kSOk);
+        blk::ZoneReportHeader h{};
+        std::memcpy(&h, r.value().data().data(), sizeof(h));
+        EXPECT_LE(h.nr_zones, room);
+        EXPECT_EQ(used, 64 + 64 * h.nr_zones + 1) << "the used length covers the header, the zones and the status";
+        std::vector<blk::ZoneDescriptor> z(std::min<uint64_t>(h.nr_zones, room));
+        std::memcpy(z.data(), r.value().data().data() + 64, z.size() * 64);
+        return z;
+    }
+    blk::ZoneDescriptor zone(uint64_t i) {
+        auto z = report(i * zs_, 1);
+        EXPECT_EQ(z.size(), 1u);
+        return z.empty() ? blk::ZoneDescriptor{} : z[0];
+    }
+
+    std::string sock_;
+    vt::Guest g_;
+    blk::Config cfg_{};
+    uint64_t zs_ = 0, nr_ = 0;
+};
+
+TEST_F(ZonedNvme, TheConfigDescribesTheNamespacesZones) {
+    EXPECT_FALSE(g_.features & blk::kFDiscard) << "a host-managed device takes no discard";
+    EXPECT_EQ(cfg_.model, blk::kZHostManaged);
+    EXPECT_EQ(cfg_.zone_sectors, 2048u);  // 1 MiB
+    EXPECT_EQ(cfg_.max_open_zones, 4u);
+    EXPECT_EQ(cfg_.max_active_zones, 6u);
+    EXPECT_EQ(cfg_.write_granularity, 4096u);
+    EXPECT_GE(cfg_.max_append_sectors, 8u);
+    EXPECT_EQ(cfg_.max_append_sectors % 8, 0u) << "whole 4 KiB LBAs";
+    EXPECT_EQ(cfg_.capacity % zs_, 0u);
+    EXPECT_GE(nr_, 8u);
+}
+
+TEST_F(ZonedNvme, ReportsEveryZoneAndPartialReports) {
+    auto all = report(0, static_cast<uint32_t>(nr_) + 3);
+    ASSERT_EQ(all.size(), nr_);
+    for (uint64_t i = 0; i < nr_; ++i) {
+        EXPECT_EQ(all[i].z_start, i * zs_);
+        EXPECT_EQ(all[i].z_wp, i * zs_);
+        EXPECT_EQ(all[i].z_cap, 1536u) << "768 KiB writable of each 1 MiB zone, in sectors";
+        EXPECT_EQ(all[i].z_type, 2) << "sequential write required";
+        EXPECT_EQ(all[i].z_state, 1) << "empty";
+    }
+    // From the zone holding a sector inside zone 3, room for two: zones 3 and 4.
+    auto two = report(3 * zs_ + 17, 2);
+    ASSERT_EQ(two.size(), 2u);
+    EXPECT_EQ(two[0].z_start, 3 * zs_);
+    EXPECT_EQ(two[1].z_start, 4 * zs_);
+    // The last zone alone.
+    auto last = report((nr_ - 1) * zs_, 4);
+    ASSERT_EQ(last.size(), 1u);
+    EXPECT_EQ(last[0].z_start, (nr_ - 1) * zs_);
+}
+
+TEST_F(ZonedNvme, WritesGoAtTheWritePointerAndAppendsSayWhere) {
+    std::vector<uint8_t> a(8192), b(16384), c(4096);
+    for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<uint8_t>(i * 3 + 1);
+    for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<uint8_t>(i * 5 + 2);
+    for (size_t i = 0; i < c.size(); ++i) c[i] = static_cast<uint8_t>(i * 7 + 3);
+    ASSERT_EQ(status(vt::make_blk_write(*g_.mem, 0, a)), blk::kSOk);
+    auto z = zone(0);
+    EXPECT_EQ(z.z_wp, 16u);
+    EXPECT_EQ(z.z_state, 2) << "implicitly open";
+    EXPECT_EQ(status(vt::make_blk_write(*g_.mem, 0, a)), blk::kSZoneUnalignedWp) << "a write behind the write pointer";
+    EXPECT_EQ(status(vt::make_blk_write(*g_.mem, 64, c)), blk::kSZoneUnalignedWp) << "a write past the write pointer";
+
+    auto ap = vt::make_blk_zone_append(*g_.mem, 0, b);
+    ASSERT_TRUE(ap.ok());
+    EXPECT_EQ(run(g_, 0, ap.value()), 9u) << "the append sector and the status";
+    EXPECT_EQ(ap.value().status(), blk::kSOk);
+    EXPECT_EQ(ap.value().append_sector(), 16u) << "the append went to the write pointer";
+    auto ap2 = vt::make_blk_zone_append(*g_.mem, 0, c, {.data_segments = 3});
+    ASSERT_TRUE(ap2.ok());
+    run(g_, 0, ap2.value());
+    EXPECT_EQ(ap2.value().status(), blk::kSOk);
+    EXPECT_EQ(ap2.value().append_sector(), 48u);
+    EXPECT_EQ(zone(0).z_wp, 56u);
+
+    // Appends to another zone, then everything reads back where the device said it went.
+    auto ap3 = vt::make_blk_zone_append(*g_.mem, 5 * zs_, c);
+    ASSERT_TRUE(ap3.ok());
+    run(g_, 0, ap3.value());
+    EXPECT_EQ(ap3.value().append_sector(), 5 * zs_);
+    auto rd = vt::make_blk_read(*g_.mem, 0, 28672);
+    ASSERT_EQ(status(rd), blk::kSOk);
+    auto got = rd.value().data();
+    EXPECT_TRUE(std::equal(a.begin(), a.end(), got.begin()));
+    EXPECT_TRUE(std::equal(b.begin(), b.end(), got.begin() + 8192));
+    EXPECT_TRUE(std::equal(c.begin(), c.end(), got.begin() + 24576));
+    auto rd5 = vt::make_blk_read(*g_.mem, 5 * zs_, 4096);
+    ASSERT_EQ(status(rd5), blk::kSOk);
+    EXPECT_TRUE(std::equal(c.begin(), c.end(), rd5.value().data().begin()));
+
+    // Appends the device refuses before the drive sees them.
+    EXPECT_EQ(status(vt::make_blk_zone_append(*g_.mem, 8, c)), blk::kSZoneInvalidCmd) << "not a zone's start";
+    std::vector<uint8_t> huge((cfg_.max_append_sectors + 8) * 512);
+    EXPECT_EQ(status(vt::make_blk_zone_append(*g_.mem, 0, huge)), blk::kSZoneInvalidCmd) << "past max_append_sectors";
+    EXPECT_EQ(zone(0).z_wp, 56u) << "refused appends wrote nothing";
+}
+
+TEST_F(ZonedNvme, FinishResetAndAFullZone) {
+    std::vector<uint8_t> d(4096, 0x5a);
+    ASSERT_EQ(status(vt::make_blk_write(*g_.mem, 2 * zs_, d)), blk::kSOk);
+    ASSERT_EQ(mgmt(blk::kTZoneFinish, 2), blk::kSOk);
+    auto z = zone(2);
+    EXPECT_EQ(z.z_state, 14) << "full";
+    EXPECT_EQ(status(vt::make_blk_write(*g_.mem, 2 * zs_ + 8, d)), blk::kSZoneInvalidCmd) << "a write to a full zone";
+    EXPECT_EQ(status(vt::make_blk_zone_append(*g_.mem, 2 * zs_, d)), blk::kSZoneInvalidCmd) << "an append to a full zone";
+    ASSERT_EQ(mgmt(blk::kTZoneReset, 2), blk::kSOk);
+    z = zone(2);
+    EXPECT_EQ(z.z_state, 1) << "empty again";
+    EXPECT_EQ(z.z_wp, 2 * zs_);
+    // Filling a zone to its capacity makes it full too.
+    std::vector<uint8_t> cap(z.z_cap * 512, 0x11);
+    ASSERT_EQ(status(vt::make_blk_write(*g_.mem, 2 * zs_, cap)), blk::kSOk);
+    EXPECT_EQ(zone(2).z_state, 14);
+    EXPECT_EQ(mgmt(blk::kTZoneResetAll, 0), blk::kSOk);
+    for (const auto& e : report(0, static_cast<uint32_t>(nr_))) EXPECT_EQ(e.z_state, 1);
+    EXPECT_EQ(mgmt(blk::kTZoneOpen, 0), blk::kSOk);
+    EXPECT_EQ(zone(0).z_state, 3) << "explicitly open";
+    EXPECT_EQ(mgmt(blk::kTZoneClose, 0), blk::kSOk);
+    const uint8_t st = zone(0).z_state;
+    EXPECT_TRUE(st == 1 || st == 4) << "closed (or empty again: nothing was written), not " << int{st};
+}
+
+TEST_F(ZonedNvme, OpenAndActiveLimitsAreZoneStatuses) {
+    // 4 open at most: the fifth explicit open is refused (nothing implicitly open to close).
+    for (uint64_t i = 0; i < 4; ++i) ASSERT_EQ(mgmt(blk::kTZoneOpen, i), blk::kSOk) << i;
+    EXPECT_EQ(mgmt(blk::kTZoneOpen, 4), blk::kSZoneOpenResource);
+    // A closed zone that was written stays active: 6 active at most.
+    std::vector<uint8_t> d(4096, 1);
+    for (uint64_t i = 0; i < 2; ++i) {
+        ASSERT_EQ(status(vt::make_blk_write(*g_.mem, i * zs_, d)), blk::kSOk);
+        ASSERT_EQ(mgmt(blk::kTZoneClose, i), blk::kSOk);
+        EXPECT_EQ(zone(i).z_state, 4) << "closed";
+        ASSERT_EQ(mgmt(blk::kTZoneOpen, 4 + i), blk::kSOk) << "open " << 4 + i << " with " << i + 1 << " closed";
+    }
+    // 2 closed + 4 open = 6 active; closing one more leaves 6 active, and opening another would be 7.
+    ASSERT_EQ(status(vt::make_blk_write(*g_.mem, 2 * zs_, d)), blk::kSOk);
+    ASSERT_EQ(mgmt(blk::kTZoneClose, 2), blk::kSOk);
+    EXPECT_EQ(mgmt(blk::kTZoneOpen, 6), blk::kSZoneActiveResource);
+    ASSERT_EQ(mgmt(blk::kTZoneResetAll, 0), blk::kSOk);
+    EXPECT_EQ(mgmt(blk::kTZoneOpen, 6), blk::kSOk) << "after a reset everything is free again";
+}
+
+TEST_F(ZonedNvme, MalformedZoneRequestsFailAndTheDeviceServesOn) {
+    EXPECT_EQ(mgmt(blk::kTZoneReset, nr_), blk::kSZoneInvalidCmd) << "past the last zone";
+    EXPECT_EQ(status(vt::make_blk_zone_mgmt(*g_.mem, blk::kTZoneOpen, 3)), blk::kSZoneInvalidCmd) << "not a zone start";
+    EXPECT_EQ(status(vt::make_blk_zone_report(*g_.mem, 0, 100)), blk::kSIoErr) << "no room for one zone";
+    std::vector<uint8_t> d(4096, 2);
+    ASSERT_EQ(status(vt::make_blk_write(*g_.mem, 0, d)), blk::kSOk);
+    EXPECT_EQ(zone(0).z_wp, 8u);
 }
 
 }  // namespace

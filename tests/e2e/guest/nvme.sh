@@ -1,8 +1,9 @@
 #!/bin/sh
 # Guest side of the NVMe passthrough test (tests/e2e/test_nvme.sh). The host appended vhostd,
 # blkbench and unit_tests (with their libraries) to the initramfs under /opt/vhostd; QEMU
-# emulates an NVMe controller with two namespaces: /dev/ng0n1 (512 B LBAs) and /dev/ng0n2
-# (4 KiB LBAs).
+# emulates an NVMe controller with three namespaces: /dev/ng0n1 (512 B LBAs), /dev/ng0n2
+# (4 KiB LBAs) and /dev/ng0n3 (zoned, host-managed: 4 KiB LBAs, 1 MiB zones of 768 KiB
+# capacity, at most 4 open and 6 active).
 #   1. The passthrough channel itself: unit_tests' NvmeDevice tests on both namespaces (every
 #      command type, commands past the transfer limit, refused requests).
 #   2. vhostd serves the namespace (backend=nvme); blkbench, a vhost-user frontend, writes and
@@ -10,6 +11,11 @@
 #   3. The block path on the same namespace (backend file, /dev/nvme0n1, O_DIRECT) for
 #      comparison (TCG: correctness, not speed).
 #   4. vhostd stops cleanly (SIGTERM).
+#   5. The zoned namespace as a zoned virtio-blk device: unit_tests' ZonedNvme tests run vhostd
+#      in-process on it and drive it through a vhost-user socket with their own virtio driver
+#      (zone reports, writes at and off the write pointer, appends, open/close/finish/reset,
+#      the open and active limits). Linux guests cannot be the driver here: QEMU 7.2's
+#      vhost-user-blk hides VIRTIO_BLK_F_ZONED and this kernel (6.1) has no zoned virtio-blk.
 set -e
 . /tests/lib.sh
 
@@ -85,6 +91,21 @@ stop
 vt_step "the block path on the same namespace, for comparison"
 serve "path=/dev/nvme0n1,direct=on"
 bench "block-layer randread 4k" --queues 1 --qd 8 --bs 4096 --rw randread --seconds 2 --size 48M
+stop
+
+vt_step "zoned namespace /dev/ng0n3 as a zoned virtio-blk device (unit tests' driver)"
+ZN=/dev/ng0n3
+[ -c $ZN ] || vt_fail "no $ZN: $(ls /dev | tr '\n' ' ')"
+vt_log "zoned: $(cat /sys/block/nvme0n3/queue/zoned), $(cat /sys/block/nvme0n3/queue/nr_zones) zones of $(cat /sys/block/nvme0n3/queue/chunk_sectors) sectors, append $(cat /sys/block/nvme0n3/queue/zone_append_max_bytes) B"
+if ! VHOSTD_TEST_NVME_ZONED=$ZN $B/unit_tests --gtest_filter='ZonedNvme*' >/tmp/ut.log 2>&1; then
+  cat /tmp/ut.log
+  vt_fail "the zoned NVMe unit tests failed on $ZN"
+fi
+grep -q 'SKIPPED' /tmp/ut.log && { cat /tmp/ut.log; vt_fail "zoned NVMe unit tests were skipped in the guest"; }
+vt_log "$(grep -E '^\[  PASSED' /tmp/ut.log)"
+serve "backend=nvme,path=$ZN"
+grep -q 'zoned:' /tmp/vhostd.log || { cat /tmp/vhostd.log; vt_fail "vhostd did not describe the zoned namespace"; }
+vt_log "$(grep -o 'nvme passthrough.*' /tmp/vhostd.log | head -n1)"
 stop
 
 vt_pass
