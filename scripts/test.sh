@@ -12,33 +12,47 @@ cd "$(dirname "$0")/.."
 quick=0
 [[ ${1:-} == --quick ]] && quick=1
 
+# Each phase's wall time, so a slow CI run says where the time went (the budget is 30 minutes).
+phase_name="" phase_start=$SECONDS
+phase() {
+  [[ -n $phase_name ]] && printf '=== time: %s took %d s (total %d s)\n' "$phase_name" $((SECONDS - phase_start)) "$SECONDS"
+  phase_name=$1 phase_start=$SECONDS
+  [[ -n $1 ]] && echo "=== $1"
+  return 0
+}
+trap 'phase ""' EXIT
+
+phase "setup: packages"
 scripts/setup.sh
+phase "build (g++ RelWithDebInfo)"
 scripts/build.sh release
 export VHOSTD_FUZZ_SECONDS=${VHOSTD_FUZZ_SECONDS:-8}
 
-echo "=== layering: includes run one way, the daemon carries no test tooling"
+phase "layering: includes run one way, the daemon carries no test tooling"
 scripts/check-layering.sh build/vhostd
 
-echo "=== unit and protocol tests"
+phase "unit and protocol tests"
 ctest --test-dir build -L unit --output-on-failure -j2
-echo "=== the rbd backend on a one-node Ceph cluster (started and removed by tests/ceph/with_cluster.sh)"
+phase "the rbd backend on a one-node Ceph cluster (started and removed by tests/ceph/with_cluster.sh)"
 ctest --test-dir build -L ceph --output-on-failure
 
 if [[ $quick == 0 ]]; then
-  echo "=== ASan+UBSan build: unit/protocol tests and fuzz smoke runs"
+  phase "ASan+UBSan build: unit/protocol tests and fuzz smoke runs"
   scripts/build.sh asan
+  phase "ASan+UBSan: the tests"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build-asan -L 'unit|fuzz' --output-on-failure -j2
-  echo "=== Release build (g++)"
+  phase "Release build (g++)"
   scripts/build.sh type Release g++
 fi
 
-echo "=== benchmark smoke run (seconds; no speed assertions)"
+phase "benchmark smoke run (seconds; no speed assertions)"
 bench/run.sh --quick >/dev/null
 
-echo "=== end to end: QEMU guests on vhostd"
+phase "end to end: QEMU guests on vhostd"
 tests/e2e/build-guest.sh build/guest
+phase "end to end: the tests"
 ctest --test-dir build -L e2e --output-on-failure
 
-echo "=== the .deb: build, install with its declared dependencies, a guest on the installed vhostd, purge"
+phase "the .deb: build, install with its declared dependencies, a guest on the installed vhostd, purge"
 tests/package_test.sh --guest-dir build/guest
