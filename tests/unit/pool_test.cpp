@@ -185,6 +185,85 @@ TEST(Pool, CreateVolumesSnapshotsClonesAndImport) {
     expect_clean(**q);
 }
 
+// The chunk a volume's chunk `vc` maps to, read from the member image (empty if unmapped).
+std::vector<uint8_t> chunk_bytes(Pool& p, Images& im, const std::string& vol, uint64_t vc) {
+    uint64_t pc = 0, off = 0;
+    uint32_t m = 0;
+    auto info = p.volume(vol);
+    if (!info.ok()) return {};
+    {
+        auto g = p.lock();
+        const Volume* v = p.metadata_locked().find(info->id);
+        if (v == nullptr || !v->map.lookup(vc, &pc)) return {};
+    }
+    m = p.member_of(pc, &off);
+    std::vector<uint8_t> out(kChunk);
+    im.img[m]->read(off, out.data(), out.size());
+    return out;
+}
+
+TEST(Pool, AWholeChunkFirstWriteFillsTheChunkWithItsData) {
+    Images im(2);
+    auto p = Pool::create(opts(), im.disks());
+    ASSERT_TRUE(p.ok()) << p.error().describe();
+    Pool& pool = **p;
+    ASSERT_TRUE(pool.create_volume("v", 8 * kChunk, true, std::nullopt).ok());
+    const uint32_t vol = pool.volume("v")->id;
+    std::vector<uint8_t> data(kChunk);
+    for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(i * 13 + 7);
+    // The guest's buffer in three pieces, as a request's iovecs are.
+    iovec iov[3] = {{data.data(), 4096}, {data.data() + 4096, 20000}, {data.data() + 24096, kChunk - 24096}};
+
+    std::vector<Pool::Allocation> w{{vol, 2, 0, iov, 3}, {vol, 3, 0}};
+    pool.allocate(w);
+    EXPECT_EQ(w[0].result, Pool::kWroteData);
+    EXPECT_EQ(w[1].result, 0);
+    auto n = pool.allocation_counts();
+    EXPECT_EQ(n.with_data, 1u);
+    EXPECT_EQ(n.zeroed, 1u) << "a first write without the whole chunk still fills with zeroes";
+    EXPECT_EQ(chunk_bytes(pool, im, "v", 2), data);
+    EXPECT_EQ(chunk_bytes(pool, im, "v", 3), std::vector<uint8_t>(kChunk, 0));
+
+    // Owned already: nothing written (the data path then writes as for any owned chunk).
+    std::vector<uint8_t> other(kChunk, 0x55);
+    iovec one{other.data(), other.size()};
+    w = {{vol, 2, 0, &one, 1}};
+    pool.allocate(w);
+    EXPECT_EQ(w[0].result, 0);
+    EXPECT_EQ(chunk_bytes(pool, im, "v", 2), data);
+
+    // After a snapshot the data replaces the copy-on-write copy; the snapshot keeps its chunk.
+    ASSERT_TRUE(pool.snapshot("v", "s").ok());
+    w = {{vol, 2, 0, &one, 1}};
+    pool.allocate(w);
+    EXPECT_EQ(w[0].result, Pool::kWroteData);
+    EXPECT_EQ(pool.allocation_counts().copied, 0u) << "no copy of the ancestor's chunk";
+    EXPECT_EQ(chunk_bytes(pool, im, "v", 2), other);
+    EXPECT_EQ(chunk_bytes(pool, im, "v@s", 2), data);
+
+    // Data that is not exactly a chunk is refused and the chunk given back.
+    const uint64_t used = pool.info().chunks_used;
+    iovec shortv{other.data(), kChunk - 512};
+    w = {{vol, 5, 0, &shortv, 1}};
+    pool.allocate(w);
+    EXPECT_EQ(w[0].result, -EIO);
+    iovec longv[2] = {{other.data(), kChunk}, {other.data(), 512}};
+    w = {{vol, 5, 0, longv, 2}};
+    pool.allocate(w);
+    EXPECT_EQ(w[0].result, -EIO);
+    EXPECT_EQ(pool.info().chunks_used, used);
+    EXPECT_TRUE(chunk_bytes(pool, im, "v", 5).empty());
+    expect_clean(pool);
+
+    // Durable: an import finds the data where the map says.
+    p->reset();
+    auto q = Pool::import(im.disks());
+    ASSERT_TRUE(q.ok()) << q.error().describe();
+    EXPECT_EQ(chunk_bytes(**q, im, "v", 2), other);
+    EXPECT_EQ(chunk_bytes(**q, im, "v@s", 2), data);
+    expect_clean(**q);
+}
+
 TEST(Pool, DeletingASnapshotMergesHidesOrFrees) {
     Images im(2);
     auto p = Pool::create(opts(), im.disks());
