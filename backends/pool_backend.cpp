@@ -22,9 +22,6 @@ struct AllocNode {
     uint32_t vol = 0;
     uint64_t vchunk = 0;
     int result = 0;
-    // A write covering the whole chunk: its data, for the committer to fill the chunk with.
-    const iovec* data = nullptr;
-    unsigned iovcnt = 0;
 };
 
 class PoolChannel final : public BlockChannel, public Completion {
@@ -154,14 +151,6 @@ private:
             Slot& s = *static_cast<Slot*>(n->slot);
             --alloc_out_;
             any = true;
-            if (n->data != nullptr) {
-                unslice(s);
-                n->data = nullptr;
-                if (n->result == pool::Pool::kWroteData) {
-                    s.pos += s.cur;  // the chunk holds the piece, durably: on to the next one
-                    s.tries = 0;
-                }
-            }
             if (n->result < 0) s.err = n->result;
             resume(s);  // the volume owns the chunk now: write into it (or fail)
             n = next;
@@ -279,18 +268,6 @@ private:
                 s.alloc.vol = vs_.vol;
                 s.alloc.vchunk = vc;
                 s.alloc.result = 0;
-                s.alloc.data = nullptr;
-                s.alloc.iovcnt = 0;
-                if (op == BlockOp::kWrite && in == 0 && len == chunk_) {
-                    // It covers the chunk: the committer fills the chunk with this data instead
-                    // of zeroes or an ancestor's copy, and the write is done with the mapping.
-                    const iovec* iov;
-                    unsigned cnt;
-                    slice(s, s.pos, len, &iov, &cnt);
-                    s.alloc.data = iov;
-                    s.alloc.iovcnt = cnt;
-                    s.cur = len;
-                }
                 ++alloc_out_;
                 // Waiting for the committer it holds nothing: not active (a holder must not wait
                 // for it, the committer may be waiting for the holder's pool lock).
@@ -480,7 +457,7 @@ void PoolService::committer() {
         nodes.clear();
         wants.clear();
         for (; n != nullptr; n = n->next.load(std::memory_order_relaxed)) nodes.push_back(n);
-        for (AllocNode* a : nodes) wants.push_back({a->vol, a->vchunk, 0, a->data, a->iovcnt});
+        for (AllocNode* a : nodes) wants.push_back({a->vol, a->vchunk, 0});
         // One flush and one journal commit per batch of up to kBatch (a batch must fit the
         // journal: a pool made with a small one takes a few hundred records at a time).
         constexpr size_t kBatch = 128;

@@ -315,24 +315,10 @@ void Pool::allocate(std::vector<Allocation>& wants) {
         }
         uint64_t dst_off;
         uint32_t dst_m = member_of(*pc, &dst_off);
-        Status st = ok_status();
+        Status st = md_->build_chain(a.vol, chain);
         uint64_t src = 0;
         uint32_t owner = 0;
-        if (a.data != nullptr) {
-            // The guest's write covers the chunk: its data is the fill (no ancestor's copy, no
-            // zeroes). The iovecs are the in-flight request's guest memory.
-            uint64_t at = 0;
-            for (unsigned k = 0; st.ok() && k < a.iovcnt; ++k) {
-                if (a.data[k].iov_len > cs - at) {
-                    st = make_error(Errc::kInvalid, "{} bytes of data for a {}-byte chunk", at + a.data[k].iov_len, cs);
-                    break;
-                }
-                st = disks_[dst_m]->write(dst_off + at, a.data[k].iov_base, a.data[k].iov_len);
-                at += a.data[k].iov_len;
-            }
-            if (st.ok() && at != cs) st = make_error(Errc::kInvalid, "{} bytes of data for a {}-byte chunk", at, cs);
-            if (st.ok()) ++counts_.with_data;
-        } else if (st = md_->build_chain(a.vol, chain); st.ok() && chain.resolve(a.vchunk, &src, &owner)) {
+        if (st.ok() && chain.resolve(a.vchunk, &src, &owner)) {
             // Copy-on-write: the chunk starts as what the volume read there.
             uint64_t src_off;
             uint32_t src_m = member_of(src, &src_off);
@@ -342,10 +328,8 @@ void Pool::allocate(std::vector<Allocation>& wants) {
                 st = disks_[src_m]->read(src_off + done, buf.data(), piece);
                 if (st.ok()) st = disks_[dst_m]->write(dst_off + done, buf.data(), piece);
             }
-            if (st.ok()) ++counts_.copied;
         } else if (st.ok()) {
             st = disks_[dst_m]->zero(dst_off, cs);
-            if (st.ok()) ++counts_.zeroed;
         }
         if (!st.ok()) {
             VLOG_WARN("pool '{}': filling chunk {} for volume {}: {}", sb_.pool_name, *pc, a.vol, st.error().describe());
@@ -379,19 +363,11 @@ void Pool::allocate(std::vector<Allocation>& wants) {
     std::vector<Status> res;
     Status st = commit_locked(recs, &res);
     for (size_t k = 0; k < fresh.size(); ++k) {
-        Allocation& a = wants[fresh[k].want];
         if (!st.ok() || !res[k].ok()) {
             md_->release(fresh[k].pchunk);
-            a.result = -EIO;
-        } else if (a.data != nullptr) {
-            a.result = kWroteData;
+            wants[fresh[k].want].result = -EIO;
         }
     }
-}
-
-Pool::AllocationCounts Pool::allocation_counts() const {
-    std::lock_guard<std::mutex> g(mu_);
-    return counts_;
 }
 
 Status Pool::usable_locked() const {

@@ -8,8 +8,6 @@
 // and the previous checkpoint still describe the last state a caller was told of.
 #pragma once
 
-#include <sys/uio.h>
-
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -119,26 +117,14 @@ public:
 
     // First writes, from the data path's committer: each (vol, vchunk) not owned yet gets a
     // chunk, filled with what the volume read there before (its ancestor's chunk, or zeroes),
-    // flushed, then mapped by a journal record. A write that covers the whole chunk brings its
-    // data (`data`, exactly chunk_size() bytes): the chunk is filled with that instead, so the
-    // first write costs one write rather than a fill and a write (nothing stale can show: every
-    // byte is the guest's before the record maps it). result: 0 (the volume owns it now; with
-    // data, if it owned it already: nothing was written), kWroteData (it does, with the data
-    // in it and durable), -ENOSPC, -ENOENT (no such writable volume), -EIO.
-    static constexpr int kWroteData = 1;
+    // flushed, then mapped by a journal record. result: 0 (the volume owns it now), -ENOSPC,
+    // -ENOENT (no such writable volume), -EIO.
     struct Allocation {
         uint32_t vol = 0;
         uint64_t vchunk = 0;
         int result = 0;
-        const iovec* data = nullptr;
-        unsigned iovcnt = 0;
     };
     void allocate(std::vector<Allocation>& wants);
-    // Chunks allocated so far by how they were filled (zeroes, an ancestor's copy, the data).
-    struct AllocationCounts {
-        uint64_t zeroed = 0, copied = 0, with_data = 0;
-    };
-    AllocationCounts allocation_counts() const;
 
     // Where a physical chunk lives.
     uint32_t member_of(uint64_t pchunk, uint64_t* offset) const;
@@ -182,7 +168,7 @@ private:
     Status usable_locked() const;
     void changed_locked();
 
-    mutable std::mutex mu_;
+    std::mutex mu_;
     std::vector<std::unique_ptr<Disk>> disks_;  // by member index
     Superblock sb_;
     std::unique_ptr<Metadata> md_;
@@ -193,7 +179,6 @@ private:
     uint64_t next_seq_ = 0;
     uint32_t last_crc_ = 0;
     bool failed_ = false;
-    AllocationCounts counts_;
     std::string note_;
     std::function<bool()> after_change_;
     std::function<Status(const Record&)> guard_;
