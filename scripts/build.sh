@@ -2,7 +2,8 @@
 # Builds vhostd. Usage: scripts/build.sh [release|asan|type TYPE [CXX]|all-types]
 #   release   -> build/          (g++, RelWithDebInfo: vhostd, tests, bench; what the tests run)
 #   asan      -> build-asan/     (clang, Debug, ASan+UBSan: unit tests and libFuzzer targets)
-#   type T C  -> build-T-C/      (CMake build type T with compiler C, default g++; CI builds Release)
+#   type T C [CMAKE ARGS] -> build-T-C/  (CMake build type T with compiler C, default g++; CI
+#                                          builds Release without the tests: -DVHOSTD_BUILD_TESTS=OFF)
 #   all-types -> every build type (Debug, Release, RelWithDebInfo, MinSizeRel) with g++ and clang++
 # Warnings are errors here (VHOSTD_WERROR); a packager's plain cmake build does not force that.
 set -euo pipefail
@@ -20,7 +21,8 @@ case $kind in
   type)
     type=${2:?build type}
     cxx=${3:-g++}
-    configure_and_build "build-$type-$cxx" "$cxx" -DCMAKE_BUILD_TYPE="$type" ;;
+    shift $(( $# < 3 ? $# : 3 ))
+    configure_and_build "build-$type-$cxx" "$cxx" -DCMAKE_BUILD_TYPE="$type" "$@" ;;
   all-types)
     for cxx in g++ clang++; do
       for type in Debug Release RelWithDebInfo MinSizeRel; do
