@@ -57,6 +57,17 @@ static_assert(sizeof(ZoneReportHeader) == 64 && sizeof(ZoneDescriptor) == 64);
 
 inline constexpr bool is_zone_op(BlockOp op) { return op >= BlockOp::kZoneAppend; }
 
+// Every zone operation's case label, for a switch over BlockOp in a backend that refuses them
+// before it (so -Wswitch keeps watching the other operations).
+#define VHOSTD_CASE_ZONE_OPS                                                        \
+    case ::vhostd::backends::BlockOp::kZoneAppend:                                 \
+    case ::vhostd::backends::BlockOp::kZoneReport:                                 \
+    case ::vhostd::backends::BlockOp::kZoneOpen:                                   \
+    case ::vhostd::backends::BlockOp::kZoneClose:                                  \
+    case ::vhostd::backends::BlockOp::kZoneFinish:                                 \
+    case ::vhostd::backends::BlockOp::kZoneReset:                                  \
+    case ::vhostd::backends::BlockOp::kZoneResetAll
+
 // Zoned storage failures, as the errno a channel completes with (Linux's block layer gives the
 // two resource ones the same errno); the device turns them into virtio-blk's zone statuses.
 inline constexpr int32_t kErrZoneInvalid = -EBADE;           // the zone's state/type refuses it

@@ -55,13 +55,7 @@ public:
                 // Files: a punched hole reads as zeroes. Block devices: zero-out, unmapping allowed.
                 io_uring_prep_fallocate(sqe, fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, q.offset, q.len);
                 break;
-            case BlockOp::kZoneAppend:
-            case BlockOp::kZoneReport:
-            case BlockOp::kZoneOpen:
-            case BlockOp::kZoneClose:
-            case BlockOp::kZoneFinish:
-            case BlockOp::kZoneReset:
-            case BlockOp::kZoneResetAll:
+            VHOSTD_CASE_ZONE_OPS:
                 break;  // refused above
         }
         io_uring_sqe_set_data(sqe, c);

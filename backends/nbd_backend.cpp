@@ -313,13 +313,7 @@ void NbdConn::issue(NbdReq* r) {
                 }
                 break;
             }
-            case BlockOp::kZoneAppend:
-            case BlockOp::kZoneReport:
-            case BlockOp::kZoneOpen:
-            case BlockOp::kZoneClose:
-            case BlockOp::kZoneFinish:
-            case BlockOp::kZoneReset:
-            case BlockOp::kZoneResetAll:
+            VHOSTD_CASE_ZONE_OPS:
                 break;  // refused in submit()
         }
     }

@@ -307,13 +307,7 @@ private:
                 break;
             case BlockOp::kFlush:
                 break;
-            case BlockOp::kZoneAppend:
-            case BlockOp::kZoneReport:
-            case BlockOp::kZoneOpen:
-            case BlockOp::kZoneClose:
-            case BlockOp::kZoneFinish:
-            case BlockOp::kZoneReset:
-            case BlockOp::kZoneResetAll:
+            VHOSTD_CASE_ZONE_OPS:
                 break;  // refused in submit()
             }
             io_uring_sqe_set_data(sqe, static_cast<Completion*>(&s));

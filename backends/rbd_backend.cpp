@@ -126,13 +126,7 @@ private:
                 case BlockOp::kWriteZeroes:
                     rc = rbd_aio_write_zeroes(image_, q.offset, q.len, comp, RBD_WRITE_ZEROES_FLAG_THICK_PROVISION, 0);
                     break;
-                case BlockOp::kZoneAppend:
-                case BlockOp::kZoneReport:
-                case BlockOp::kZoneOpen:
-                case BlockOp::kZoneClose:
-                case BlockOp::kZoneFinish:
-                case BlockOp::kZoneReset:
-                case BlockOp::kZoneResetAll:
+                VHOSTD_CASE_ZONE_OPS:
                     rc = -EOPNOTSUPP;  // refused in submit()
                     break;
             }
