@@ -22,70 +22,17 @@ namespace vhostd::backends {
 
 namespace {
 
-// NVM command set opcodes (NVMe base spec 2.0, NVM command set spec 1.0).
-constexpr uint8_t kOpFlush = 0x00, kOpWrite = 0x01, kOpRead = 0x02, kOpWriteZeroes = 0x08, kOpDsm = 0x09;
-// Zoned namespace command set (NVMe ZNS spec 1.1).
-constexpr uint8_t kOpZoneMgmtSend = 0x79, kOpZoneMgmtRecv = 0x7a, kOpZoneAppend = 0x7d;
+using namespace nvme;  // opcodes, command preparation
+
+// Zone Management Send / Receive fields (NVMe ZNS spec 1.1).
 constexpr uint32_t kZsaClose = 1, kZsaFinish = 2, kZsaOpen = 3, kZsaReset = 4;  // Send CDW13
 constexpr uint32_t kZsaSelectAll = 1u << 8;
 constexpr uint32_t kZraPartialReport = 1u << 16;  // Receive CDW13: nr_zones counts what came back
 constexpr uint32_t kZoneDescBytes = 64;
-constexpr uint32_t kFua = 1u << 30;         // read/write CDW12
-constexpr uint32_t kDeac = 1u << 25;        // write zeroes CDW12: deallocate
-constexpr uint32_t kDsmDeallocate = 1u << 2;  // DSM CDW11 AD
-// One command's NLB field is 16 bits (0's based) for write zeroes, 32 bits in a DSM range.
-constexpr uint64_t kMaxZeroLbas = 65536;
-constexpr uint64_t kMaxDsmLbas = UINT32_MAX;
 
-struct DsmRange {
-    uint32_t cattr;
-    uint32_t nlb;
-    uint64_t slba;
-};
-static_assert(sizeof(DsmRange) == 16);
-
-// A positive result of a passthrough command is the NVMe status (SCT << 8 | SC, plus the DNR and
-// More bits): what the block layer would have made of it.
-int32_t nvme_errno(int32_t status) {
-    const int sct = (status >> 8) & 0x7, sc = status & 0xff;
-    if (sct == 0 && sc == 0x01) return -EOPNOTSUPP;  // Invalid Command Opcode
-    if (sct == 0 && (sc == 0x80 || sc == 0x02)) return -EINVAL;  // LBA Out of Range, Invalid Field
-    if (sct == 1 && sc == 0x20) return -EROFS;  // Namespace is Write Protected
-    if (sct == 1) {
-        switch (sc) {
-            case 0xbc: return kErrZoneUnalignedWrite;  // Zone Invalid Write
-            case 0xbd: return kErrZoneActiveResource;  // Too Many Active Zones
-            case 0xbe: return kErrZoneOpenResource;    // Too Many Open Zones
-            case 0xb8:  // Zone Boundary Error
-            case 0xb9:  // Zone Is Full
-            case 0xba:  // Zone Is Read Only
-            case 0xbb:  // Zone Is Offline
-            case 0xbf:  // Invalid Zone State Transition
-                return kErrZoneInvalid;
-            default: break;
-        }
-    }
-    return -EIO;
-}
-
-Result<std::string> read_attr(const std::string& path) {
-    std::ifstream f(path);
-    if (!f) return make_error(Errc::kSystem, "cannot read {}", path);
-    std::string s;
-    std::getline(f, s);
-    while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-    return s;
-}
-
-Result<uint64_t> read_number(const std::string& path) {
-    VHOSTD_ASSIGN_OR_RETURN(std::string s, read_attr(path));
-    errno = 0;
-    char* end = nullptr;
-    unsigned long long v = std::strtoull(s.c_str(), &end, 10);
-    if (s.empty() || end == nullptr || *end != '\0' || errno != 0 || s[0] == '-')
-        return make_error(Errc::kInvalid, "{}: '{}' is not a number", path, s);
-    return static_cast<uint64_t>(v);
-}
+// nvme::status_errno's zone errnos are the backends' zone errors (virtio-blk's zone statuses).
+static_assert(kErrZoneInvalid == -EBADE && kErrZoneUnalignedWrite == -EILSEQ && kErrZoneOpenResource == -ETOOMANYREFS &&
+              kErrZoneActiveResource == -EOVERFLOW);
 
 class NvmeChannel;
 
@@ -212,7 +159,7 @@ public:
     bool must_poll() const override { return deferred_ != nullptr; }
 
     void on_cmd(NvmeCmd& k, int32_t res, uint64_t result) {
-        int32_t err = res < 0 ? res : res > 0 ? nvme_errno(res) : 0;
+        int32_t err = res < 0 ? res : res > 0 ? status_errno(res) : 0;
         if (res > 0) {
             VLOG_LIMITED(log_limit_, log_at(ns_.block_name), warn, "nvme {}: command {} at LBA {} failed with NVMe status {:#x}",
                          ns_.block_name, static_cast<int>(k.op), k.slba, res);
@@ -271,35 +218,13 @@ public:
     }
 
 private:
-    // The part of a read/write one command carries: at most max_bytes, in whole LBAs, over at
-    // most max_segments memory pages. The block layer splits nothing for passthrough: it maps
-    // the buffer (or a bounce copy of it) page by page, and a command whose pages do not merge
-    // into max_segments segments is refused (EINVAL). Counting every page touched as a segment
-    // of its own is the worst case, so a command never fails on how guest memory lies. The last
-    // iovec is cut short in place (the caller's array is ours until completion; the kernel may
-    // read it again when it retries the command from a worker).
+    // The part of a read/write one command carries (nvme::fit_bytes: max_bytes, max_segments
+    // pages, whole granules). The last iovec is cut short in place (the caller's array is ours
+    // until completion; the kernel may read it again when it retries the command from a worker).
     // `granule`: the unit a command's length comes in (an LBA; a zone descriptor for a report);
     // `lbas`: the bytes are the command's LBAs (checked against the namespace's end).
     Status cut(NvmeCmd& k, const BlockRequest& q, uint32_t granule, bool lbas) {
-        const uint64_t lba_mask = granule - 1;
-        constexpr unsigned kPageShift = 12;
-        uint64_t sum = 0, pages = 0;
-        for (unsigned i = 0; i < q.iovcnt && sum < ns_.max_bytes; ++i) {
-            const uint64_t len = q.iov[i].iov_len;
-            if (len == 0) continue;
-            const auto base = reinterpret_cast<uint64_t>(q.iov[i].iov_base);
-            uint64_t take = std::min<uint64_t>(len, ns_.max_bytes - sum);
-            const uint64_t first = base >> kPageShift;
-            uint64_t p = ((base + take - 1) >> kPageShift) - first + 1;
-            if (pages + p > ns_.max_segments) {
-                p = ns_.max_segments - pages;
-                take = std::min(take, ((first + p) << kPageShift) - base);
-            }
-            pages += p;
-            sum += take;
-            if (take < len || pages >= ns_.max_segments) break;
-        }
-        const uint64_t bytes = sum & ~lba_mask;
+        const uint64_t bytes = fit_bytes(q.iov, q.iovcnt, ns_.max_bytes, ns_.max_segments, granule);
         if (bytes == 0) {
             return make_error(Errc::kInvalid, "the request's first {} bytes span more than {} memory pages (or it has no data)",
                               granule, ns_.max_segments);
@@ -383,60 +308,47 @@ private:
     }
 
     void prep(NvmeCmd& k, io_uring_sqe* sqe) {
-        std::memset(sqe, 0, 2 * sizeof(io_uring_sqe));  // a 128-byte SQE
-        sqe->opcode = IORING_OP_URING_CMD;
-        sqe->fd = fd_;
-        sqe->cmd_op = NVME_URING_CMD_IO;
-        auto* cmd = reinterpret_cast<nvme_uring_cmd*>(sqe->cmd);
-        cmd->nsid = ns_.nsid;
         switch (k.op) {
             case BlockOp::kRead:
             case BlockOp::kWrite:
-                cmd->opcode = k.op == BlockOp::kRead ? kOpRead : kOpWrite;
-                cmd->cdw10 = static_cast<uint32_t>(k.slba);
-                cmd->cdw11 = static_cast<uint32_t>(k.slba >> 32);
-                cmd->cdw12 = (k.nlb - 1) | (k.op == BlockOp::kWrite && k.fua ? kFua : 0);
-                set_data(k, sqe, cmd);
+                prep_rw(sqe, fd_, ns_.nsid, k.op == BlockOp::kWrite, k.slba, k.nlb, k.fua, k.iov, k.iovcnt, k.bytes);
                 break;
             case BlockOp::kFlush:
-                cmd->opcode = kOpFlush;
+                nvme::prep(sqe, fd_, ns_.nsid, kOpFlush);
                 break;
-            case BlockOp::kZoneAppend:
-            case BlockOp::kZoneReport:
-                cmd->cdw10 = static_cast<uint32_t>(k.slba);
-                cmd->cdw11 = static_cast<uint32_t>(k.slba >> 32);
-                if (k.op == BlockOp::kZoneAppend) {
-                    cmd->opcode = kOpZoneAppend;
-                    cmd->cdw12 = (k.nlb - 1) | (k.fua ? kFua : 0);
-                } else {
-                    cmd->opcode = kOpZoneMgmtRecv;
-                    cmd->cdw12 = k.bytes / 4 - 1;  // dwords, 0's based
-                    cmd->cdw13 = kZraPartialReport;  // report zones (ZRA 0), all states (ZRASF 0)
-                }
-                set_data(k, sqe, cmd);
+            case BlockOp::kZoneAppend: {
+                nvme_uring_cmd* cmd = nvme::prep(sqe, fd_, ns_.nsid, kOpZoneAppend);
+                set_slba(cmd, k.slba);
+                cmd->cdw12 = (k.nlb - 1) | (k.fua ? kFua : 0);
+                set_data(sqe, cmd, k.iov, k.iovcnt, k.bytes);
                 break;
+            }
+            case BlockOp::kZoneReport: {
+                nvme_uring_cmd* cmd = nvme::prep(sqe, fd_, ns_.nsid, kOpZoneMgmtRecv);
+                set_slba(cmd, k.slba);
+                cmd->cdw12 = k.bytes / 4 - 1;    // dwords, 0's based
+                cmd->cdw13 = kZraPartialReport;  // report zones (ZRA 0), all states (ZRASF 0)
+                set_data(sqe, cmd, k.iov, k.iovcnt, k.bytes);
+                break;
+            }
             case BlockOp::kZoneOpen:
             case BlockOp::kZoneClose:
             case BlockOp::kZoneFinish:
             case BlockOp::kZoneReset:
-            case BlockOp::kZoneResetAll:
-                cmd->opcode = kOpZoneMgmtSend;
-                cmd->cdw10 = static_cast<uint32_t>(k.slba);
-                cmd->cdw11 = static_cast<uint32_t>(k.slba >> 32);
+            case BlockOp::kZoneResetAll: {
+                nvme_uring_cmd* cmd = nvme::prep(sqe, fd_, ns_.nsid, kOpZoneMgmtSend);
+                set_slba(cmd, k.slba);
                 cmd->cdw13 = k.op == BlockOp::kZoneOpen    ? kZsaOpen
                              : k.op == BlockOp::kZoneClose  ? kZsaClose
                              : k.op == BlockOp::kZoneFinish ? kZsaFinish
                                                             : kZsaReset;
                 if (k.op == BlockOp::kZoneResetAll) cmd->cdw13 |= kZsaSelectAll;
                 break;
+            }
             case BlockOp::kDiscard: {
                 const uint64_t n = std::min(k.left, kMaxDsmLbas);
                 k.range = DsmRange{0, static_cast<uint32_t>(n), k.slba};
-                cmd->opcode = kOpDsm;
-                cmd->cdw10 = 0;  // one range (0's based)
-                cmd->cdw11 = kDsmDeallocate;
-                cmd->addr = reinterpret_cast<uint64_t>(&k.range);
-                cmd->data_len = sizeof(k.range);
+                prep_deallocate(sqe, fd_, ns_.nsid, &k.range);
                 k.slba += n;
                 k.left -= n;
                 break;
@@ -444,27 +356,13 @@ private:
             case BlockOp::kWriteZeroes:
             case BlockOp::kWriteZeroesUnmap: {
                 const uint64_t n = std::min(k.left, ns_.write_zeroes_max_lbas);
-                cmd->opcode = kOpWriteZeroes;
-                cmd->cdw10 = static_cast<uint32_t>(k.slba);
-                cmd->cdw11 = static_cast<uint32_t>(k.slba >> 32);
-                cmd->cdw12 = static_cast<uint32_t>(n - 1) | (k.op == BlockOp::kWriteZeroesUnmap ? kDeac : 0);
+                prep_write_zeroes(sqe, fd_, ns_.nsid, k.slba, static_cast<uint32_t>(n), k.op == BlockOp::kWriteZeroesUnmap);
                 k.slba += n;
                 k.left -= n;
                 break;
             }
         }
         io_uring_sqe_set_data(sqe, static_cast<CmdCompletion*>(&k));
-    }
-
-    static void set_data(const NvmeCmd& k, io_uring_sqe* sqe, nvme_uring_cmd* cmd) {
-        if (k.iovcnt == 1) {
-            cmd->addr = reinterpret_cast<uint64_t>(k.iov[0].iov_base);
-            cmd->data_len = k.bytes;
-        } else {
-            sqe->cmd_op = NVME_URING_CMD_IO_VEC;
-            cmd->addr = reinterpret_cast<uint64_t>(k.iov);
-            cmd->data_len = k.iovcnt;
-        }
     }
 
     Reactor& r_;
@@ -479,112 +377,13 @@ private:
 
 void NvmeCmd::complete_cmd(int32_t res, uint64_t result) { ch->on_cmd(*this, res, result); }
 
-// A host-managed namespace's zones (sysfs, as the driver read them from the ZNS Identify data).
-Status read_zones(const std::string& dir, NvmeNamespace& ns) {
-    VHOSTD_ASSIGN_OR_RETURN(uint64_t zone_sectors, read_number(dir + "/queue/chunk_sectors"));
-    VHOSTD_ASSIGN_OR_RETURN(uint64_t nr_zones, read_number(dir + "/queue/nr_zones"));
-    VHOSTD_ASSIGN_OR_RETURN(uint64_t max_open, read_number(dir + "/queue/max_open_zones"));
-    VHOSTD_ASSIGN_OR_RETURN(uint64_t max_active, read_number(dir + "/queue/max_active_zones"));
-    VHOSTD_ASSIGN_OR_RETURN(uint64_t append_bytes, read_number(dir + "/queue/zone_append_max_bytes"));
-    const uint64_t lba = ns.lba_size;
-    const auto zone_bytes = checked_mul(zone_sectors, uint64_t{512});
-    // virtio-blk's zone_sectors is 32 bits; a zone is whole LBAs, and the zones cover the namespace.
-    if (!zone_bytes || zone_sectors == 0 || zone_sectors > UINT32_MAX || *zone_bytes % lba != 0)
-        return make_error(Errc::kUnsupported, "{}: zone size of {} sectors cannot be served", dir, zone_sectors);
-    const uint64_t zone_lbas = *zone_bytes / lba;
-    if (nr_zones == 0 || nr_zones != (ns.lbas + zone_lbas - 1) / zone_lbas)
-        return make_error(Errc::kInvalid, "{}: {} zones of {} LBAs do not make {} LBAs", dir, nr_zones, zone_lbas, ns.lbas);
-    if (max_open > UINT32_MAX || max_active > UINT32_MAX)
-        return make_error(Errc::kInvalid, "{}: open/active zone limits {}/{} out of range", dir, max_open, max_active);
-    // One append is one command: within the drive's limit, the transfer limit, the zone, and the
-    // worst-case page count of any buffer (max_segments - 1 whole pages plus two part pages).
-    const uint64_t pages_bound = (uint64_t{ns.max_segments} - 1) * 4096;
-    const uint64_t append = std::min({append_bytes, uint64_t{ns.max_bytes}, pages_bound, *zone_bytes}) & ~(lba - 1);
-    if (append == 0)
-        return make_error(Errc::kUnsupported, "{}: the namespace takes no zone append of one LBA ({} bytes)", dir, append_bytes);
-    ns.zone_lbas = zone_lbas;
-    ns.nr_zones = nr_zones;
-    ns.max_open = static_cast<uint32_t>(max_open);
-    ns.max_active = static_cast<uint32_t>(max_active);
-    ns.max_append_bytes = static_cast<uint32_t>(append);
-    // A host-managed namespace takes no deallocate or write zeroes here (their effect on write
-    // pointers is the drive's business; guests on zoned storage reset zones instead).
-    ns.deallocate = false;
-    ns.write_zeroes = false;
-    ns.write_zeroes_max_lbas = 0;
-    return ok_status();
-}
-
 }  // namespace
 
-Result<NvmeNamespace> read_nvme_namespace(const std::string& dir) {
-    NvmeNamespace ns;
-    auto slash = dir.find_last_of('/');
-    ns.block_name = slash == std::string::npos ? dir : dir.substr(slash + 1);
-    auto zoned = read_attr(dir + "/queue/zoned");
-    const bool is_zoned = zoned.ok() && *zoned != "none";
-    if (is_zoned && *zoned != "host-managed")
-        return make_error(Errc::kUnsupported, "{} is a zoned namespace of model '{}' (host-managed ones are served)",
-                          ns.block_name, *zoned);
-    VHOSTD_ASSIGN_OR_RETURN(uint64_t nsid, read_number(dir + "/nsid"));
-    VHOSTD_ASSIGN_OR_RETURN(uint64_t lba, read_number(dir + "/queue/logical_block_size"));
-    VHOSTD_ASSIGN_OR_RETURN(uint64_t pbs, read_number(dir + "/queue/physical_block_size"));
-    VHOSTD_ASSIGN_OR_RETURN(uint64_t sectors, read_number(dir + "/size"));
-    VHOSTD_ASSIGN_OR_RETURN(uint64_t max_kb, read_number(dir + "/queue/max_hw_sectors_kb"));
-    VHOSTD_ASSIGN_OR_RETURN(uint64_t max_segs, read_number(dir + "/queue/max_segments"));
-    VHOSTD_ASSIGN_OR_RETURN(std::string cache, read_attr(dir + "/queue/write_cache"));
-    auto discard = read_number(dir + "/queue/discard_max_hw_bytes");
-    auto zeroes = read_number(dir + "/queue/write_zeroes_max_bytes");
-    if (nsid == 0 || nsid >= 0xffffffffu) return make_error(Errc::kInvalid, "{}: namespace id {} is not valid", dir, nsid);
-    if (lba < 512 || lba > 4096 || (lba & (lba - 1)) != 0)
-        return make_error(Errc::kUnsupported, "{}: LBA size {} (512..4096, a power of two, is served)", dir, lba);
-    const auto total = checked_mul(sectors, uint64_t{512});
-    const uint64_t bytes = total ? *total : 0;
-    if (bytes / lba == 0)
-        return make_error(Errc::kUnsupported,
-                          "{}: the block layer shows no capacity (an LBA format with metadata, or a namespace not "
-                          "ready): it cannot be served",
-                          dir);
-    ns.nsid = static_cast<uint32_t>(nsid);
-    ns.lba_size = static_cast<uint32_t>(lba);
-    ns.physical_block = pbs >= lba && pbs <= 65536 && (pbs & (pbs - 1)) == 0 ? static_cast<uint32_t>(pbs) : ns.lba_size;
-    ns.lbas = bytes / lba;
-    // One command: at most 16 MiB (the NVMe MDTS the kernel honours is far below), whole LBAs.
-    uint64_t max_bytes = std::min<uint64_t>(max_kb, 16384) * 1024;
-    ns.max_bytes = static_cast<uint32_t>(std::max<uint64_t>(max_bytes & ~(lba - 1), lba));
-    ns.max_segments = static_cast<uint32_t>(std::clamp<uint64_t>(max_segs, 1, 1024));
-    ns.volatile_cache = cache == "write back";
-    ns.deallocate = discard.ok() && *discard > 0;
-    ns.write_zeroes = zeroes.ok() && *zeroes >= lba;
-    ns.write_zeroes_max_lbas = ns.write_zeroes ? std::min<uint64_t>(*zeroes / lba, kMaxZeroLbas) : 0;
-    if (is_zoned) VHOSTD_TRY(read_zones(dir, ns));
-    return ns;
-}
-
 Result<std::unique_ptr<NvmeBackend>> NvmeBackend::open(const NvmeOptions& o) {
-    if (o.path.empty()) return make_error(Errc::kInvalid, "backend=nvme needs path=/dev/ngXnY");
-    char real[PATH_MAX];
-    if (realpath(o.path.c_str(), real) == nullptr) return sys_error("{}", o.path);
-    std::string name = real;
-    name = name.substr(name.find_last_of('/') + 1);
-    static const std::regex kGeneric(R"(ng([0-9]+)n([0-9]+))");
-    std::smatch m;
-    if (!std::regex_match(name, m, kGeneric))
-        return make_error(Errc::kInvalid, "{} is not an NVMe namespace's generic device (/dev/ngXnY)", o.path);
-    struct stat st {};
-    if (stat(real, &st) != 0) return sys_error("stat {}", o.path);
-    if (!S_ISCHR(st.st_mode)) return make_error(Errc::kInvalid, "{} is not a character device", o.path);
-
     auto be = std::unique_ptr<NvmeBackend>(new NvmeBackend());
-    VHOSTD_ASSIGN_OR_RETURN(be->ns_, read_nvme_namespace(fmt::format("/sys/block/nvme{}n{}", m[1].str(), m[2].str())));
-    int fd = ::open(real, (o.readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
-    if (fd < 0) return sys_error("open {}", o.path);
-    be->fd_.reset(fd);
-    int id = ioctl(fd, NVME_IOCTL_ID);
-    if (id < 0) return sys_error("{}: NVME_IOCTL_ID", o.path);
-    if (static_cast<uint32_t>(id) != be->ns_.nsid)
-        return make_error(Errc::kInvalid, "{} is namespace {}, but sysfs {} says {}", o.path, id, be->ns_.block_name, be->ns_.nsid);
-
+    VHOSTD_ASSIGN_OR_RETURN(auto g, open_generic(o.path, o.readonly));
+    be->fd_ = std::move(g.fd);
+    be->ns_ = g.ns;
     const NvmeNamespace& ns = be->ns_;
     be->info_.size_bytes = ns.lbas * ns.lba_size;
     be->info_.block_size = ns.lba_size;

@@ -29,6 +29,7 @@
 
 #include "backends/block_backend.hpp"
 #include "core/unique_fd.hpp"
+#include "nvme/nvme.hpp"
 
 namespace vhostd::backends {
 
@@ -37,26 +38,8 @@ struct NvmeOptions {
     bool readonly = false;
 };
 
-// What the kernel's driver knows of a namespace (sysfs), checked.
-struct NvmeNamespace {
-    std::string block_name;    // nvmeXnY
-    uint32_t nsid = 0;
-    uint32_t lba_size = 0;     // bytes, a power of two, 512..65536
-    uint32_t physical_block = 0;
-    uint64_t lbas = 0;         // capacity in LBAs
-    uint32_t max_bytes = 0;    // one command's largest transfer (a multiple of lba_size)
-    uint32_t max_segments = 0;
-    bool volatile_cache = false;
-    bool deallocate = false;
-    bool write_zeroes = false;
-    uint64_t write_zeroes_max_lbas = 0;  // per command
-    // Zoned (host-managed) namespaces; zone_lbas == 0 for a conventional one.
-    uint64_t zone_lbas = 0;
-    uint64_t nr_zones = 0;
-    uint32_t max_open = 0;    // 0: no limit
-    uint32_t max_active = 0;  // 0: no limit
-    uint32_t max_append_bytes = 0;  // one Zone Append, whole LBAs, within the segment bound
-};
+using nvme::NvmeNamespace;
+using nvme::read_nvme_namespace;  // (sysfs: /sys/block/nvmeXnY)
 
 class NvmeBackend : public BlockBackend {
 public:
@@ -71,8 +54,5 @@ private:
     BlockInfo info_;
     NvmeNamespace ns_;
 };
-
-// The sysfs part of open(), on its own for tests: `block_dir` is /sys/block/nvmeXnY.
-Result<NvmeNamespace> read_nvme_namespace(const std::string& block_dir);
 
 }  // namespace vhostd::backends

@@ -116,7 +116,7 @@ public:
     }
 
 private:
-    struct Slot final : public Completion {
+    struct Slot final : public Completion, public CmdCompletion {
         PoolChannel* ch = nullptr;
         Completion* c = nullptr;
         BlockRequest req;
@@ -131,8 +131,10 @@ private:
         size_t first = 0, last = 0;
         iovec saved_first{}, saved_last{};
         AllocNode alloc;
+        nvme::DsmRange range{};  // a deallocate's range (NVMe members), until it completes
         Slot* next_deferred = nullptr;
         void complete(int32_t res) override { ch->piece_done(*this, res); }
+        void complete_cmd(int32_t res, uint64_t) override { ch->cmd_done(*this, res); }
     };
 
     // The eventfd read: an allocation answer was pushed (or the read was cancelled).
@@ -233,6 +235,15 @@ private:
             if (op == BlockOp::kFlush) {
                 const auto& ms = svc_.members();
                 if (s.member >= ms.size()) return finish(s);
+                const auto& m = ms[s.member];
+                if (m.ns != nullptr) {
+                    io_uring_sqe* sqe = r_.cmd_sqe();
+                    if (sqe == nullptr) return stall(s);
+                    nvme::prep(sqe, m.fd, m.ns->nsid, nvme::kOpFlush);
+                    io_uring_sqe_set_data(sqe, static_cast<CmdCompletion*>(&s));
+                    ++s.member;
+                    return;
+                }
                 io_uring_sqe* sqe = r_.get_sqe();
                 if (sqe == nullptr) return stall(s);
                 io_uring_prep_fsync(sqe, ms[s.member++].fd, IORING_FSYNC_DATASYNC);
@@ -276,10 +287,14 @@ private:
                 arm();
                 return;
             }
-            io_uring_sqe* sqe = r_.get_sqe();
-            if (sqe == nullptr) return stall(s);
             uint64_t base = 0;
             const auto& m = place(p, &base);
+            if (m.ns != nullptr) {
+                if (!nvme_piece(s, m, base + in, len)) continue;  // done without a command (or failed)
+                return;
+            }
+            io_uring_sqe* sqe = r_.get_sqe();
+            if (sqe == nullptr) return stall(s);
             s.cur = len;
             s.tries = 0;
             switch (op) {
@@ -313,6 +328,88 @@ private:
             io_uring_sqe_set_data(sqe, static_cast<Completion*>(&s));
             return;
         }
+    }
+
+    // A piece on an NVMe member: one command on the reactor's command ring (false: none was
+    // needed, or the piece failed; the caller goes on). A read or write carries what one command
+    // may (the rest follows as the next piece); every piece is whole LBAs.
+    bool nvme_piece(Slot& s, const PoolService::Member& m, uint64_t at, uint64_t len) {
+        const nvme::NvmeNamespace& ns = *m.ns;
+        const uint64_t lba = ns.lba_size;
+        const BlockOp op = s.req.op;
+        if (op == BlockOp::kDiscard && !ns.deallocate) {
+            s.pos += len;  // advisory: the member cannot drop it
+            return false;
+        }
+        if (at % lba != 0) {
+            VLOG_LIMITED(log_limit_, log_at(vs_.name), warn, "pool volume {}: a request at byte {} is not in whole {} B LBAs of {}",
+                         vs_.name, s.req.offset + s.pos, lba, ns.block_name);
+            s.err = -EINVAL;
+            return false;
+        }
+        const uint64_t slba = at / lba;
+        if (op == BlockOp::kRead || op == BlockOp::kWrite) {
+            const iovec* iov;
+            unsigned cnt;
+            slice(s, s.pos, len, &iov, &cnt);
+            const uint64_t fit = nvme::fit_bytes(iov, cnt, ns.max_bytes, ns.max_segments, lba);
+            if (fit != len) {
+                unslice(s);
+                if (fit == 0) {
+                    VLOG_LIMITED(log_limit_, log_at(vs_.name), warn,
+                                 "pool volume {}: a request at byte {} has no whole {} B LBA in {} memory pages", vs_.name,
+                                 s.req.offset + s.pos, lba, ns.max_segments);
+                    s.err = -EINVAL;
+                    return false;
+                }
+                len = fit;
+                slice(s, s.pos, len, &iov, &cnt);
+            }
+            io_uring_sqe* sqe = r_.cmd_sqe();
+            if (sqe == nullptr) {
+                unslice(s);
+                stall(s);
+                return true;
+            }
+            nvme::prep_rw(sqe, m.fd, ns.nsid, op == BlockOp::kWrite, slba, static_cast<uint32_t>(len / lba), s.req.fua, iov, cnt,
+                          static_cast<uint32_t>(len));
+            s.cur = len;
+            s.tries = 0;
+            io_uring_sqe_set_data(sqe, static_cast<CmdCompletion*>(&s));
+            return true;
+        }
+        if (len % lba != 0) {
+            s.err = -EINVAL;
+            return false;
+        }
+        io_uring_sqe* sqe = r_.cmd_sqe();
+        if (sqe == nullptr) {
+            stall(s);
+            return true;
+        }
+        if (op == BlockOp::kDiscard) {
+            s.range = nvme::DsmRange{0, static_cast<uint32_t>(len / lba), slba};  // len <= a chunk: 32 bits of LBAs
+            nvme::prep_deallocate(sqe, m.fd, ns.nsid, &s.range);
+        } else {
+            len = std::min(len, ns.write_zeroes_max_lbas * lba);  // the rest: the next piece
+            nvme::prep_write_zeroes(sqe, m.fd, ns.nsid, slba, static_cast<uint32_t>(len / lba), op == BlockOp::kWriteZeroesUnmap);
+        }
+        s.cur = len;
+        s.tries = 0;
+        io_uring_sqe_set_data(sqe, static_cast<CmdCompletion*>(&s));
+        return true;
+    }
+
+    // An NVMe command's completion: 0, a negative errno, or the NVMe status.
+    void cmd_done(Slot& s, int32_t res) {
+        if (res > 0) {
+            VLOG_LIMITED(log_limit_, log_at(vs_.name), warn, "pool volume {}: an NVMe command of request {} at byte {} failed with status {:#x}",
+                         vs_.name, static_cast<int>(s.req.op), s.req.offset + s.pos, res);
+            res = nvme::status_errno(res);
+        } else if (res == 0 && (s.req.op == BlockOp::kRead || s.req.op == BlockOp::kWrite)) {
+            res = static_cast<int32_t>(s.cur);
+        }
+        piece_done(s, res);
     }
 
     void piece_done(Slot& s, int32_t res) {
@@ -394,6 +491,7 @@ private:
     bool cancel_sent_ = false;
     const uint64_t chunk_;
     std::atomic<uint32_t> active_{0};
+    LogRateLimit log_limit_;
 };
 
 // ---- the service ----
@@ -406,7 +504,11 @@ Result<std::shared_ptr<PoolService>> PoolService::start(std::unique_ptr<pool::Po
     for (size_t i = 0; i < sb.members.size(); ++i) {
         int fd = p->disk(i).fd();
         if (fd < 0) return make_error(Errc::kInvalid, "pool '{}': member {} has no file descriptor", sb.pool_name, i);
-        svc->members_.push_back({fd, sb.members[i].data_offset, sb.members[i].chunks, base});
+        const nvme::NvmeNamespace* ns = p->disk(i).nvme();
+        // Chunks in whole LBAs (always so: data offsets are 4 KiB multiples, chunks >= 64 KiB).
+        if (ns != nullptr && (sb.members[i].data_offset % ns->lba_size != 0 || svc->chunk_ % ns->lba_size != 0))
+            return make_error(Errc::kInvalid, "pool '{}': member {}'s chunks are not whole {} B LBAs", sb.pool_name, i, ns->lba_size);
+        svc->members_.push_back({fd, ns, sb.members[i].data_offset, sb.members[i].chunks, base});
         base += sb.members[i].chunks;
     }
     svc->pool_ = std::move(p);
@@ -664,15 +766,29 @@ VolumeBackend::VolumeBackend(std::shared_ptr<PoolService> svc, VolumeState* vs, 
     info_.size_bytes = vs->size.load();
     info_.block_size = 512;
     info_.physical_block = 4096;
+    bool zeroes = true;
+    for (const auto& m : svc_->members()) {
+        if (m.ns == nullptr) continue;
+        // NVMe members take whole LBAs: the volume's logical block is the largest of theirs.
+        info_.block_size = std::max(info_.block_size, m.ns->lba_size);
+        info_.physical_block = std::max(info_.physical_block, m.ns->physical_block);
+        zeroes = zeroes && m.ns->write_zeroes;
+    }
     info_.readonly = readonly;
     info_.discard = !readonly;
-    info_.write_zeroes = !readonly;
+    info_.write_zeroes = !readonly && zeroes;
     info_.description = fmt::format("volume {}{}", vs->name, readonly ? " read-only" : "");
 }
 
 VolumeBackend::~VolumeBackend() { svc_->detach(vs_); }
 
 Result<std::unique_ptr<BlockChannel>> VolumeBackend::open_channel(Reactor& reactor, uint32_t depth) {
+    for (const auto& m : svc_->members()) {
+        if (m.ns != nullptr) {
+            VHOSTD_TRY(reactor.cmd_ring_status());  // NVMe members' commands go through it
+            break;
+        }
+    }
     UniqueFd efd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!efd.valid()) return sys_error("eventfd");
     return std::unique_ptr<BlockChannel>(std::make_unique<PoolChannel>(reactor, *svc_, *vs_, depth, std::move(efd)));

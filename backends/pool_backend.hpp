@@ -5,7 +5,9 @@
 // The data path (a reactor, per channel): a request is cut at chunk boundaries; each piece
 // resolves its chunk through the volume's Chain (lock-free: published by the control plane,
 // retired only after every reactor that may read it has passed a barrier), then reads or writes
-// the member file at the chunk's place through the reactor's io_uring. A read of a chunk nobody
+// the member at the chunk's place through the reactor's io_uring: a file or block device with
+// reads and writes, an NVMe namespace with NVMe commands on the reactor's command ring (cut to
+// what one command carries; whole LBAs, so the volume's block size is its largest member LBA). A read of a chunk nobody
 // owns is zeroes (no I/O). A write to a chunk the volume does not own yet (thin: never written;
 // after a snapshot: owned by an ancestor) goes to the committer, which fills a fresh chunk
 // (the ancestor's data, or zeroes), flushes it, journals the mapping and answers; the channel
@@ -25,6 +27,7 @@
 #include "backends/block_backend.hpp"
 #include "core/log.hpp"
 #include "core/mpsc_list.hpp"
+#include "nvme/nvme.hpp"
 #include "pool/pool.hpp"
 
 namespace vhostd::backends {
@@ -77,6 +80,7 @@ public:
     // Placement of a physical chunk (immutable after start).
     struct Member {
         int fd;
+        const nvme::NvmeNamespace* ns;  // an NVMe namespace (commands on the command ring), or null: a file
         uint64_t data_offset;
         uint64_t chunks;
         uint64_t base;

@@ -1,6 +1,7 @@
-// A pool member as the metadata code sees it: positioned reads and writes and a flush. Files
-// and block devices in production (FileDisk: exclusive, flock'ed so two processes never own one
-// pool); tests put a crash-simulating image behind the same interface.
+// A pool member as the metadata code sees it: positioned reads and writes and a flush. Files and
+// block devices (FileDisk) and NVMe namespaces (pool/nvme_disk.hpp) in production, each
+// exclusive (flock'ed, so two processes never own one pool); tests put a crash-simulating image
+// behind the same interface.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +10,10 @@
 
 #include "core/result.hpp"
 #include "core/unique_fd.hpp"
+
+namespace vhostd::nvme {
+struct NvmeNamespace;
+}
 
 namespace vhostd::pool {
 
@@ -23,6 +28,9 @@ public:
     virtual uint64_t size() const = 0;
     virtual const std::string& path() const = 0;
     virtual int fd() const { return -1; }  // for the data path (-1: none)
+    // An NVMe namespace's generic device (pool/nvme_disk): the data path sends NVMe commands to
+    // fd() instead of reads and writes.
+    virtual const nvme::NvmeNamespace* nvme() const { return nullptr; }
 };
 
 class FileDisk : public Disk {

@@ -10,6 +10,7 @@
 #include "core/checked.hpp"
 #include "core/crc32c.hpp"
 #include "core/log.hpp"
+#include "pool/nvme_disk.hpp"
 
 namespace vhostd::pool {
 namespace {
@@ -39,8 +40,14 @@ void split_snapshot_name(std::string_view full, std::string_view* vol, std::stri
 Result<std::vector<std::unique_ptr<Disk>>> Pool::open_disks(const std::vector<std::string>& paths) {
     std::vector<std::unique_ptr<Disk>> disks;
     for (const auto& p : paths) {
-        VHOSTD_ASSIGN_OR_RETURN(auto d, FileDisk::open(p));
-        disks.push_back(std::move(d));
+        // A character device is an NVMe namespace's generic device (/dev/ngXnY).
+        if (nvme::is_char_device(p)) {
+            VHOSTD_ASSIGN_OR_RETURN(auto d, NvmeDisk::open(p));
+            disks.push_back(std::move(d));
+        } else {
+            VHOSTD_ASSIGN_OR_RETURN(auto d, FileDisk::open(p));
+            disks.push_back(std::move(d));
+        }
     }
     return disks;
 }

@@ -4,8 +4,9 @@
 #   core      core
 #   shm       core shm
 #   reactor   core reactor
-#   pool      core pool (pool metadata: the on-disk format, volumes, the journal)
-#   backends  core shm reactor pool backends
+#   nvme      core nvme (NVMe namespaces: sysfs, the generic device, commands)
+#   pool      core nvme pool (pool metadata: the on-disk format, volumes, the journal)
+#   backends  core shm reactor nvme pool backends
 #   virtio    core shm reactor backends virtio
 #   vhost     core shm reactor backends virtio vhost
 #   rpc       core rpc (the management API's transport)
@@ -20,16 +21,17 @@ declare -A allowed=(
   [core]="core"
   [shm]="core shm"
   [reactor]="core reactor"
-  [pool]="core pool"
-  [backends]="core shm reactor pool backends"
+  [nvme]="core nvme"
+  [pool]="core nvme pool"
+  [backends]="core shm reactor nvme pool backends"
   [virtio]="core shm reactor backends virtio"
   [vhost]="core shm reactor backends virtio vhost"
   [rpc]="core rpc"
-  [app]="core shm reactor pool backends virtio vhost rpc app"
+  [app]="core shm reactor nvme pool backends virtio vhost rpc app"
   [tools]="core rpc tools"
-  [testing]="core shm reactor pool backends virtio vhost rpc app testing"
+  [testing]="core shm reactor nvme pool backends virtio vhost rpc app testing"
 )
-rooms="core shm reactor pool backends virtio vhost rpc app tools testing"
+rooms="core shm reactor nvme pool backends virtio vhost rpc app tools testing"
 bad=0
 for room in ${!allowed[@]}; do
   [[ -d $room ]] || continue

@@ -3,11 +3,13 @@
 # inside a TCG guest with a QEMU-emulated NVMe controller and namespaces (512 B and 4 KiB LBAs,
 # and a zoned one: 4 KiB LBAs, 1 MiB zones with 768 KiB writable, 4 open / 6 active at most;
 # sparse files here):
-# the e2e image plus an overlay archive with vhostd, blkbench and unit_tests and their shared
+# the e2e image plus an overlay archive with vhostd, vhostctl, blkbench and unit_tests and their shared
 # libraries (under /opt/vhostd; the kernel unpacks concatenated archives in order). The guest
 # side is guest/nvme.sh: the passthrough unit tests on the real namespace, then vhostd serving
 # it to blkbench with --verify, then the block path for comparison, then the zoned namespace
-# served as a zoned virtio-blk device to the unit tests' driver (ZonedNvme.*).
+# served as a zoned virtio-blk device to the unit tests' driver (ZonedNvme.*), then a pool on the
+# two conventional namespaces (members driven with NVMe commands) with volumes, a snapshot, a
+# clone, kill -9 and import.
 #
 # Usage:
 #   tests/e2e/test_nvme.sh --build-dir BUILD --guest-dir DIR [--timeout SECS] [--keep]
@@ -27,7 +29,7 @@ lh_build_guest
 # gives, so the guest's loader finds them.
 OV="$TMP/overlay"
 mkdir -p "$OV/opt/vhostd"
-for b in vhostd blkbench tests/unit_tests; do
+for b in vhostd vhostctl blkbench tests/unit_tests; do
   [[ -x $BUILD_DIR/$b ]] || lh_abort "$BUILD_DIR/$b is missing (build it first)"
   strip -o "$OV/opt/vhostd/$(basename "$b")" "$BUILD_DIR/$b"
   while read -r lib; do

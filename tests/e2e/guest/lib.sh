@@ -33,7 +33,7 @@ vt_on_exit() {
 trap vt_on_exit EXIT
 
 # vt_step DESCRIPTION: name the current step (used in failure messages).
-vt_step() { VT_STEP="$*"; vt_log "--- $*"; }
+vt_step() { VT_STEP="$*"; vt_log "--- $* (at $(cut -d" " -f1 /proc/uptime) s)"; }
 
 # vt_param NAME [DEFAULT]: value of NAME=VALUE on the kernel command line.
 vt_param() {

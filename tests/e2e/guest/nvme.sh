@@ -16,6 +16,11 @@
 #      (zone reports, writes at and off the write pointer, appends, open/close/finish/reset,
 #      the open and active limits). Linux guests cannot be the driver here: QEMU 7.2's
 #      vhost-user-blk hides VIRTIO_BLK_F_ZONED and this kernel (6.1) has no zoned virtio-blk.
+#   6. A pool on /dev/ng0n1 and /dev/ng0n2 (members driven with NVMe commands: metadata through
+#      NVME_IOCTL_IO_CMD, volumes' data on the command ring): unit_tests' NvmeDisk and NvmePool
+#      tests (byte ranges, snapshot, clone, import, pool check), then vhostd with vhostctl: pool
+#      create, a thin volume served to blkbench --verify with snapshots and a clone taken under
+#      the load, kill -9, the pool imported again at start (--pool), pool check, verify again.
 set -e
 . /tests/lib.sh
 
@@ -33,7 +38,7 @@ vt_log "namespace: $(cat /sys/block/nvme0n1/size) sectors, $(cat $Q/logical_bloc
 for ns in $NG /dev/ng0n2; do
   vt_step "passthrough commands on $ns (unit tests)"
   [ -c $ns ] || vt_fail "no $ns"
-  if ! VHOSTD_TEST_NVME=$ns $B/unit_tests --gtest_filter='Nvme*' >/tmp/ut.log 2>&1; then
+  if ! VHOSTD_TEST_NVME=$ns $B/unit_tests --gtest_filter='NvmeNamespace*:NvmeBackend*:NvmeDevice*' >/tmp/ut.log 2>&1; then
     cat /tmp/ut.log
     vt_fail "the NVMe unit tests failed on $ns"
   fi
@@ -107,5 +112,76 @@ serve "backend=nvme,path=$ZN"
 grep -q 'zoned:' /tmp/vhostd.log || { cat /tmp/vhostd.log; vt_fail "vhostd did not describe the zoned namespace"; }
 vt_log "$(grep -o 'nvme passthrough.*' /tmp/vhostd.log | head -n1)"
 stop
+
+vt_step "a pool on NVMe namespaces: the unit tests (NvmeDisk, NvmePool)"
+if ! VHOSTD_TEST_NVME_POOL=/dev/ng0n1:/dev/ng0n2 VHOSTD_TEST_NVME_ZONED=$ZN $B/unit_tests --gtest_filter='NvmeDisk*:NvmePool*' >/tmp/ut.log 2>&1; then
+  cat /tmp/ut.log
+  vt_fail "the NVMe pool unit tests failed"
+fi
+grep -q 'SKIPPED' /tmp/ut.log && { cat /tmp/ut.log; vt_fail "NVMe pool unit tests were skipped in the guest"; }
+vt_log "$(grep -E '^\[  PASSED' /tmp/ut.log)"
+
+vt_step "a pool on NVMe namespaces: vhostd, vhostctl, blkbench --verify, kill -9, import"
+export VHOSTD_RPC=/tmp/rpc.sock
+ctl() { $B/vhostctl "$@"; }
+pool_serve() {  # pool_serve VHOSTD-ARGS...: vhostd with the API; waits for its socket
+  rm -f /tmp/rpc.sock /tmp/v.sock
+  $B/vhostd --rpc /tmp/rpc.sock "$@" >>/tmp/vhostd.log 2>&1 &
+  VPID=$!
+  i=0
+  while [ ! -S /tmp/rpc.sock ] && [ $i -lt 100 ]; do
+    kill -0 $VPID 2>/dev/null || { cat /tmp/vhostd.log; vt_fail "vhostd exited: $*"; }
+    sleep 0.1; i=$((i + 1))
+  done
+}
+wait_v() {
+  i=0
+  while [ ! -S /tmp/v.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+  [ -S /tmp/v.sock ] || { cat /tmp/vhostd.log; vt_fail "no volume socket"; }
+}
+pool_check() {
+  out=$(ctl pool check np 2>&1) || { cat /tmp/vhostd.log; vt_fail "pool check ($1): $out"; }
+}
+: >/tmp/vhostd.log
+pool_serve
+out=$(ctl pool create np /dev/ng0n1 /dev/ng0n2 --chunk 256K --force 2>&1) || { cat /tmp/vhostd.log; vt_fail "pool create: $out"; }
+ctl volume create np/v 64M >/dev/null || vt_fail "volume create"
+ctl volume create np/w 32M >/dev/null || vt_fail "volume create w"
+ctl add blk "socket=/tmp/v.sock,volume=np/v,queues=2" --id v >/dev/null || { cat /tmp/vhostd.log; vt_fail "add the volume"; }
+wait_v
+# Requests of 192 KiB over 256 KiB chunks (cut at chunks, members and command limits), 4 KiB
+# blocks (the 4 KiB-LBA member sets the volume's block size); snapshots and a clone under load.
+$B/blkbench --socket /tmp/v.sock --rw randrw --verify --bs 196608 --qd 8 --queues 2 --size 48M --seconds 6 >/tmp/bench.out 2>&1 &
+BP=$!
+sleep 1
+for s in s1 s2; do ctl snapshot create np/v $s >/dev/null || vt_fail "snapshot $s"; sleep 1; done
+ctl clone create np/v@s1 c >/dev/null || vt_fail "clone"
+wait $BP || { cat /tmp/bench.out /tmp/vhostd.log; vt_fail "blkbench on the NVMe pool volume"; }
+grep -q ' 0 mismatches' /tmp/bench.out || { cat /tmp/bench.out; vt_fail "verify on the NVMe pool volume"; }
+vt_log "pool volume verify: $(grep verify /tmp/bench.out | head -n1)"
+pool_check "after the load"
+ctl volume list | sed 's/^/vtest:   /'
+# kill -9 with writes in flight, then the pool imported at start, drives in the other order.
+$B/blkbench --socket /tmp/v.sock --rw randrw --verify --bs 65536 --qd 8 --queues 2 --size 48M --seconds 8 >/dev/null 2>&1 &
+BP=$!
+sleep 2
+kill -9 $VPID
+wait $VPID 2>/dev/null || true
+kill -9 $BP 2>/dev/null || true
+wait $BP 2>/dev/null || true
+pool_serve --pool drives=/dev/ng0n2:/dev/ng0n1 --blk "socket=/tmp/v.sock,volume=np/v,queues=2"
+wait_v
+vt_log "imported (at $(cut -d" " -f1 /proc/uptime) s)"
+pool_check "after kill -9 and import"
+$B/blkbench --socket /tmp/v.sock --rw randrw --verify --bs 16384 --qd 4 --queues 2 --size 48M --seconds 3 >/tmp/bench.out 2>&1 ||
+  { cat /tmp/bench.out /tmp/vhostd.log; vt_fail "blkbench after the import"; }
+grep -q ' 0 mismatches' /tmp/bench.out || { cat /tmp/bench.out; vt_fail "verify after the import"; }
+vt_log "after import: $(grep verify /tmp/bench.out | head -n1)"
+ctl volume list | grep -q 'np/c' || vt_fail "the clone is gone after the import: $(ctl volume list)"
+stop
+if grep -qE 'ERROR|\[error\]|AddressSanitizer' /tmp/vhostd.log; then
+  cat /tmp/vhostd.log
+  vt_fail "vhostd logged errors on the NVMe pool"
+fi
 
 vt_pass
