@@ -21,6 +21,7 @@
 #include "backends/nvme_backend.hpp"
 #include "reactor/reactor.hpp"
 #include "testing/blk_fixture.hpp"
+#include "testing/channel_runner.hpp"
 
 using namespace vhostd;
 using backends::BlockOp;
@@ -29,6 +30,7 @@ using backends::BlockRequest;
 namespace {
 
 namespace fs = std::filesystem;
+namespace vt = vhostd::testing;
 
 // A fake /sys/block/nvme0n1 in a temporary directory.
 struct FakeSysfs {
@@ -201,11 +203,6 @@ TEST(NvmeBackend, RefusesWhatIsNotAGenericNamespaceDevice) {
 
 // ---- a real namespace -------------------------------------------------------------------------
 
-struct Op final : Completion {
-    std::atomic<int32_t> res{INT32_MIN};
-    void complete(int32_t r) override { res.store(r); }
-};
-
 class NvmeDevice : public ::testing::Test {
 protected:
     void SetUp() override {
@@ -233,29 +230,12 @@ protected:
     }
 
     // One submission; its result, or -1000 - Errc when submit() refused it.
-    int32_t run(const BlockRequest& q) {
-        Op op;
-        r_->run_sync([&] {
-            Status st = ch_->submit(q, &op);
-            if (!st.ok()) op.res = -1000 - static_cast<int32_t>(st.error().code);
-        });
-        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-        while (op.res.load() == INT32_MIN && std::chrono::steady_clock::now() < deadline)
-            std::this_thread::sleep_for(std::chrono::microseconds(200));
-        EXPECT_NE(op.res.load(), INT32_MIN) << "no completion in 30 s";
-        return op.res.load();
-    }
+    int32_t run(const BlockRequest& q) { return vt::run_request(*r_, *ch_, q); }
 
     // A read or write of `buf` in pieces of the given sizes, continued after short transfers
     // (as the device does); the number of commands it took, or -1.
     int io(BlockOp op, uint64_t offset, std::vector<uint8_t>& buf, const std::vector<size_t>& pieces, bool fua = false) {
-        std::vector<iovec> iov;
-        size_t at = 0;
-        for (size_t p : pieces) {
-            iov.push_back({buf.data() + at, p});
-            at += p;
-        }
-        EXPECT_EQ(at, buf.size());
+        auto iov = vt::iovecs_of(buf, pieces);
         size_t first = 0;
         uint64_t left = buf.size();
         int commands = 0;
@@ -282,12 +262,7 @@ protected:
         return commands;
     }
 
-    std::vector<uint8_t> pattern(size_t n, uint32_t seed) {
-        std::vector<uint8_t> v(n);
-        std::mt19937 g(seed);
-        for (auto& b : v) b = static_cast<uint8_t>(g());
-        return v;
-    }
+    std::vector<uint8_t> pattern(size_t n, uint32_t seed) { return vt::random_bytes(n, seed); }
 
     std::unique_ptr<backends::NvmeBackend> be_;
     std::unique_ptr<Reactor> r_;
@@ -418,7 +393,6 @@ TEST_F(NvmeDevice, RefusesRequestsTheNamespaceCannotTake) {
 // vhostd (in-process, a real socket) serves backend=nvme on a ZNS namespace; the test is the
 // guest driver. test_nvme.sh's namespace: 4 KiB LBAs, zones of 1 MiB with 768 KiB writable,
 // at most 4 open and 6 active zones.
-namespace vt = vhostd::testing;
 namespace blk = vhostd::virtio::blk;
 
 class ZonedNvme : public vt::BlkFixture {

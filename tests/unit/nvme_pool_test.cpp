@@ -21,6 +21,7 @@
 #include "pool/nvme_disk.hpp"
 #include "pool/pool.hpp"
 #include "reactor/reactor.hpp"
+#include "testing/channel_runner.hpp"
 
 using namespace vhostd;
 using backends::BlockOp;
@@ -38,17 +39,7 @@ std::vector<std::string> pool_drives() {
     return out;
 }
 
-std::vector<uint8_t> pattern(size_t n, uint32_t seed) {
-    std::vector<uint8_t> v(n);
-    std::mt19937 g(seed);
-    for (auto& b : v) b = static_cast<uint8_t>(g());
-    return v;
-}
-
-struct Op final : Completion {
-    std::atomic<int32_t> res{INT32_MIN};
-    void complete(int32_t r) override { res.store(r); }
-};
+std::vector<uint8_t> pattern(size_t n, uint32_t seed) { return vhostd::testing::random_bytes(n, seed); }
 
 TEST(NvmeDisk, ReadsWritesZeroesAndFlushesAnyByteRange) {
     auto drives = pool_drives();
@@ -163,27 +154,10 @@ protected:
         svc_.reset();
     }
 
-    int32_t run(const BlockRequest& q) {
-        Op op;
-        r_->run_sync([&] {
-            Status st = ch_->submit(q, &op);
-            if (!st.ok()) op.res = -1000 - static_cast<int32_t>(st.error().code);
-        });
-        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-        while (op.res.load() == INT32_MIN && std::chrono::steady_clock::now() < deadline)
-            std::this_thread::sleep_for(std::chrono::microseconds(200));
-        EXPECT_NE(op.res.load(), INT32_MIN) << "no completion in 60 s";
-        return op.res.load();
-    }
+    int32_t run(const BlockRequest& q) { return vhostd::testing::run_request(*r_, *ch_, q, std::chrono::seconds(60)); }
     // `buf` in iovecs of the given sizes, one request; its result.
     int32_t io(BlockOp op, uint64_t offset, std::vector<uint8_t>& buf, const std::vector<size_t>& pieces, bool fua = false) {
-        std::vector<iovec> iov;
-        size_t at = 0;
-        for (size_t p : pieces) {
-            iov.push_back({buf.data() + at, p});
-            at += p;
-        }
-        EXPECT_EQ(at, buf.size());
+        auto iov = vhostd::testing::iovecs_of(buf, pieces);
         return run(BlockRequest{op, iov.data(), static_cast<unsigned>(iov.size()), offset, 0, fua});
     }
     std::vector<uint8_t> read(uint64_t offset, size_t n) {
