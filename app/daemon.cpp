@@ -126,7 +126,7 @@ Result<std::string> Daemon::add_blk(BlkSpec spec, UniqueFd adopt, std::function<
         VHOSTD_ASSIGN_OR_RETURN(auto vb, svc->attach(spec.volume.substr(slash + 1), spec.readonly));
         backend = std::move(vb);
     } else if (spec.backend == "nvme") {
-        VHOSTD_ASSIGN_OR_RETURN(auto nb, backends::NvmeBackend::open(backends::NvmeOptions{spec.path, spec.readonly}));
+        VHOSTD_ASSIGN_OR_RETURN(auto nb, backends::NvmeBackend::open(backends::NvmeOptions{spec.path, spec.readonly, spec.fixed}));
         backend = std::move(nb);
     } else if (spec.backend == "nbd") {
         backends::NbdOptions no;

@@ -239,6 +239,7 @@ Result<BlkSpec> parse_blk_keys(const KeyMap& kv) {
             s.queues = static_cast<uint32_t>(q);
         } else if (k == "readonly") { VHOSTD_ASSIGN_OR_RETURN(s.readonly, parse_bool(k, v)); }
         else if (k == "direct") { VHOSTD_ASSIGN_OR_RETURN(s.direct, parse_bool(k, v)); }
+        else if (k == "fixed") { VHOSTD_ASSIGN_OR_RETURN(s.fixed, parse_bool(k, v)); }
         else if (k == "block-size") {
             VHOSTD_ASSIGN_OR_RETURN(uint64_t b, parse_uint(k, v));
             if (b != 512 && b != 4096) return make_error(Errc::kInvalid, "block-size={} must be 512 or 4096", b);
@@ -263,6 +264,7 @@ Result<BlkSpec> parse_blk_keys(const KeyMap& kv) {
     if (!s.volume.empty() && s.backend == "file" && kv.count("backend") == 0) s.backend = "volume";
     if (s.backend != "volume" && !s.volume.empty()) return make_error(Errc::kInvalid, "volume= only applies to backend=volume");
     if (s.backend != "nbd" && !s.uri.empty()) return make_error(Errc::kInvalid, "uri= only applies to backend=nbd");
+    if (s.backend != "nvme" && s.fixed) return make_error(Errc::kInvalid, "fixed= only applies to backend=nvme");
     if (s.backend != "nbd" && s.backend != "rbd" && s.timeout_set)
         return make_error(Errc::kInvalid, "timeout= only applies to backend=nbd and backend=rbd");
     if (s.backend != "rbd" && !(s.pool.empty() && s.image.empty() && s.snap.empty() && s.conf.empty() && s.user.empty()))
@@ -332,6 +334,7 @@ KeyMap to_keys(const BlkSpec& s) {
     kv["queues"] = std::to_string(s.queues);
     if (s.readonly) kv["readonly"] = on_off(true);
     if (s.direct) kv["direct"] = on_off(true);
+    if (s.fixed) kv["fixed"] = on_off(true);
     if (s.block_size != 0) kv["block-size"] = std::to_string(s.block_size);
     if (!s.serial.empty()) kv["serial"] = s.serial;
     if (s.submit_batch != 0) kv["submit-batch"] = std::to_string(s.submit_batch);

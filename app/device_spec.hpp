@@ -50,6 +50,7 @@ struct BlkSpec {
     uint32_t queues = 0;  // 0: default
     bool readonly = false;
     bool direct = false;
+    bool fixed = false;  // nvme backend: guest memory as io_uring fixed buffers (pinned)
     uint32_t block_size = 0;  // 0: backend default
     std::string serial;
     uint32_t submit_batch = 0;  // file backend: requests per io_uring_enter; 0: backend default

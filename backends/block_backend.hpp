@@ -12,8 +12,9 @@
 #include <memory>
 #include <string>
 
-#include "reactor/reactor.hpp"
 #include "core/result.hpp"
+#include "reactor/reactor.hpp"
+#include "shm/memory_map.hpp"
 
 namespace vhostd::backends {
 
@@ -97,6 +98,11 @@ public:
     virtual bool poll() { return false; }
     // True when nothing is pending inside the channel itself (a queue stops only then).
     virtual bool idle() const { return true; }
+    // The guest memory its requests' buffers lie in, on the reactor thread with no request in
+    // flight: before the first request and after every change of the memory table. A channel
+    // that registers memory with the kernel (fixed buffers) does it here; the map stays valid
+    // until the next call or the channel's end.
+    virtual void set_memory(const shm::MemoryMap& /*mem*/) {}
     // True when the channel needs another poll() to make progress; false when its outstanding
     // requests complete through io_uring CQEs it has armed (the reactor may sleep then). A
     // remote backend waits milliseconds for its server: spinning through that would burn a CPU.

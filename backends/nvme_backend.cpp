@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
@@ -51,21 +52,73 @@ struct NvmeCmd final : CmdCompletion {
     iovec* trimmed = nullptr;  // the last of them, cut short until the command completes
     size_t saved_len = 0;
     DsmRange range{};
+    bool fixed = false;    // sent with a registered buffer
     NvmeCmd* next_deferred = nullptr;
     void complete_cmd(int32_t res, uint64_t result) override;
 };
 
 class NvmeChannel final : public BlockChannel {
 public:
-    NvmeChannel(Reactor& r, int fd, const NvmeNamespace& ns, uint32_t depth)
-        : r_(r), fd_(fd), ns_(ns), shift_(static_cast<unsigned>(__builtin_ctz(ns.lba_size))), cmds_(depth) {
+    NvmeChannel(Reactor& r, int fd, const NvmeNamespace& ns, uint32_t depth, bool fixed)
+        : r_(r), fd_(fd), ns_(ns), shift_(static_cast<unsigned>(__builtin_ctz(ns.lba_size))), cmds_(depth), want_fixed_(fixed) {
         free_.reserve(depth);
         for (auto& k : cmds_) {
             k.ch = this;
             free_.push_back(&k);
         }
     }
-    ~NvmeChannel() override = default;  // the device drains first: idle() before it lets go
+    // The device drains first: idle() before it lets go.
+    ~NvmeChannel() override {
+        if (slot_n_ > 0) {
+            VLOG_INFO("nvme {}: {} of {} data commands used registered buffers", ns_.block_name, fixed_cmds_, data_cmds_);
+            r_.cmd_buffers_free(slot_first_, slot_n_);
+        }
+    }
+
+    // Guest memory into the reactor's buffer table (fixed=on), each region in pieces of at most
+    // max_segments pages, one slot each. Why so small: a command on a registered buffer is
+    // mapped (blk_rq_map_user_bvec) with every page from its start to the end of the buffer
+    // counted as a segment, and refused (EINVAL) past max_segments - measured on Linux 6.1 with
+    // 64 MiB buffers, where every such command failed and with these pieces none did. A command
+    // that crosses two pieces maps its pages as without fixed buffers.
+    void set_memory(const shm::MemoryMap& mem) override {
+        if (!want_fixed_) return;
+        const auto t0 = std::chrono::steady_clock::now();
+        const uint64_t piece = uint64_t{ns_.max_segments} * 4096;
+        fixed_.clear();
+        std::vector<iovec> iov;
+        for (const auto& reg : mem.regions()) {
+            for (uint64_t off = 0; off < reg->size(); off += piece)
+                iov.push_back({reg->host() + off, static_cast<size_t>(std::min(piece, reg->size() - off))});
+        }
+        if (iov.size() > slot_n_) {
+            if (slot_n_ > 0) r_.cmd_buffers_free(slot_first_, slot_n_);
+            slot_n_ = 0;
+            auto first = r_.cmd_buffers_alloc(static_cast<unsigned>(iov.size()));
+            if (!first.ok()) {
+                VLOG_LIMITED(log_limit_, log_at(ns_.block_name), warn, "nvme {}: guest memory not registered: {}", ns_.block_name,
+                             first.error().describe());
+                return;
+            }
+            slot_first_ = first.value();
+            slot_n_ = static_cast<unsigned>(iov.size());
+        }
+        const size_t used = iov.size();
+        iov.resize(slot_n_, iovec{nullptr, 0});  // slots a larger table used before: emptied
+        uint64_t bytes = 0;
+        if (Status st = r_.cmd_buffers_set(slot_first_, iov.data(), slot_n_); !st.ok()) {
+            VLOG_LIMITED(log_limit_, log_at(ns_.block_name), warn,
+                         "nvme {}: guest memory not registered ({}; RLIMIT_MEMLOCK?): commands map their buffers", ns_.block_name,
+                         st.error().describe());
+            return;
+        }
+        for (size_t i = 0; i < used; ++i) {
+            fixed_.push_back({reinterpret_cast<uint64_t>(iov[i].iov_base), iov[i].iov_len, static_cast<uint16_t>(slot_first_ + i)});
+            bytes += iov[i].iov_len;
+        }
+        const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+        VLOG_INFO("nvme {}: guest memory registered as {} fixed buffers ({} MiB, {} ms)", ns_.block_name, used, bytes >> 20, ms);
+    }
 
     bool ready() override { return !free_.empty(); }
 
@@ -159,6 +212,21 @@ public:
     bool must_poll() const override { return deferred_ != nullptr; }
 
     void on_cmd(NvmeCmd& k, int32_t res, uint64_t result) {
+        if (k.fixed && (res == -EINVAL || res == -EOPNOTSUPP)) {
+            // A kernel that takes no registered buffer for passthrough: this command again
+            // without, and no more registered buffers on this channel.
+            VLOG_LIMITED(log_limit_, log_at(ns_.block_name), warn,
+                         "nvme {}: a command with a registered buffer failed ({}): going on without them", ns_.block_name,
+                         std::strerror(-res));
+            fixed_.clear();
+            if (io_uring_sqe* sqe = r_.cmd_sqe()) {
+                prep(k, sqe);
+            } else {
+                k.next_deferred = deferred_;
+                deferred_ = &k;
+            }
+            return;
+        }
         int32_t err = res < 0 ? res : res > 0 ? status_errno(res) : 0;
         if (res > 0) {
             VLOG_LIMITED(log_limit_, log_at(ns_.block_name), warn, "nvme {}: command {} at LBA {} failed with NVMe status {:#x}",
@@ -308,10 +376,12 @@ private:
     }
 
     void prep(NvmeCmd& k, io_uring_sqe* sqe) {
+        k.fixed = false;
         switch (k.op) {
             case BlockOp::kRead:
             case BlockOp::kWrite:
                 prep_rw(sqe, fd_, ns_.nsid, k.op == BlockOp::kWrite, k.slba, k.nlb, k.fua, k.iov, k.iovcnt, k.bytes);
+                use_fixed(k, sqe);
                 break;
             case BlockOp::kFlush:
                 nvme::prep(sqe, fd_, ns_.nsid, kOpFlush);
@@ -321,6 +391,7 @@ private:
                 set_slba(cmd, k.slba);
                 cmd->cdw12 = (k.nlb - 1) | (k.fua ? kFua : 0);
                 set_data(sqe, cmd, k.iov, k.iovcnt, k.bytes);
+                use_fixed(k, sqe);
                 break;
             }
             case BlockOp::kZoneReport: {
@@ -365,6 +436,28 @@ private:
         io_uring_sqe_set_data(sqe, static_cast<CmdCompletion*>(&k));
     }
 
+    // A command whose data is one buffer inside a registered piece of guest memory names its
+    // slot (vectored commands take no registered buffer on the kernels this runs on).
+    void use_fixed(NvmeCmd& k, io_uring_sqe* sqe) {
+        ++data_cmds_;
+        if (fixed_.empty() || k.iovcnt != 1) return;
+        const auto a = reinterpret_cast<uint64_t>(k.iov[0].iov_base);
+        for (const FixedBuf& f : fixed_) {
+            if (a >= f.base && a - f.base <= f.len && k.bytes <= f.len - (a - f.base)) {
+                sqe->uring_cmd_flags = IORING_URING_CMD_FIXED;
+                sqe->buf_index = f.slot;
+                k.fixed = true;
+                ++fixed_cmds_;
+                return;
+            }
+        }
+    }
+
+    struct FixedBuf {
+        uint64_t base, len;
+        uint16_t slot;
+    };
+
     Reactor& r_;
     const int fd_;
     const NvmeNamespace ns_;
@@ -373,6 +466,10 @@ private:
     std::vector<NvmeCmd*> free_;
     NvmeCmd* deferred_ = nullptr;
     LogRateLimit log_limit_;
+    const bool want_fixed_;
+    std::vector<FixedBuf> fixed_;  // registered guest memory (empty: none)
+    unsigned slot_first_ = 0, slot_n_ = 0;
+    uint64_t fixed_cmds_ = 0, data_cmds_ = 0;
 };
 
 void NvmeCmd::complete_cmd(int32_t res, uint64_t result) { ch->on_cmd(*this, res, result); }
@@ -384,6 +481,7 @@ Result<std::unique_ptr<NvmeBackend>> NvmeBackend::open(const NvmeOptions& o) {
     VHOSTD_ASSIGN_OR_RETURN(auto g, open_generic(o.path, o.readonly));
     be->fd_ = std::move(g.fd);
     be->ns_ = g.ns;
+    be->fixed_ = o.fixed_buffers;
     const NvmeNamespace& ns = be->ns_;
     be->info_.size_bytes = ns.lbas * ns.lba_size;
     be->info_.block_size = ns.lba_size;
@@ -400,6 +498,7 @@ Result<std::unique_ptr<NvmeBackend>> NvmeBackend::open(const NvmeOptions& o) {
     }
     be->info_.description = fmt::format("nvme passthrough {} (nsid {}, {} LBAs of {} B, {} KiB per command{})", o.path, ns.nsid,
                                         ns.lbas, ns.lba_size, ns.max_bytes / 1024, ns.volatile_cache ? ", write cache" : "");
+    if (o.fixed_buffers) be->info_.description += ", guest memory as fixed buffers";
     if (ns.zone_lbas != 0)
         be->info_.description += fmt::format(", zoned: {} zones of {} LBAs, max open {} active {}, append {} KiB", ns.nr_zones,
                                              ns.zone_lbas, ns.max_open, ns.max_active, ns.max_append_bytes / 1024);
@@ -409,7 +508,7 @@ Result<std::unique_ptr<NvmeBackend>> NvmeBackend::open(const NvmeOptions& o) {
 
 Result<std::unique_ptr<BlockChannel>> NvmeBackend::open_channel(Reactor& reactor, uint32_t depth) {
     VHOSTD_TRY(reactor.cmd_ring_status());
-    return std::unique_ptr<BlockChannel>(std::make_unique<NvmeChannel>(reactor, fd_.get(), ns_, depth));
+    return std::unique_ptr<BlockChannel>(std::make_unique<NvmeChannel>(reactor, fd_.get(), ns_, depth, fixed_));
 }
 
 }  // namespace vhostd::backends

@@ -36,6 +36,11 @@ namespace vhostd::backends {
 struct NvmeOptions {
     std::string path;  // /dev/ngXnY
     bool readonly = false;
+    // Guest memory registered with the reactor's command ring as fixed buffers: a command whose
+    // data is one buffer names its slot, and the kernel maps no pages for it. Registering pins
+    // the guest's memory (all of it becomes resident) and counts against RLIMIT_MEMLOCK; a
+    // registration that fails leaves the channel on unregistered buffers (logged).
+    bool fixed_buffers = false;
 };
 
 using nvme::NvmeNamespace;
@@ -51,6 +56,7 @@ public:
 private:
     NvmeBackend() = default;
     UniqueFd fd_;
+    bool fixed_ = false;
     BlockInfo info_;
     NvmeNamespace ns_;
 };

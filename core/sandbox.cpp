@@ -1,6 +1,7 @@
 #include "core/sandbox.hpp"
 
 #include <fcntl.h>
+#include <liburing.h>
 #include <linux/filter.h>
 #include <linux/fs.h>
 #include <linux/if_tun.h>
@@ -240,6 +241,10 @@ Result<std::vector<sock_filter>> build(Kind kind, Mode mode, const IdChange* ids
         case Kind::kReactor:
             VHOSTD_TRY(add_list(ctx, kReactor));
             VHOSTD_TRY(add_read_only_open(ctx));
+            // Filling the command ring's buffer table with guest memory (fixed=on): that register
+            // operation only (the ring itself takes no other; the main ring takes none at all).
+            VHOSTD_TRY(add_rule(ctx, SCMP_ACT_ALLOW, "io_uring_register",
+                                {SCMP_A1(SCMP_CMP_EQ, static_cast<scmp_datum_t>(IORING_REGISTER_BUFFERS_UPDATE))}));
             break;
         case Kind::kControl:
             VHOSTD_TRY(add_list(ctx, kControl));

@@ -127,14 +127,19 @@ io_uring_sqe* Reactor::cmd_sqe() {
 namespace {
 // A ring created disabled is limited to `ops` (no SQE flag, no register operation) and enabled.
 constexpr size_t kMaxRestrictions = 16;
-static_assert(std::size(kRingOps) < kMaxRestrictions && std::size(kCmdRingOps) < kMaxRestrictions,
+static_assert(std::size(kRingOps) < kMaxRestrictions && std::size(kCmdRingOps) + std::size(kCmdRingRegisterOps) < kMaxRestrictions,
               "room for every opcode and the SQE-flags rule");
-int restrict_and_enable(io_uring& ring, const uint8_t* ops, size_t n_ops) {
+int restrict_and_enable(io_uring& ring, const uint8_t* ops, size_t n_ops, const uint8_t* reg_ops = nullptr,
+                        size_t n_reg = 0) {
     std::array<io_uring_restriction, kMaxRestrictions> res{};
     size_t n = 0;
     for (size_t i = 0; i < n_ops && n + 1 < res.size(); ++i) {
         res[n].opcode = IORING_RESTRICTION_SQE_OP;
         res[n++].sqe_op = ops[i];
+    }
+    for (size_t i = 0; i < n_reg && n + 1 < res.size(); ++i) {
+        res[n].opcode = IORING_RESTRICTION_REGISTER_OP;
+        res[n++].register_op = reg_ops[i];
     }
     res[n].opcode = IORING_RESTRICTION_SQE_FLAGS_ALLOWED;
     res[n++].sqe_flags = 0;
@@ -171,11 +176,60 @@ Status Reactor::setup_cmd_ring() {
     cmd_ok_ = true;
     rc = io_uring_register_eventfd(&cmd_ring_, cmd_efd_.get());
     if (rc < 0) return sys_error_code(-rc, "registering reactor {}'s command ring eventfd", index_);
+    if (cfg_.cmd_buffer_slots > 0) {
+        // An empty table now (the ring is not restricted yet); channels fill slots later.
+        rc = io_uring_register_buffers_sparse(&cmd_ring_, cfg_.cmd_buffer_slots);
+        if (rc == 0) {
+            cmd_slot_used_.assign(cfg_.cmd_buffer_slots, false);
+        } else {
+            cmd_buffers_error_ = fmt::format("a sparse buffer table: {}", std::strerror(-rc));
+            VLOG_DEBUG("reactor {}: no buffer table on the command ring: {}", index_, cmd_buffers_error_);
+        }
+    } else {
+        cmd_buffers_error_ = "no buffer slots configured";
+    }
     if (cfg_.restrict_ring) {
-        rc = restrict_and_enable(cmd_ring_, kCmdRingOps, std::size(kCmdRingOps));
+        rc = restrict_and_enable(cmd_ring_, kCmdRingOps, std::size(kCmdRingOps), kCmdRingRegisterOps,
+                                 std::size(kCmdRingRegisterOps));
         if (rc < 0) return sys_error_code(-rc, "restricting reactor {}'s command ring", index_);
     }
     cmd_error_.clear();
+    return ok_status();
+}
+
+Result<unsigned> Reactor::cmd_buffers_alloc(unsigned n) {
+    if (cmd_slot_used_.empty())
+        return make_error(Errc::kUnsupported, "reactor {} has no buffer table on its command ring ({})", index_,
+                          cmd_error_.empty() ? cmd_buffers_error_ : cmd_error_);
+    unsigned run = 0;
+    for (unsigned i = 0; i < cmd_slot_used_.size() && n > 0; ++i) {
+        run = cmd_slot_used_[i] ? 0 : run + 1;
+        if (run == n) {
+            const unsigned first = i + 1 - n;
+            for (unsigned j = first; j <= i; ++j) cmd_slot_used_[j] = true;
+            return first;
+        }
+    }
+    return make_error(Errc::kBusy, "reactor {}: no {} free buffer slots of {} on the command ring", index_, n,
+                      cmd_slot_used_.size());
+}
+
+void Reactor::cmd_buffers_free(unsigned first, unsigned n) {
+    if (first >= cmd_slot_used_.size() || n > cmd_slot_used_.size() - first) return;
+    std::vector<iovec> none(n, iovec{nullptr, 0});
+    // Emptied, so no memory stays pinned for a channel that is gone.
+    if (Status st = cmd_buffers_set(first, none.data(), n); !st.ok())
+        VLOG_WARN("reactor {}: emptying buffer slots {}+{}: {}", index_, first, n, st.error().describe());
+    for (unsigned i = first; i < first + n; ++i) cmd_slot_used_[i] = false;
+}
+
+Status Reactor::cmd_buffers_set(unsigned first, const iovec* iov, unsigned n) {
+    if (first >= cmd_slot_used_.size() || n > cmd_slot_used_.size() - first)
+        return make_error(Errc::kInvalid, "buffer slots {}+{} past the table's {}", first, n, cmd_slot_used_.size());
+    int rc = io_uring_register_buffers_update_tag(&cmd_ring_, first, iov, nullptr, n);
+    if (rc < 0) return sys_error_code(-rc, "registering {} buffers at slot {} of reactor {}'s command ring", n, first, index_);
+    if (static_cast<unsigned>(rc) != n)
+        return make_error(Errc::kSystem, "registered {} of {} buffers at slot {} of reactor {}'s command ring", rc, n, first, index_);
     return ok_status();
 }
 

@@ -115,6 +115,10 @@ struct ReactorConfig {
     // reactor (a reactor's seccomp filter allows no io_uring_setup: a thread that could make an
     // unrestricted ring could open files through it) and restricted to IORING_OP_URING_CMD.
     unsigned cmd_ring_entries = 256;
+    // Registered-buffer slots on the command ring (an empty, sparse table made with the ring):
+    // guest memory registered by passthrough channels (fixed=on), in pieces of a few hundred
+    // KiB: the kernel's largest table (16384 slots) holds some 8 GiB of it. 0: none.
+    unsigned cmd_buffer_slots = 16384;
 };
 
 // Every io_uring opcode a reactor's ring carries: whatever puts an SQE on a reactor's ring must
@@ -130,9 +134,13 @@ inline constexpr uint8_t kRingOps[] = {
     IORING_OP_ASYNC_CANCEL,  // disarming reads and polls
     IORING_OP_TIMEOUT,       // liburing's wait with a timeout on kernels without EXT_ARG
 };
-// The command ring carries only this.
+// The command ring carries only this, and takes only this register operation (filling and
+// emptying slots of its buffer table).
 inline constexpr uint8_t kCmdRingOps[] = {
     IORING_OP_URING_CMD,  // NVMe passthrough (backend=nvme)
+};
+inline constexpr uint8_t kCmdRingRegisterOps[] = {
+    IORING_REGISTER_BUFFERS_UPDATE,  // guest memory as fixed buffers (fixed=on)
 };
 
 class Reactor {
@@ -158,6 +166,13 @@ public:
     // pass: fill it. Error: this reactor has no command ring (and why).
     io_uring_sqe* cmd_sqe();
     Status cmd_ring_status() const;
+    // The command ring's buffer table: a run of `n` free slots (its first index), given back
+    // with cmd_buffers_free (which empties them). cmd_buffers_set registers `iov` (each at most
+    // 1 GiB) into slots first.. (pins the memory; an empty iovec empties a slot). Commands in
+    // flight keep what they use registered until they complete.
+    Result<unsigned> cmd_buffers_alloc(unsigned n);
+    void cmd_buffers_free(unsigned first, unsigned n);
+    Status cmd_buffers_set(unsigned first, const iovec* iov, unsigned n);
     void add_poller(Poller* p);  // joins the hot set
     void remove_poller(Poller* p);
     // A parked poller has work (its kick read or backend wake-up completed): back into the hot
@@ -253,6 +268,8 @@ private:
     CmdWake cmd_wake_{this};
     bool cmd_armed_ = false;
     uint64_t cmd_inflight_ = 0;  // SQEs handed out minus CQEs reaped
+    std::vector<bool> cmd_slot_used_;  // the buffer table (empty: none)
+    std::string cmd_buffers_error_;
 
     UniqueFd msg_fd_;
     MsgCompletion msg_completion_{this};

@@ -116,7 +116,12 @@ private:
         auto ch = dev_.backend().open_channel(reactor(), size_);
         if (!ch.ok()) return std::move(ch).take_error();
         channel_ = std::move(ch).value();
+        if (s.mem) channel_->set_memory(*s.mem);
         return ok_status();
+    }
+
+    void on_memory(const shm::MemoryMap& mem) override {
+        if (channel_) channel_->set_memory(mem);
     }
 
     void on_stop() override {

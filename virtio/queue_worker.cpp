@@ -142,7 +142,10 @@ Status QueueWorker::set_memory(std::shared_ptr<const shm::MemoryMap> mem) {
     reactor_.run_sync([&] {
         result = vq_.activate(mem, layout_, last, (features_ & kFEventIdx) != 0, (features_ & kFIndirectDesc) != 0,
                               inflight_, features_);
-        if (result.ok()) apply_log();
+        if (result.ok()) {
+            apply_log();
+            on_memory(*mem);
+        }
         if (!result.ok()) {
             on_stop();
             vq_.deactivate();

@@ -52,6 +52,9 @@ protected:
     // Device hooks (reactor thread).
     virtual Status on_start(const QueueStart& s) = 0;  // allocate slots / open channels
     virtual void on_stop() {}
+    // The queue runs on new guest memory (set_memory, after the drain and the rings' new
+    // translation; not after start: on_start gets the memory itself).
+    virtual void on_memory(const shm::MemoryMap& /*mem*/) {}
     // Pop and process new requests; true if any work was done.
     virtual bool process() = 0;
     // Poll device-internal completion sources (e.g. a null backend) and resubmit requests that

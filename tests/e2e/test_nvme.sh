@@ -6,7 +6,8 @@
 # the e2e image plus an overlay archive with vhostd, vhostctl, blkbench and unit_tests and their shared
 # libraries (under /opt/vhostd; the kernel unpacks concatenated archives in order). The guest
 # side is guest/nvme.sh: the passthrough unit tests on the real namespace, then vhostd serving
-# it to blkbench with --verify, then the block path for comparison, then the zoned namespace
+# it to blkbench with --verify (also with guest memory as fixed buffers), then the block path
+# for comparison, then the zoned namespace
 # served as a zoned virtio-blk device to the unit tests' driver (ZonedNvme.*), then a pool on the
 # two conventional namespaces (members driven with NVMe commands) with volumes, a snapshot, a
 # clone, kill -9 and import.
@@ -47,7 +48,9 @@ truncate -s 128M "$TMP/nvme1.img"
 truncate -s 16M "$TMP/nvme2.img"
 # shellcheck disable=SC2054  # commas are part of QEMU option values
 export VTEST_INITRD="$TMP/initrd" VTEST_RAM=1G
-lh_run_guest nvme "$TMP/guest.log" "$TIMEOUT" "" \
+# NVME_AB_ROUNDS=N: N alternating rounds of the fixed-buffer A/B (randread 4k, fixed=off / on;
+# default 1) for bench/results.
+lh_run_guest nvme "$TMP/guest.log" "$TIMEOUT" "${NVME_AB_ROUNDS:+ab_rounds=$NVME_AB_ROUNDS}" \
   -drive "file=$TMP/nvme0.img,if=none,id=nvm0,format=raw,cache=none,aio=io_uring" \
   -drive "file=$TMP/nvme1.img,if=none,id=nvm1,format=raw,cache=none,aio=io_uring" \
   -device "nvme,serial=vhostd0,id=nvme0" -device "nvme-ns,drive=nvm0,bus=nvme0,nsid=1" \

@@ -57,6 +57,16 @@ TEST(DeviceSpec, NvmeBackend) {
     EXPECT_FALSE(parse_blk_spec("socket=/s,backend=nvme,path=/dev/ng0n1,block-size=4096").ok());  // the LBA's
     EXPECT_FALSE(parse_blk_spec("socket=/s,backend=nvme,path=/dev/ng0n1,direct=on").ok());
     EXPECT_FALSE(parse_blk_spec("socket=/s,backend=nvme,path=/dev/ng0n1,uri=nbd://h/e").ok());
+    // Fixed buffers: nvme only, and kept by the round trip.
+    EXPECT_FALSE(r->fixed);
+    auto f = parse_blk_spec("socket=/s,backend=nvme,path=/dev/ng0n1,fixed=on");
+    ASSERT_TRUE(f.ok()) << f.error().describe();
+    EXPECT_TRUE(f->fixed);
+    auto f2 = parse_blk_keys(to_keys(*f));
+    ASSERT_TRUE(f2.ok());
+    EXPECT_TRUE(f2->fixed);
+    EXPECT_FALSE(parse_blk_spec("socket=/s,path=/x,fixed=on").ok());
+    EXPECT_FALSE(parse_blk_spec("socket=/s,backend=nvme,path=/dev/ng0n1,fixed=maybe").ok());
 }
 
 TEST(DeviceSpec, NbdBackend) {

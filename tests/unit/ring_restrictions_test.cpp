@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -130,6 +131,71 @@ TEST_P(RingRestrictions, TheCommandRingTakesPassthroughCommandsOnly) {
         EXPECT_EQ(fut.get(), 8);
         EXPECT_EQ(buf, 5u);
     }
+}
+
+// The command ring's buffer table (fixed=on): runs of slots handed out and back, filled with
+// shared memory as guest memory is (a memfd mapping), restricted or not (the one register
+// operation the restricted ring takes). Unrestricted, a fixed read on the command ring lands in
+// the slot it names.
+TEST_P(RingRestrictions, TheCommandRingsBufferTable) {
+    ASSERT_TRUE(reactor_->cmd_ring_status().ok()) << reactor_->cmd_ring_status().error().describe();
+    constexpr size_t kLen = 2 << 20;
+    UniqueFd mfd(memfd_create("guest", MFD_CLOEXEC));
+    ASSERT_TRUE(mfd.valid());
+    ASSERT_EQ(ftruncate(mfd.get(), 2 * kLen), 0);
+    void* m = mmap(nullptr, 2 * kLen, PROT_READ | PROT_WRITE, MAP_SHARED, mfd.get(), 0);
+    ASSERT_NE(m, MAP_FAILED);
+    auto* mem = static_cast<uint8_t*>(m);
+    std::promise<unsigned> first_p;
+    reactor_->post([&] {
+        auto a = reactor_->cmd_buffers_alloc(3);
+        ASSERT_TRUE(a.ok()) << a.error().describe();
+        auto b = reactor_->cmd_buffers_alloc(2);
+        ASSERT_TRUE(b.ok());
+        EXPECT_EQ(b.value(), a.value() + 3);
+        reactor_->cmd_buffers_free(a.value(), 3);
+        auto c = reactor_->cmd_buffers_alloc(2);  // the freed run again
+        ASSERT_TRUE(c.ok());
+        EXPECT_EQ(c.value(), a.value());
+        auto huge = reactor_->cmd_buffers_alloc(1u << 20);
+        ASSERT_FALSE(huge.ok());
+        EXPECT_EQ(huge.error().code, Errc::kBusy);
+        iovec iov[2] = {{mem, kLen}, {mem + kLen, kLen}};
+        Status st = reactor_->cmd_buffers_set(c.value(), iov, 2);
+        EXPECT_TRUE(st.ok()) << st.error().describe();
+        EXPECT_FALSE(reactor_->cmd_buffers_set(c.value() + 1, iov, 1u << 20).ok()) << "past the table";
+        reactor_->cmd_buffers_free(b.value(), 2);
+        first_p.set_value(c.value());
+    });
+    const unsigned first = first_p.get_future().get();
+    if (!GetParam()) {
+        // A fixed read from a file into the second slot: the bytes land in the second half.
+        char tmpl[] = "/tmp/vhostd-fixed.XXXXXX";
+        UniqueFd f(mkstemp(tmpl));
+        ASSERT_TRUE(f.valid());
+        unlink(tmpl);
+        const char msg[] = "registered";
+        ASSERT_EQ(pwrite(f.get(), msg, sizeof(msg), 0), static_cast<ssize_t>(sizeof(msg)));
+        CmdShot c;
+        auto fut = c.done.get_future();
+        reactor_->post([&] {
+            io_uring_sqe* sqe = reactor_->cmd_sqe();
+            ASSERT_NE(sqe, nullptr);
+            std::memset(sqe, 0, 2 * sizeof(*sqe));
+            io_uring_prep_read_fixed(sqe, f.get(), mem + kLen + 100, sizeof(msg), 0, static_cast<int>(first + 1));
+            io_uring_sqe_set_data(sqe, static_cast<CmdCompletion*>(&c));
+        });
+        ASSERT_EQ(fut.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+        EXPECT_EQ(fut.get(), static_cast<int32_t>(sizeof(msg)));
+        EXPECT_EQ(std::memcmp(mem + kLen + 100, msg, sizeof(msg)), 0);
+    }
+    std::promise<void> freed;
+    reactor_->post([&] {
+        reactor_->cmd_buffers_free(first, 2);
+        freed.set_value();
+    });
+    freed.get_future().wait();
+    munmap(m, 2 * kLen);
 }
 
 TEST_P(RingRestrictions, RegisterOperationsAreRefused) {
