@@ -49,7 +49,7 @@ truncate -s 16M "$TMP/nvme2.img"
 # shellcheck disable=SC2054  # commas are part of QEMU option values
 export VTEST_INITRD="$TMP/initrd" VTEST_RAM=1G
 # NVME_AB_ROUNDS=N: N alternating rounds of the fixed-buffer A/B (randread 4k, fixed=off / on;
-# default 1) for bench/results.
+# default none) for bench/results.
 lh_run_guest nvme "$TMP/guest.log" "$TIMEOUT" "${NVME_AB_ROUNDS:+ab_rounds=$NVME_AB_ROUNDS}" \
   -drive "file=$TMP/nvme0.img,if=none,id=nvm0,format=raw,cache=none,aio=io_uring" \
   -drive "file=$TMP/nvme1.img,if=none,id=nvm1,format=raw,cache=none,aio=io_uring" \
