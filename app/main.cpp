@@ -67,7 +67,7 @@ int main(int argc, char** argv) {
                    "virtio-blk device on a file or block device: "
                    "socket=PATH,path=FILE[,id=NAME][,queues=N][,readonly=on][,direct=on][,block-size=512|4096]"
                    "[,serial=ID][,submit-batch=N][,client=on]  or an NVMe namespace through passthrough: "
-                   "socket=PATH,backend=nvme,path=/dev/ngXnY[,id=NAME][,queues=N][,readonly=on][,serial=ID][,client=on]"
+                   "socket=PATH,backend=nvme,path=/dev/ngXnY[,id=NAME][,queues=N][,readonly=on][,fixed=on (guest memory as fixed buffers)][,serial=ID][,client=on]"
                    "  or a null device: "
                    "socket=PATH,backend=null,size=SIZE[,id=NAME][,queues=N][,readonly=on][,block-size=512|4096]"
                    "[,serial=ID][,client=on]  or a remote NBD export: "
