@@ -219,12 +219,7 @@ public:
                          "nvme {}: a command with a registered buffer failed ({}): going on without them", ns_.block_name,
                          std::strerror(-res));
             fixed_.clear();
-            if (io_uring_sqe* sqe = r_.cmd_sqe()) {
-                prep(k, sqe);
-            } else {
-                k.next_deferred = deferred_;
-                deferred_ = &k;
-            }
+            send(k);
             return;
         }
         int32_t err = res < 0 ? res : res > 0 ? status_errno(res) : 0;
@@ -270,12 +265,7 @@ public:
                 if (err == 0 && k.left > 0) {
                     // The next piece, one after the other (a discard / write zeroes larger than
                     // a command covers).
-                    if (io_uring_sqe* sqe = r_.cmd_sqe()) {
-                        prep(k, sqe);
-                    } else {
-                        k.next_deferred = deferred_;
-                        deferred_ = &k;
-                    }
+                    send(k);
                     return;
                 }
                 break;
@@ -316,6 +306,17 @@ private:
         k.bytes = static_cast<uint32_t>(bytes);
         k.nlb = static_cast<uint32_t>(bytes >> shift_);
         return ok_status();
+    }
+
+    // The command (again, or its next piece) on the command ring, or deferred to poll() when
+    // the ring is full.
+    void send(NvmeCmd& k) {
+        if (io_uring_sqe* sqe = r_.cmd_sqe()) {
+            prep(k, sqe);
+        } else {
+            k.next_deferred = deferred_;
+            deferred_ = &k;
+        }
     }
 
     static void untrim(NvmeCmd& k) {
